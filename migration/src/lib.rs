@@ -1,0 +1,117 @@
+//! The trade engine's PostgreSQL schema as six `sea-orm-migration` migrations.
+//!
+//! Ported from the TypeORM migrations `1700000001000-CreateEnums` …
+//! `1700000006000-CreateUtilityFunctions`; every object keeps its original name
+//! and every defect of the originals that we fix is cited by its id (D1–D14, see
+//! `docs/schema.md`).
+//!
+//! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
+//!
+//! * **One migrator at a time.** Every operation holds a PostgreSQL advisory lock
+//!   ([`MIGRATION_LOCK_KEY`]) and runs in one transaction, so two `up` runs started
+//!   together both succeed and each migration is applied once; an operation that
+//!   fails leaves nothing behind.
+//! * **No silent data loss.** A `down` (also through `reset` and `refresh`) or a
+//!   `fresh` that would drop a table still holding rows refuses, names the table
+//!   and its row count, and changes nothing — unless data loss is allowed
+//!   ([`DataLoss::Allow`], the `MIGRATION_ALLOW_DATA_LOSS` variable, or the CLI's
+//!   `--allow-data-loss`).
+//!
+//! ```no_run
+//! use migration::{Migrator, MigratorTrait};
+//! # async fn example() -> Result<(), migration::DbErr> {
+//! let db = sea_orm_migration::sea_orm::Database::connect("postgres://postgres@127.0.0.1/trade").await?;
+//! Migrator::up(&db, None).await?; // apply everything pending, under the migration lock
+//! Migrator::down(&db, Some(1)).await?; // roll back the newest migration
+//! # Ok(()) }
+//! ```
+
+pub use sea_orm_migration::prelude::*;
+
+mod data_loss;
+mod runner;
+
+mod m1700000001000_create_enums;
+mod m1700000002000_create_symbols_table;
+mod m1700000003000_create_orders_table;
+mod m1700000004000_create_trades_table;
+mod m1700000005000_create_auxiliary_tables;
+mod m1700000006000_create_utility_functions;
+
+pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
+pub use runner::{MIGRATION_LOCK_KEY, Operation, run};
+
+/// The trade-engine migrator. Use it like any SeaORM migrator; every operation
+/// takes the migration lock and refuses silent data loss (see the crate docs).
+pub struct Migrator;
+
+/// SeaORM's stock behaviour over the same migrations, without lock or guard.
+/// [`run`] calls it inside the locked transaction.
+pub(crate) struct Unguarded;
+
+fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(m1700000001000_create_enums::Migration),
+        Box::new(m1700000002000_create_symbols_table::Migration),
+        Box::new(m1700000003000_create_orders_table::Migration),
+        Box::new(m1700000004000_create_trades_table::Migration),
+        Box::new(m1700000005000_create_auxiliary_tables::Migration),
+        Box::new(m1700000006000_create_utility_functions::Migration),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigratorTrait for Unguarded {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        all_migrations()
+    }
+}
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        all_migrations()
+    }
+
+    async fn status<C>(db: &C) -> Result<(), DbErr>
+    where
+        C: ConnectionTrait,
+    {
+        Unguarded::status(db).await
+    }
+
+    async fn fresh<'c, C>(db: C) -> Result<(), DbErr>
+    where
+        C: IntoSchemaManagerConnection<'c>,
+    {
+        run(db, Operation::Fresh, DataLoss::from_env()).await
+    }
+
+    async fn refresh<'c, C>(db: C) -> Result<(), DbErr>
+    where
+        C: IntoSchemaManagerConnection<'c>,
+    {
+        run(db, Operation::Refresh, DataLoss::from_env()).await
+    }
+
+    async fn reset<'c, C>(db: C) -> Result<(), DbErr>
+    where
+        C: IntoSchemaManagerConnection<'c>,
+    {
+        run(db, Operation::Reset, DataLoss::from_env()).await
+    }
+
+    async fn up<'c, C>(db: C, steps: Option<u32>) -> Result<(), DbErr>
+    where
+        C: IntoSchemaManagerConnection<'c>,
+    {
+        run(db, Operation::Up(steps), DataLoss::from_env()).await
+    }
+
+    async fn down<'c, C>(db: C, steps: Option<u32>) -> Result<(), DbErr>
+    where
+        C: IntoSchemaManagerConnection<'c>,
+    {
+        run(db, Operation::Down(steps), DataLoss::from_env()).await
+    }
+}

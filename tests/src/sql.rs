@@ -1,0 +1,78 @@
+//! Terse raw-SQL helpers for tests: each panics with the statement and the
+//! database's error, so a failing test says which statement failed and why.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TryGetable};
+
+/// Runs one or more statements (simple query protocol, no binds).
+pub async fn exec(db: &impl ConnectionTrait, sql: &str) {
+    if let Err(err) = db.execute_unprepared(sql).await {
+        panic!("SQL failed: {err}\n{sql}");
+    }
+}
+
+/// Runs `sql` and returns the database's error, for statements expected to fail.
+pub async fn try_exec(db: &impl ConnectionTrait, sql: &str) -> Result<(), DbErr> {
+    db.execute_unprepared(sql).await.map(|_| ())
+}
+
+/// All rows of a query.
+pub async fn rows(db: &impl ConnectionTrait, sql: &str) -> Vec<QueryResult> {
+    match db
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(err) => panic!("SQL failed: {err}\n{sql}"),
+    }
+}
+
+/// The first column of every row.
+pub async fn column<T: TryGetable>(db: &impl ConnectionTrait, sql: &str) -> Vec<T> {
+    rows(db, sql)
+        .await
+        .iter()
+        .map(|row| get(row, 0, sql))
+        .collect()
+}
+
+/// The first column of the only row.
+pub async fn scalar<T: TryGetable>(db: &impl ConnectionTrait, sql: &str) -> T {
+    let all = rows(db, sql).await;
+    assert_eq!(all.len(), 1, "expected exactly one row from:\n{sql}");
+    get(&all[0], 0, sql)
+}
+
+/// Column `index` of `row`.
+pub fn get<T: TryGetable>(row: &QueryResult, index: usize, sql: &str) -> T {
+    match row.try_get_by_index(index) {
+        Ok(value) => value,
+        Err(err) => panic!("cannot read column {index}: {err:?}\n{sql}"),
+    }
+}
+
+/// Every row rendered as `col1|col2|…` text (NULL as empty), which keeps
+/// expectations on multi-column results short and exact. Values are rendered
+/// as PostgreSQL's JSON does, so numbers keep their exact scale (`1.50000000`)
+/// and timestamps read `2026-01-02T03:04:05+00:00`; the query's row order is kept.
+pub async fn lines(db: &impl ConnectionTrait, sql: &str) -> Vec<String> {
+    let wrapped = format!(
+        "SELECT (SELECT string_agg(coalesce(j.value, ''), '|' ORDER BY j.ordinality) \
+         FROM json_each_text(row_to_json(r)) WITH ORDINALITY j) FROM ({sql}) r"
+    );
+    column::<String>(db, &wrapped).await
+}
+
+/// The SQLSTATE and message of a database error, e.g. `("23503", "…")`.
+pub fn sql_error(err: &DbErr) -> (String, String) {
+    let text = err.to_string();
+    let code = match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    (code, text)
+}
