@@ -28,6 +28,8 @@
 
 pub use sea_orm_migration::prelude::*;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod data_loss;
 mod runner;
 

@@ -1,7 +1,9 @@
 //! The rollback contract (spec section 7), `fresh`, atomicity, concurrent
 //! migrators and the data-loss guard.
 
-use migration::{DataLoss, Migrator, MigratorTrait, Operation};
+use std::time::Duration;
+
+use migration::{DataLoss, MIGRATION_LOCK_KEY, Migrator, MigratorTrait, Operation};
 use sea_orm::DatabaseConnection;
 use tests::catalog::{Catalog, snapshot};
 use tests::db::TestDb;
@@ -183,6 +185,49 @@ async fn concurrent_ups_both_succeed_and_apply_each_migration_once() {
     for conn in [a, b, c, d] {
         conn.close().await.ok();
     }
+}
+
+#[tokio::test]
+async fn a_runner_waits_for_the_migration_lock_then_runs() {
+    let db = TestDb::empty().await;
+    let holder = db.connect_single().await;
+    exec(
+        &holder,
+        &format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"),
+    )
+    .await;
+    let runner_conn = db.connect().await;
+    let runner = tokio::spawn(async move {
+        let outcome = Migrator::up(&runner_conn, None).await;
+        runner_conn.close().await.ok();
+        outcome
+    });
+    let waiting = "SELECT count(*) FROM pg_locks
+                   WHERE locktype = 'advisory' AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let mut waited = 0;
+    for _ in 0..200 {
+        waited = scalar::<i64>(db.conn(), waiting).await;
+        if waited == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(waited, 1, "the runner waits on the advisory lock");
+    let table: Option<String> =
+        scalar(db.conn(), "SELECT to_regclass('seaql_migrations')::text").await;
+    assert_eq!(table, None, "nothing happens before the lock is granted");
+    exec(
+        &holder,
+        &format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"),
+    )
+    .await;
+    runner
+        .await
+        .expect("the runner task")
+        .expect("up after the lock is released");
+    assert_eq!(applied(db.conn()).await, 6);
+    holder.close().await.ok();
 }
 
 #[tokio::test]

@@ -1,0 +1,210 @@
+//! The migration CLI as a developer runs it from a shell: configuration from
+//! the environment or `.env`, the SeaORM subcommands, one-line errors, and
+//! the data-loss switch.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use tests::db::TestDb;
+use tests::sql::{exec, scalar};
+
+/// A fresh, empty working directory (no `.env` in it or above it).
+fn workdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("te-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir
+}
+
+/// Runs the CLI in `dir` with no database settings from this process.
+fn cli(dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_migration_cli"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_SCHEMA")
+        .env_remove("MIGRATION_ALLOW_DATA_LOSS");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the CLI runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Exit code 1 and exactly one line on stderr, `error: …`, containing `needle`.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_missing_database_url_says_what_to_set() {
+    let dir = workdir("missing");
+    let output = cli(&dir, &["up"], &[]);
+    assert_one_line_error(&output, "DATABASE_URL is not set");
+    assert!(stderr(&output).contains(".env"));
+}
+
+#[test]
+fn an_unreachable_server_is_one_line_without_the_password() {
+    let dir = workdir("unreachable");
+    let output = cli(
+        &dir,
+        &["status", "-u", "postgres://app:s3cret@127.0.0.1:1/trade"],
+        &[],
+    );
+    assert_one_line_error(
+        &output,
+        "cannot connect to postgres://app:***@127.0.0.1:1/trade",
+    );
+    assert!(!stderr(&output).contains("s3cret"));
+}
+
+#[test]
+fn a_url_of_another_database_kind_is_refused() {
+    let dir = workdir("mysql");
+    let output = cli(
+        &dir,
+        &["up"],
+        &[("DATABASE_URL", "mysql://root@127.0.0.1/trade")],
+    );
+    assert_one_line_error(&output, "must be a PostgreSQL URL");
+}
+
+#[tokio::test]
+async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
+    let db = TestDb::empty().await;
+    let dir = workdir("dotenv");
+    std::fs::write(dir.join(".env"), format!("DATABASE_URL={}\n", db.url())).expect(".env");
+    let applied =
+        || async { scalar::<i64>(db.conn(), "SELECT count(*) FROM seaql_migrations").await };
+
+    let up = cli(&dir, &["up"], &[]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(applied().await, 6);
+    let status = cli(&dir, &["status"], &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert_eq!(
+        stdout(&status).matches("... Applied").count(),
+        6,
+        "{}",
+        stdout(&status)
+    );
+
+    let down = cli(&dir, &["down"], &[]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(applied().await, 5);
+    let status = cli(&dir, &["status"], &[]);
+    assert!(
+        stdout(&status).contains("m1700000006000_create_utility_functions'... Pending"),
+        "{}",
+        stdout(&status)
+    );
+
+    let down = cli(&dir, &["down", "-n", "5"], &[]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(applied().await, 0);
+    let up = cli(&dir, &["up", "-n", "2"], &[]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(applied().await, 2);
+    // No subcommand means `up`, as with SeaORM's CLI.
+    let up = cli(&dir, &[], &[]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(applied().await, 6);
+    let refresh = cli(&dir, &["refresh"], &[]);
+    assert!(refresh.status.success(), "{}", stderr(&refresh));
+    let fresh = cli(&dir, &["fresh"], &[]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    let reset = cli(&dir, &["reset"], &[]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let left: i64 = scalar(
+        db.conn(),
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+    )
+    .await;
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
+    let db = TestDb::migrated().await;
+    let dir = workdir("dataloss");
+    let url = db.url().to_owned();
+    let env = [("DATABASE_URL", url.as_str())];
+    exec(
+        db.conn(),
+        "INSERT INTO orders (user_id, symbol, side, order_type, quantity, price)
+         VALUES (gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 1, 100)",
+    )
+    .await;
+
+    let refused = cli(&dir, &["down", "-n", "4"], &env);
+    assert_one_line_error(&refused, "table \"orders\" holds 1 rows");
+    let refused = cli(&dir, &["reset"], &env);
+    assert_one_line_error(&refused, "MIGRATION_ALLOW_DATA_LOSS=1");
+    let refused = cli(&dir, &["fresh"], &env);
+    assert_one_line_error(&refused, "--allow-data-loss");
+    let applied =
+        || async { scalar::<i64>(db.conn(), "SELECT count(*) FROM seaql_migrations").await };
+    assert_eq!(applied().await, 6);
+
+    let allowed = cli(
+        &dir,
+        &["down", "-n", "4"],
+        &[env[0], ("MIGRATION_ALLOW_DATA_LOSS", "1")],
+    );
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    assert_eq!(applied().await, 2);
+
+    let up = cli(&dir, &["up"], &env);
+    assert!(up.status.success(), "{}", stderr(&up));
+    exec(
+        db.conn(),
+        "INSERT INTO orders (user_id, symbol, side, order_type, quantity, price)
+         VALUES (gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 1, 100)",
+    )
+    .await;
+    let allowed = cli(&dir, &["--allow-data-loss", "fresh"], &env);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let orders: i64 = scalar(db.conn(), "SELECT count(*) FROM orders").await;
+    assert_eq!(orders, 0);
+}
+
+#[tokio::test]
+async fn a_schema_other_than_public_is_migrated_with_dash_s() {
+    let db = TestDb::empty().await;
+    exec(db.conn(), "CREATE SCHEMA trading").await;
+    let dir = workdir("schema");
+    let url = db.url().to_owned();
+    let up = cli(
+        &dir,
+        &["up", "-s", "trading"],
+        &[("DATABASE_URL", url.as_str())],
+    );
+    assert!(up.status.success(), "{}", stderr(&up));
+    let placed = scalar::<i64>(
+        db.conn(),
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'trading'::regnamespace
+           AND relname IN ('orders', 'trades', 'symbols', 'orders_default')",
+    )
+    .await;
+    assert_eq!(placed, 4);
+    let in_public = scalar::<i64>(
+        db.conn(),
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+    )
+    .await;
+    assert_eq!(in_public, 0);
+}
