@@ -125,9 +125,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let db = connect(url, &cli.database_schema).await?;
     let outcome = crate::run(&db, operation, data_loss).await;
     db.close().await.ok();
-    outcome.map_err(|err| match err {
-        DbErr::Migration(reason) => anyhow::anyhow!(reason),
-        other => anyhow::anyhow!(other),
+    outcome.map_err(|err| {
+        let reason = match err {
+            DbErr::Migration(reason) => reason,
+            other => other.to_string(),
+        };
+        // The progress lines above may say "has been applied": the run is one
+        // transaction, so say plainly that none of it stayed.
+        if reason.contains("nothing was changed") {
+            anyhow::anyhow!(reason)
+        } else {
+            anyhow::anyhow!("{reason} (the whole run was rolled back; nothing was changed)")
+        }
     })?;
     Ok(())
 }
@@ -148,7 +157,7 @@ async fn connect(url: &str, schema: &str) -> anyhow::Result<DatabaseConnection> 
         .with_context(|| format!("cannot connect to {} (check DATABASE_URL)", redact(url)))?;
     probe.close().await.ok();
 
-    let mut options = ConnectOptions::new(url);
+    let mut options = ConnectOptions::new(with_application_name(url));
     options
         .set_schema_search_path(schema)
         .max_connections(2)
@@ -160,6 +169,16 @@ async fn connect(url: &str, schema: &str) -> anyhow::Result<DatabaseConnection> 
         .await
         .with_context(|| format!("cannot connect to {} (check DATABASE_URL)", redact(url)))?;
     Ok(db)
+}
+
+/// `url` with `application_name=trade-engine-migration` unless it names one, so
+/// operators can tell the migrator apart in `pg_stat_activity` and `pg_locks`.
+fn with_application_name(url: &str) -> String {
+    if url.contains("application_name=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name=trade-engine-migration")
 }
 
 /// The chain of causes on one line, each said once (driver errors often
@@ -210,7 +229,23 @@ fn init_tracing(verbose: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, with_application_name};
+
+    #[test]
+    fn application_name_is_added_unless_given() {
+        assert_eq!(
+            with_application_name("postgres://h/db"),
+            "postgres://h/db?application_name=trade-engine-migration"
+        );
+        assert_eq!(
+            with_application_name("postgres://h/db?sslmode=require"),
+            "postgres://h/db?sslmode=require&application_name=trade-engine-migration"
+        );
+        assert_eq!(
+            with_application_name("postgres://h/db?application_name=deploy"),
+            "postgres://h/db?application_name=deploy"
+        );
+    }
 
     #[test]
     fn redact_hides_only_the_password() {

@@ -122,7 +122,8 @@ pub(crate) async fn refuse_if_holding_rows<C: ConnectionTrait>(
         if let Some(rows) = count_data_rows(db, table).await?
             && rows > 0
         {
-            holding.push(format!("table \"{}\" holds {rows} rows", table.name()));
+            let noun = if rows == 1 { "row" } else { "rows" };
+            holding.push(format!("table \"{}\" holds {rows} {noun}", table.name()));
         }
     }
     if holding.is_empty() {

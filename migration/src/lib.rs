@@ -51,6 +51,32 @@ pub struct Migrator;
 /// [`run`] calls it inside the locked transaction.
 pub(crate) struct Unguarded;
 
+/// The tables whose rows rolling back the migration named `name` would drop.
+pub(crate) fn guarded_tables(name: &str) -> &'static [data_loss::GuardedTable] {
+    let guards: [(&dyn MigrationName, &'static [data_loss::GuardedTable]); 4] = [
+        (
+            &m1700000002000_create_symbols_table::Migration,
+            m1700000002000_create_symbols_table::GUARDED,
+        ),
+        (
+            &m1700000003000_create_orders_table::Migration,
+            m1700000003000_create_orders_table::GUARDED,
+        ),
+        (
+            &m1700000004000_create_trades_table::Migration,
+            m1700000004000_create_trades_table::GUARDED,
+        ),
+        (
+            &m1700000005000_create_auxiliary_tables::Migration,
+            m1700000005000_create_auxiliary_tables::GUARDED,
+        ),
+    ];
+    guards
+        .into_iter()
+        .find(|(migration, _)| migration.name() == name)
+        .map_or(&[], |(_, tables)| tables)
+}
+
 fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(m1700000001000_create_enums::Migration),

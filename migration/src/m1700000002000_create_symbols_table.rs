@@ -10,6 +10,9 @@ use crate::m1700000001000_create_enums::SymbolStatus;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// What `down` would destroy: symbols other than the seed.
+pub(crate) const GUARDED: &[GuardedTable] = &[GuardedTable::SymbolsBeyondSeed];
+
 #[derive(DeriveIden)]
 pub(crate) enum Symbols {
     Table,
@@ -271,8 +274,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        refuse_if_holding_rows(manager.get_connection(), &[GuardedTable::SymbolsBeyondSeed])
-            .await?;
+        refuse_if_holding_rows(manager.get_connection(), GUARDED).await?;
         manager
             .drop_table(Table::drop().table(Symbols::Table).to_owned())
             .await?;

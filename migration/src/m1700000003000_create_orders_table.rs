@@ -11,6 +11,9 @@ use crate::m1700000002000_create_symbols_table::Symbols;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// What `down` would destroy.
+pub(crate) const GUARDED: &[GuardedTable] = &[GuardedTable::All("orders")];
+
 #[derive(DeriveIden)]
 pub(crate) enum Orders {
     Table,
@@ -57,7 +60,8 @@ const PARTITION_FUNCTIONS: &str = r#"
 CREATE OR REPLACE FUNCTION create_range_partition(
     p_parent text, p_key text, p_partition text, p_from date, p_to date
 ) RETURNS text
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_schema   text := current_schema();
     v_default  text := p_parent || '_default';
@@ -111,7 +115,8 @@ COMMENT ON FUNCTION create_range_partition(text, text, text, date, date) IS
     'Creates one range partition [p_from, p_to) in UTC, moving the rows it covers out of the default partition first';
 
 CREATE OR REPLACE FUNCTION create_orders_partition(partition_date date) RETURNS text
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 DECLARE
     -- D3: dates stay dates; the casts to timestamp keep the session time zone out (D4).
     v_start date := date_trunc('month', partition_date::timestamp)::date;
@@ -391,7 +396,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        refuse_if_holding_rows(manager.get_connection(), &[GuardedTable::All("orders")]).await?;
+        refuse_if_holding_rows(manager.get_connection(), GUARDED).await?;
         manager
             .drop_table(Table::drop().table(Orders::Table).to_owned())
             .await?;

@@ -10,6 +10,9 @@ use crate::m1700000002000_create_symbols_table::Symbols;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// What `down` would destroy.
+pub(crate) const GUARDED: &[GuardedTable] = &[GuardedTable::All("trades")];
+
 #[derive(DeriveIden)]
 enum Trades {
     Table,
@@ -48,7 +51,8 @@ const DEFAULT_PARTITION: &str = "CREATE TABLE trades_default PARTITION OF trades
 
 const FUNCTIONS: &str = r#"
 CREATE OR REPLACE FUNCTION create_trades_partition(partition_date date) RETURNS text
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 BEGIN
     -- D3, D4, D5: see create_range_partition.
     RETURN create_range_partition('trades', 'executed_at',
@@ -61,7 +65,8 @@ COMMENT ON FUNCTION create_trades_partition(date) IS 'Creates a daily partition 
 
 -- D3: works (dates, not timestamps); D4: "today" is the UTC day. Never drops anything.
 CREATE OR REPLACE FUNCTION maintain_partitions() RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_today date := (now() AT TIME ZONE 'UTC')::date;
     v_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
@@ -89,7 +94,8 @@ COMMENT ON FUNCTION maintain_partitions() IS 'Automated partition maintenance - 
 -- D14: retention is applied here, explicitly, and only when p_dry_run is false.
 CREATE OR REPLACE FUNCTION enforce_partition_retention(p_dry_run boolean DEFAULT true)
 RETURNS TABLE (partition_name text, parent_table text, range_end timestamptz, dropped boolean)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_schema text := current_schema();
     r record;
@@ -304,7 +310,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        refuse_if_holding_rows(manager.get_connection(), &[GuardedTable::All("trades")]).await?;
+        refuse_if_holding_rows(manager.get_connection(), GUARDED).await?;
         manager
             .get_connection()
             .execute_unprepared(DOWN_FUNCTIONS)

@@ -9,6 +9,12 @@ use crate::m1700000001000_create_enums::OrderSide;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// What `down` would destroy.
+pub(crate) const GUARDED: &[GuardedTable] = &[
+    GuardedTable::All("stop_orders_watchlist"),
+    GuardedTable::All("order_book_snapshots"),
+];
+
 #[derive(DeriveIden)]
 enum StopOrdersWatchlist {
     Table,
@@ -44,7 +50,8 @@ enum MvOrderBookSnapshot {
 const WATCHLIST_TRIGGERS: &str = r#"
 -- D8: a stop order enters the watchlist when it becomes OPEN, by insert or by update.
 CREATE OR REPLACE FUNCTION add_stop_order_to_watchlist() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 BEGIN
     IF NEW.order_type IN ('STOP', 'STOP_LIMIT') AND NEW.status = 'OPEN'
        AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status) THEN
@@ -59,7 +66,8 @@ $fn$;
 COMMENT ON FUNCTION add_stop_order_to_watchlist() IS 'Automatically adds STOP/STOP_LIMIT orders to watchlist when created';
 
 CREATE OR REPLACE FUNCTION remove_stop_order_from_watchlist() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 BEGIN
     IF NEW.status IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED') THEN
         DELETE FROM stop_orders_watchlist WHERE order_id = NEW.order_id;
@@ -175,7 +183,8 @@ COMMENT ON MATERIALIZED VIEW mv_order_book_snapshot IS 'Materialized view of ord
 
 const REFRESH_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION refresh_order_book_snapshot() RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
 BEGIN
     -- D10: CONCURRENTLY works because IDX_mv_order_book is unique.
     REFRESH MATERIALIZED VIEW CONCURRENTLY mv_order_book_snapshot;
@@ -308,14 +317,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        refuse_if_holding_rows(
-            manager.get_connection(),
-            &[
-                GuardedTable::All("stop_orders_watchlist"),
-                GuardedTable::All("order_book_snapshots"),
-            ],
-        )
-        .await?;
+        refuse_if_holding_rows(manager.get_connection(), GUARDED).await?;
         manager.get_connection().execute_unprepared(DOWN).await?;
         manager
             .drop_table(Table::drop().table(OrderBookSnapshots::Table).to_owned())

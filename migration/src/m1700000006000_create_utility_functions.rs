@@ -11,7 +11,8 @@ pub struct Migration;
 const FUNCTIONS: &str = r#"
 CREATE OR REPLACE FUNCTION get_order_book_depth(p_symbol varchar(20), p_depth int DEFAULT 20)
 RETURNS TABLE (side varchar(4), price numeric(20,8), quantity numeric(20,8), order_count int)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT levels.side, levels.price, levels.quantity, levels.order_count
     FROM (
         (SELECT 'BID'::varchar(4) AS side, o.price,
@@ -48,7 +49,8 @@ CREATE OR REPLACE FUNCTION get_user_trade_history(
 )
 RETURNS TABLE (trade_id uuid, symbol varchar(20), side varchar(4), price numeric(20,8),
                quantity numeric(20,8), fee numeric(20,8), is_maker boolean, executed_at timestamptz)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT t.trade_id, t.symbol,
            (CASE WHEN t.buyer_user_id = p_user_id THEN 'BUY' ELSE 'SELL' END)::varchar(4),
            t.price, t.quantity,
@@ -66,7 +68,8 @@ COMMENT ON FUNCTION get_user_trade_history(uuid, varchar, int, int) IS 'Returns 
 
 CREATE OR REPLACE FUNCTION check_db_connections()
 RETURNS TABLE (active_connections int, idle_connections int, max_connections int)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT count(*) FILTER (WHERE a.state = 'active')::int,
            count(*) FILTER (WHERE a.state = 'idle')::int,
            current_setting('max_connections')::int
@@ -81,7 +84,8 @@ COMMENT ON FUNCTION check_db_connections() IS 'Health check: returns database co
 -- pg_partition_tree() is empty for a plain table, hence the UNION with the table itself.
 CREATE OR REPLACE FUNCTION check_table_sizes()
 RETURNS TABLE (table_name text, row_count bigint, total_size text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT c.relname::text,
            totals.live_rows,
            pg_size_pretty(totals.bytes)
@@ -104,7 +108,8 @@ COMMENT ON FUNCTION check_table_sizes() IS 'Monitoring: returns table sizes and 
 CREATE OR REPLACE FUNCTION get_best_bid_ask(p_symbol varchar(20))
 RETURNS TABLE (best_bid numeric(20,8), best_ask numeric(20,8), spread numeric(20,8),
                spread_percentage numeric(10,4))
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT book.bid, book.ask, book.ask - book.bid,
            round((book.ask - book.bid) / nullif(book.bid, 0) * 100, 4)
     FROM (
@@ -124,7 +129,8 @@ COMMENT ON FUNCTION get_best_bid_ask(varchar) IS 'Returns best bid/ask prices an
 
 CREATE OR REPLACE FUNCTION calculate_vwap(p_symbol varchar(20), p_interval_hours int DEFAULT 24)
 RETURNS numeric(20,8)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8)
     FROM trades t
     WHERE t.symbol = p_symbol
@@ -136,7 +142,8 @@ COMMENT ON FUNCTION calculate_vwap(varchar, int) IS 'Calculates Volume Weighted 
 CREATE OR REPLACE FUNCTION get_order_fill_rate(p_user_id uuid, p_days int DEFAULT 30)
 RETURNS TABLE (total_orders bigint, filled_orders bigint, partially_filled_orders bigint,
                cancelled_orders bigint, fill_rate numeric(5,2))
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT count(*),
            count(*) FILTER (WHERE o.status = 'FILLED'),
            count(*) FILTER (WHERE o.status = 'PARTIALLY_FILLED'),
@@ -152,7 +159,8 @@ COMMENT ON FUNCTION get_order_fill_rate(uuid, int) IS 'Returns order fill rate s
 -- D5: counts and names the ranged partitions only, not orders_default/trades_default.
 CREATE OR REPLACE FUNCTION check_partition_health()
 RETURNS TABLE (parent_table text, partition_count bigint, oldest_partition text, newest_partition text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
     SELECT p.relname::text,
            count(c.oid),
            min(c.relname)::text,
@@ -175,7 +183,8 @@ COMMENT ON FUNCTION check_partition_health() IS 'Monitoring: returns partition s
 CREATE OR REPLACE FUNCTION get_trading_volume(p_symbol varchar(20), p_period varchar(10) DEFAULT '24h')
 RETURNS TABLE (symbol varchar(20), trade_count bigint, base_volume numeric(20,8),
                quote_volume numeric(20,8), period_start timestamptz, period_end timestamptz)
-LANGUAGE plpgsql STABLE AS $fn$
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT AS $fn$
 DECLARE
     v_end timestamptz := now();
     v_interval interval;

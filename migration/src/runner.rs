@@ -49,6 +49,24 @@ where
     .await?;
     data_loss::set_policy(&txn, data_loss).await?;
 
+    // A run that rolls back several migrations checks all of them first, so the
+    // refusal names every table at stake (each `down` checks again, locked).
+    let rolled_back = match operation {
+        Operation::Down(steps) => steps,
+        Operation::Reset | Operation::Refresh => None,
+        _ => Some(0),
+    };
+    if rolled_back != Some(0) {
+        let applied = Unguarded::get_applied_migrations(&txn).await?;
+        let tables: Vec<_> = applied
+            .iter()
+            .rev()
+            .take(rolled_back.map_or(applied.len(), |n| n as usize))
+            .flat_map(|migration| crate::guarded_tables(migration.name()).iter().copied())
+            .collect();
+        data_loss::refuse_if_holding_rows(&txn, &tables).await?;
+    }
+
     match operation {
         Operation::Up(steps) => Unguarded::up(&txn, steps).await?,
         Operation::Down(steps) => Unguarded::down(&txn, steps).await?,

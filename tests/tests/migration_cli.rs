@@ -151,7 +151,7 @@ async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
     .await;
 
     let refused = cli(&dir, &["down", "-n", "4"], &env);
-    assert_one_line_error(&refused, "table \"orders\" holds 1 rows");
+    assert_one_line_error(&refused, "table \"orders\" holds 1 row");
     let refused = cli(&dir, &["reset"], &env);
     assert_one_line_error(&refused, "MIGRATION_ALLOW_DATA_LOSS=1");
     let refused = cli(&dir, &["fresh"], &env);
@@ -207,4 +207,31 @@ async fn a_schema_other_than_public_is_migrated_with_dash_s() {
     )
     .await;
     assert_eq!(in_public, 0);
+    // The functions and triggers act on their own schema whatever the caller's
+    // search_path is (here the default, which does not include `trading`).
+    let created: String = scalar(
+        db.conn(),
+        "SELECT trading.create_trades_partition('2031-05-05')",
+    )
+    .await;
+    assert_eq!(created, "Created partition: trades_2031_05_05");
+    exec(
+        db.conn(),
+        "INSERT INTO trading.orders (user_id, symbol, side, order_type, status, quantity, stop_price)
+         VALUES (gen_random_uuid(), 'BTC/USDT', 'SELL', 'STOP', 'OPEN', 1, 90)",
+    )
+    .await;
+    let watched: i64 = scalar(
+        db.conn(),
+        "SELECT count(*) FROM trading.stop_orders_watchlist",
+    )
+    .await;
+    assert_eq!(watched, 1);
+    let placed: i64 = scalar(
+        db.conn(),
+        "SELECT count(*) FROM pg_class WHERE relname = 'trades_2031_05_05'
+           AND relnamespace = 'trading'::regnamespace",
+    )
+    .await;
+    assert_eq!(placed, 1);
 }

@@ -302,6 +302,36 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_refusal_names_every_table_the_run_would_empty() {
+    let db = TestDb::migrated().await;
+    exec(
+        db.conn(),
+        "INSERT INTO orders (user_id, symbol, side, order_type, quantity, price)
+         VALUES (gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 1, 100);
+         INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
+            price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset, is_buyer_maker)
+         SELECT 'ETH/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+            1, 1, 0, 0, 'USDT', 'USDT', true FROM generate_series(1, 3);",
+    )
+    .await;
+    let err = migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Refuse)
+        .await
+        .expect_err("trades and orders hold rows");
+    let message = err.to_string();
+    assert!(
+        message.contains("table \"trades\" holds 3 rows"),
+        "{message}"
+    );
+    assert!(
+        message.contains("table \"orders\" holds 1 row;"),
+        "{message}"
+    );
+    // One step only reaches migration 6: nothing at stake.
+    migrate(db.conn(), Operation::Down(Some(1))).await;
+    assert_eq!(applied(db.conn()).await, 5);
+}
+
+#[tokio::test]
 async fn every_data_table_is_guarded() {
     let db = TestDb::migrated().await;
     exec(
@@ -321,11 +351,11 @@ async fn every_data_table_is_guarded() {
         .expect_err("watchlist and snapshots hold rows");
     let message = err.to_string();
     assert!(
-        message.contains("\"stop_orders_watchlist\" holds 1 rows"),
+        message.contains("\"stop_orders_watchlist\" holds 1 row"),
         "{message}"
     );
     assert!(
-        message.contains("\"order_book_snapshots\" holds 1 rows"),
+        message.contains("\"order_book_snapshots\" holds 1 row"),
         "{message}"
     );
     exec(
@@ -336,7 +366,7 @@ async fn every_data_table_is_guarded() {
     let err = migration::run(db.conn(), Operation::Down(Some(3)), DataLoss::Refuse)
         .await
         .expect_err("trades hold rows");
-    assert!(err.to_string().contains("\"trades\" holds 1 rows"), "{err}");
+    assert!(err.to_string().contains("\"trades\" holds 1 row"), "{err}");
     exec(db.conn(), "DELETE FROM trades").await;
 
     // symbols: the seed rows are the migration's own, any other is data.
@@ -350,10 +380,7 @@ async fn every_data_table_is_guarded() {
     let err = migration::run(db.conn(), Operation::Down(Some(1)), DataLoss::Refuse)
         .await
         .expect_err("a symbol beyond the seed");
-    assert!(
-        err.to_string().contains("\"symbols\" holds 1 rows"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("\"symbols\" holds 1 row"), "{err}");
     exec(db.conn(), "DELETE FROM symbols WHERE symbol = 'PEPE/USDT'").await;
     migrate(db.conn(), Operation::Down(Some(2))).await;
     assert_eq!(applied(db.conn()).await, 0);
@@ -378,7 +405,7 @@ async fn the_guard_holds_against_rows_committed_during_the_check() {
     match (down, insert) {
         (Ok(()), Err(_)) => assert_eq!(applied(db.conn()).await, 2),
         (Err(refusal), Ok(())) => {
-            assert!(refusal.to_string().contains("holds 1 rows"), "{refusal}");
+            assert!(refusal.to_string().contains("holds 1 row"), "{refusal}");
             let rows: i64 = scalar(db.conn(), "SELECT count(*) FROM orders").await;
             assert_eq!(rows, 1);
         }
