@@ -1,0 +1,182 @@
+//! Configuration from the environment (and `.env`), with the names of the
+//! README's table. Every bad value is an error that names the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How callers prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer <JWT>`, HS256 with the configured secret.
+    Jwt,
+    /// `X-User-ID: <uuid>`, set by a gateway that authenticated the user.
+    TrustedHeader,
+}
+
+/// The api's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`; `None` runs the embedded local PostgreSQL.
+    pub database_url: Option<String>,
+    /// `BIND_ADDR`, default `127.0.0.1:8080`.
+    pub bind_addr: SocketAddr,
+    /// `AUTH_MODE`: `jwt` (default) or `trusted-header`.
+    pub auth_mode: AuthMode,
+    /// `JWT_SECRET`; `None` makes the server generate one for its lifetime.
+    pub jwt_secret: Option<String>,
+    /// `MIGRATE_ON_START`, default true.
+    pub migrate_on_start: bool,
+    /// `DB_MAX_CONNECTIONS`, default 10.
+    pub db_max_connections: u32,
+    /// `DB_ACQUIRE_TIMEOUT_MS`, default 3000: a request waits at most this long
+    /// for a connection, then gets 503.
+    pub db_acquire_timeout: Duration,
+    /// `BACKGROUND_JOBS`, default true: partition maintenance and order expiry.
+    pub background_jobs: bool,
+}
+
+/// A variable with a value the api cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment (after `.env`, which the binary loads).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let invalid = |variable: &'static str, value: &str, reason: &str| ConfigError {
+            variable,
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let bind_addr = match get("BIND_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("BIND_ADDR", &v, "expected HOST:PORT, e.g. 127.0.0.1:8080"))?,
+        };
+        let auth_mode = match get("AUTH_MODE")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("jwt") => AuthMode::Jwt,
+            Some("trusted-header") => AuthMode::TrustedHeader,
+            Some(other) => {
+                return Err(invalid(
+                    "AUTH_MODE",
+                    other,
+                    "expected jwt or trusted-header",
+                ));
+            }
+        };
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match get(name).map(|v| v.to_ascii_lowercase()) {
+                None => Ok(default),
+                Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+                Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+                Some(v) => Err(invalid(name, &v, "expected true or false")),
+            }
+        };
+        let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            &v,
+                            &format!(
+                                "expected a whole number from {} to {}",
+                                range.start(),
+                                range.end()
+                            ),
+                        )
+                    }),
+            }
+        };
+        let jwt_secret = get("JWT_SECRET");
+        if let Some(secret) = &jwt_secret
+            && secret.len() < 16
+        {
+            return Err(invalid(
+                "JWT_SECRET",
+                "(hidden)",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(Config {
+            database_url: get("DATABASE_URL"),
+            bind_addr,
+            auth_mode,
+            jwt_secret,
+            migrate_on_start: flag("MIGRATE_ON_START", true)?,
+            db_max_connections: number("DB_MAX_CONNECTIONS", 10, 1..=1000)? as u32,
+            db_acquire_timeout: Duration::from_millis(number(
+                "DB_ACQUIRE_TIMEOUT_MS",
+                3000,
+                1..=600_000,
+            )?),
+            background_jobs: flag("BACKGROUND_JOBS", true)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_readme() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.auth_mode, AuthMode::Jwt);
+        assert!(c.migrate_on_start && c.background_jobs);
+        assert_eq!(c.database_url, None);
+        assert_eq!(c.db_max_connections, 10);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (pairs, variable) in [
+            (vec![("BIND_ADDR", "localhost")], "BIND_ADDR"),
+            (vec![("AUTH_MODE", "basic")], "AUTH_MODE"),
+            (vec![("MIGRATE_ON_START", "maybe")], "MIGRATE_ON_START"),
+            (vec![("DB_MAX_CONNECTIONS", "0")], "DB_MAX_CONNECTIONS"),
+            (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
+        ] {
+            let err = config(&pairs).expect_err(variable);
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+        let c = config(&[
+            ("AUTH_MODE", "Trusted-Header"),
+            ("MIGRATE_ON_START", "false"),
+        ])
+        .expect("valid");
+        assert_eq!(c.auth_mode, AuthMode::TrustedHeader);
+        assert!(!c.migrate_on_start);
+    }
+}

@@ -1,0 +1,73 @@
+//! Background jobs: partition maintenance at start and hourly, order expiry
+//! every minute. Each run is logged; a failed run is logged and retried at the
+//! next tick.
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+pub fn spawn(db: DatabaseConnection, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let maintenance = {
+        let db = db.clone();
+        every(MAINTENANCE_EVERY, stop.clone(), move || {
+            let db = db.clone();
+            async move {
+                match service::maintenance::maintain_partitions(&db).await {
+                    Ok(health) => {
+                        for table in health {
+                            tracing::info!(
+                                job = "maintain_partitions",
+                                table = %table.parent_table,
+                                partitions = table.partition_count,
+                                newest = ?table.newest_partition,
+                                "partitions maintained"
+                            );
+                        }
+                    }
+                    Err(err) => tracing::warn!(job = "maintain_partitions", error = %err, "failed"),
+                }
+            }
+        })
+    };
+    let expiry = every(EXPIRY_EVERY, stop, move || {
+        let db = db.clone();
+        async move {
+            match service::maintenance::expire_orders(&db).await {
+                Ok(expired) => tracing::info!(
+                    job = "expire_orders",
+                    expired = expired.len(),
+                    "orders expired"
+                ),
+                Err(err) => tracing::warn!(job = "expire_orders", error = %err, "failed"),
+            }
+        }
+    });
+    vec![maintenance, expiry]
+}
+
+/// Runs `job` now and then every `period` until `stop` turns true.
+fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, job: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => job().await,
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,17 @@
+//! The trade engine's HTTP API (`shared/spec/api.md`) over the `service`
+//! crate: axum on tokio, JWT or trusted-header authentication, OpenAPI 3.1 at
+//! `/api/v1/openapi.json`, Prometheus metrics, background maintenance, and an
+//! embedded local PostgreSQL for a zero-setup start.
+
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod embedded;
+pub mod error;
+pub mod extract;
+mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,0 +1,143 @@
+//! `api`: serve the trade engine's HTTP API (the default), or mint a token.
+//!
+//! With no `DATABASE_URL`, it starts a project-local PostgreSQL cluster in
+//! `.pgdata/` from the server binaries installed on the machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api::auth::Auth;
+use api::config::{AuthMode, Config};
+use api::embedded::EmbeddedPostgres;
+use api::server::{Server, connect, random_secret, shutdown_signal};
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The trade engine's HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Print a JWT for a user, signed with JWT_SECRET.
+    Token {
+        /// The user's id (a UUID), the token's `sub`.
+        user_id: Uuid,
+        /// How long the token is valid, in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    dotenvy::dotenv().ok();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Token { user_id, hours } => token(user_id, hours),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": ").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(user_id: Uuid, hours: u64) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let Some(secret) = config.jwt_secret else {
+        bail!(
+            "JWT_SECRET is not set: set the same secret the server uses (in the environment or .env)"
+        );
+    };
+    let token = Auth::new(AuthMode::Jwt, &secret)
+        .mint(user_id, Duration::from_secs(hours.saturating_mul(3600)))
+        .context("cannot sign the token")?;
+    println!("{token}");
+    Ok(())
+}
+
+/// The embedded cluster's folder: `EMBEDDED_PGDATA`, else `.pgdata` at the
+/// repository root (git-ignored).
+fn embedded_dir() -> PathBuf {
+    std::env::var_os("EMBEDDED_PGDATA").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(".pgdata")
+        },
+        PathBuf::from,
+    )
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (url, embedded) = match &config.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = embedded_dir();
+            tracing::info!(dir = %dir.display(), "DATABASE_URL is not set: starting the embedded PostgreSQL");
+            let cluster = EmbeddedPostgres::start(&dir).await?;
+            (cluster.database_url().to_owned(), Some(cluster))
+        }
+    };
+    let outcome = serve_on(&url, &config).await;
+    if let Some(cluster) = embedded {
+        cluster
+            .stop()
+            .await
+            .context("stopping the embedded PostgreSQL")?;
+    }
+    outcome
+}
+
+async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
+    let db = connect(url, config)
+        .await
+        .context("cannot open the database pool (check DATABASE_URL)")?;
+    if config.migrate_on_start {
+        Migrator::up(&db, None)
+            .await
+            .context("applying pending migrations (set MIGRATE_ON_START=false to skip)")?;
+        tracing::info!("migrations are up to date");
+    }
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let secret = random_secret();
+            if config.auth_mode == AuthMode::Jwt {
+                tracing::warn!(
+                    "JWT_SECRET is not set: this run uses a random secret. Mint a token with: \
+                     JWT_SECRET={secret} cargo run -p api -- token <user-uuid>"
+                );
+            }
+            secret
+        }
+    };
+    let server = Server::start(db.clone(), Auth::new(config.auth_mode, &secret), config)
+        .await
+        .with_context(|| format!("cannot listen on {} (set BIND_ADDR)", config.bind_addr))?;
+    tracing::info!(addr = %server.addr(), auth = ?config.auth_mode, "trade engine API ready");
+    shutdown_signal().await;
+    server.shutdown().await.context("shutting down")?;
+    db.close().await.ok();
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `/api/v1/me/*`: the caller's trades and fill rate.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::orders::{next_cursor_header, page, page_limit};
+use crate::auth::AuthUser;
+use crate::dto::{FillRateDto, UserTradeDto};
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, canonical_symbol};
+use crate::state::AppState;
+
+/// Query of `GET /api/v1/me/trades`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MyTradesQuery {
+    symbol: Option<String>,
+    /// 1..=500, default 50.
+    limit: Option<u64>,
+    offset: Option<u64>,
+    /// From the `X-Next-Cursor` header of the previous page.
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/me/trades", tag = "me",
+    params(MyTradesQuery),
+    responses(
+        (status = 200, description = "The caller's trades from their side, newest first", body = [UserTradeDto]),
+        (status = 400, body = crate::dto::ErrorBody),
+        (status = 401, body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn trades(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiQuery(query): ApiQuery<MyTradesQuery>,
+) -> Result<(HeaderMap, Json<Vec<UserTradeDto>>), ApiError> {
+    let limit = page_limit(query.limit, 50, 500)?;
+    let page = page(limit, query.offset, query.cursor.as_deref())?;
+    let symbol = query.symbol.as_deref().map(canonical_symbol);
+    let found = service::trades::user_history(&state.db, user_id, symbol.as_deref(), page).await?;
+    Ok((
+        next_cursor_header(found.next),
+        Json(found.items.into_iter().map(Into::into).collect()),
+    ))
+}
+
+/// Query of `GET /api/v1/me/stats`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MyStatsQuery {
+    /// 1..=3650, default 30.
+    days: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/me/stats", tag = "me",
+    params(MyStatsQuery),
+    responses(
+        (status = 200, body = FillRateDto),
+        (status = 400, body = crate::dto::ErrorBody),
+        (status = 401, body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn stats(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiQuery(query): ApiQuery<MyStatsQuery>,
+) -> Result<Json<FillRateDto>, ApiError> {
+    let days = match query.days {
+        None => 30,
+        Some(d) if (1..=3650).contains(&d) => d,
+        Some(d) => {
+            return Err(ApiError::field(
+                "days",
+                format!("must be between 1 and 3650, got {d}"),
+            ));
+        }
+    };
+    Ok(Json(
+        service::market::fill_rate(&state.db, user_id, days)
+            .await?
+            .into(),
+    ))
+}

@@ -1,0 +1,65 @@
+//! Operations: liveness, readiness, metrics, the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use migration::{Migrator, MigratorTrait};
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process is up")))]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers and no migration is pending"),
+        (status = 503, description = "Not ready, with the reason", body = crate::dto::ErrorBody),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+    // The read-only probe never creates the migrations table.
+    let pending = Migrator::get_pending_migrations_read_only(&state.db)
+        .await
+        .map_err(ApiError::from)?;
+    if !pending.is_empty() {
+        let names: Vec<&str> = pending.iter().map(|m| m.name()).collect();
+        return Err(ApiError::NotReady(format!(
+            "{} migration(s) pending: {}",
+            names.len(),
+            names.join(", ")
+        )));
+    }
+    Ok(Json(json!({"status": "ready"})))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let pool = state.db.get_postgres_connection_pool();
+    metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
+    metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1)")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,197 @@
+//! `/api/v1/orders`: place, list, read and cancel the caller's orders.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use service::orders::{self, NewOrder, OrderFilter};
+use service::{OrderStatus, Page, ServiceError, TimeInForce};
+use utoipa::IntoParams;
+
+use crate::auth::AuthUser;
+use crate::dto::{OrderDto, PlaceOrderRequest, PlacementDto};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, canonical_symbol, parse_id};
+use crate::state::AppState;
+
+/// The largest page `GET /api/v1/orders` returns.
+const MAX_ORDERS: u64 = 100;
+
+/// The header that carries the keyset cursor of the next page.
+pub const NEXT_CURSOR: &str = "x-next-cursor";
+
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 201, description = "The order after matching and its trades", body = PlacementDto),
+        (status = 400, description = "Invalid parameters", body = crate::dto::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = crate::dto::ErrorBody),
+        (status = 409, description = "Duplicate client_order_id, or symbol not ACTIVE", body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn place(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiJson(request): ApiJson<PlaceOrderRequest>,
+) -> Result<(StatusCode, Json<PlacementDto>), ApiError> {
+    let order = NewOrder {
+        user_id,
+        symbol: canonical_symbol(&request.symbol),
+        side: request.side,
+        order_type: request.order_type,
+        quantity: request.quantity,
+        price: request.price,
+        stop_price: request.stop_price,
+        time_in_force: request.time_in_force.unwrap_or(TimeInForce::Gtc),
+        client_order_id: request.client_order_id,
+        expires_at: None,
+        order_source: Some("API".to_owned()),
+    };
+    let placed = orders::place(&state.db, order)
+        .await
+        .map_err(|err| match err {
+            // For a placement an unknown symbol is a bad parameter, not a missing page.
+            ServiceError::UnknownSymbol(symbol) => {
+                ApiError::field("symbol", format!("unknown symbol {symbol}"))
+            }
+            other => ApiError::from(other),
+        })?;
+    let trade_count = placed.trades.len()
+        + placed
+            .triggered
+            .iter()
+            .map(|t| t.trades.len())
+            .sum::<usize>();
+    metrics::counter!("orders_placed_total").increment(1);
+    metrics::counter!("trades_executed_total").increment(trade_count as u64);
+    Ok((
+        StatusCode::CREATED,
+        Json(PlacementDto {
+            order: placed.order.into(),
+            trades: placed.trades.into_iter().map(Into::into).collect(),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 200, body = OrderDto),
+        (status = 400, description = "Malformed id", body = crate::dto::ErrorBody),
+        (status = 401, body = crate::dto::ErrorBody),
+        (status = 403, description = "Another user's order", body = crate::dto::ErrorBody),
+        (status = 404, body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let order_id = parse_id(&id)?;
+    Ok(Json(
+        orders::get(&state.db, user_id, order_id).await?.into(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 200, description = "The cancelled order", body = OrderDto),
+        (status = 400, body = crate::dto::ErrorBody),
+        (status = 401, body = crate::dto::ErrorBody),
+        (status = 403, body = crate::dto::ErrorBody),
+        (status = 404, body = crate::dto::ErrorBody),
+        (status = 409, description = "FILLED, CANCELLED, REJECTED or EXPIRED", body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let order_id = parse_id(&id)?;
+    Ok(Json(
+        orders::cancel(&state.db, user_id, order_id).await?.into(),
+    ))
+}
+
+/// Query of `GET /api/v1/orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrdersQuery {
+    /// `BTC/USDT`, `BTC-USDT`, any case.
+    symbol: Option<String>,
+    #[param(value_type = Option<String>)]
+    status: Option<OrderStatus>,
+    /// 1..=100, default 50.
+    limit: Option<u64>,
+    /// Default 0; not with `cursor`.
+    offset: Option<u64>,
+    /// From the `X-Next-Cursor` header of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page size within `1..=max`, `default` when absent.
+pub fn page_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {max}, got {n}"),
+        )),
+    }
+}
+
+/// The page of an offset or cursor query.
+pub fn page(limit: u64, offset: Option<u64>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    match (offset, cursor) {
+        (Some(_), Some(_)) => Err(ApiError::field("cursor", "cannot be combined with offset")),
+        (_, Some(token)) => Ok(Page::After {
+            limit,
+            cursor: token.parse().map_err(ApiError::from)?,
+        }),
+        (offset, None) => Ok(Page::Offset {
+            limit,
+            offset: offset.unwrap_or(0),
+        }),
+    }
+}
+
+/// `X-Next-Cursor` when a next page may exist.
+pub fn next_cursor_header(next: Option<service::Cursor>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(cursor) = next
+        && let Ok(value) = HeaderValue::from_str(&cursor.to_string())
+    {
+        headers.insert(NEXT_CURSOR, value);
+    }
+    headers
+}
+
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
+    params(ListOrdersQuery),
+    responses(
+        (status = 200, description = "The caller's orders, newest first; X-Next-Cursor when more", body = [OrderDto]),
+        (status = 400, body = crate::dto::ErrorBody),
+        (status = 401, body = crate::dto::ErrorBody),
+    ),
+    security(("bearer" = []), ("user_header" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    ApiQuery(query): ApiQuery<ListOrdersQuery>,
+) -> Result<(HeaderMap, Json<Vec<OrderDto>>), ApiError> {
+    let limit = page_limit(query.limit, 50, MAX_ORDERS)?;
+    let page = page(limit, query.offset, query.cursor.as_deref())?;
+    let filter = OrderFilter {
+        symbol: query.symbol.as_deref().map(canonical_symbol),
+        status: query.status,
+    };
+    let found = orders::list(&state.db, user_id, &filter, page).await?;
+    Ok((
+        next_cursor_header(found.next),
+        Json(found.items.into_iter().map(Into::into).collect()),
+    ))
+}

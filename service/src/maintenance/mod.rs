@@ -1,0 +1,207 @@
+//! Operations for a scheduler: partition maintenance, retention, order expiry,
+//! the materialized book, book snapshots, and health figures.
+//!
+//! Each entry point is safe to run at any rate and from several processes at
+//! once (the schema's partition functions and the book lock serialize what
+//! must not interleave), and logs one `tracing` event with what it did.
+//!
+//! | entry point | suggested schedule |
+//! |---|---|
+//! | [`maintain_partitions`] | daily |
+//! | [`enforce_retention`] | daily or monthly, `dry_run = true` until the list is reviewed |
+//! | [`expire_orders`] | every minute, and just after UTC midnight |
+//! | [`refresh_order_book`] | every few seconds, for readers of `mv_order_book_snapshot` |
+//! | [`snapshot_order_books`] | as recovery and audit need |
+//! | [`health`] | for dashboards and readiness checks |
+//!
+//! ```no_run
+//! use service::{maintenance, ServiceError};
+//!
+//! # async fn nightly(db: &sea_orm::DatabaseConnection) -> Result<(), ServiceError> {
+//! let partitions = maintenance::maintain_partitions(db).await?;
+//! let due = maintenance::enforce_retention(db, true).await?; // a dry run lists, never drops
+//! let expired = maintenance::expire_orders(db).await?;
+//! let snapshots = maintenance::snapshot_order_books(db, 100).await?;
+//! # let _ = (partitions, due, expired, snapshots); Ok(()) }
+//! ```
+
+mod snapshot;
+
+pub use snapshot::snapshot_order_books;
+
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{Result, ServiceError};
+
+fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// One partitioned table's ranged partitions, as `check_partition_health()`
+/// reports them (the default partition is not counted, D5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromQueryResult)]
+pub struct PartitionHealth {
+    /// `orders` or `trades`.
+    pub parent_table: String,
+    pub partition_count: i64,
+    /// By name, which sorts by date (`orders_2026_11`, `trades_2026_11_25`).
+    pub oldest_partition: Option<String>,
+    pub newest_partition: Option<String>,
+}
+
+const PARTITION_HEALTH: &str = "SELECT parent_table, partition_count, oldest_partition,
+        newest_partition
+    FROM check_partition_health()";
+
+async fn partition_health<C: ConnectionTrait>(db: &C) -> Result<Vec<PartitionHealth>> {
+    Ok(
+        PartitionHealth::find_by_statement(statement(PARTITION_HEALTH, []))
+            .all(db)
+            .await?,
+    )
+}
+
+/// Makes sure the partitions ahead exist (`maintain_partitions()`: orders for
+/// this month and the next 3, trades for today and the next 7 days; it never
+/// drops anything), then returns the partition health.
+pub async fn maintain_partitions<C: ConnectionTrait>(db: &C) -> Result<Vec<PartitionHealth>> {
+    db.execute_raw(statement("SELECT maintain_partitions()", []))
+        .await?;
+    let health = partition_health(db).await?;
+    for table in &health {
+        tracing::info!(
+            parent_table = %table.parent_table,
+            partitions = table.partition_count,
+            oldest = table.oldest_partition.as_deref().unwrap_or(""),
+            newest = table.newest_partition.as_deref().unwrap_or(""),
+            "partitions maintained"
+        );
+    }
+    Ok(health)
+}
+
+/// A partition wholly older than its table's retention
+/// (`partition_retention_config`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromQueryResult)]
+pub struct RetiredPartition {
+    pub partition_name: String,
+    pub parent_table: String,
+    /// The partition's upper bound: every row in it is older.
+    pub range_end: DateTime<FixedOffset>,
+    /// False on a dry run.
+    pub dropped: bool,
+}
+
+const RETENTION: &str = "SELECT partition_name, parent_table, range_end, dropped
+    FROM enforce_partition_retention($1)";
+
+/// The partitions past retention (D14). With `dry_run` they are only listed;
+/// without, they are dropped, with their rows, in this call's transaction.
+pub async fn enforce_retention<C: ConnectionTrait>(
+    db: &C,
+    dry_run: bool,
+) -> Result<Vec<RetiredPartition>> {
+    let retired = RetiredPartition::find_by_statement(statement(RETENTION, [dry_run.into()]))
+        .all(db)
+        .await?;
+    for partition in &retired {
+        tracing::info!(
+            partition = %partition.partition_name,
+            parent_table = %partition.parent_table,
+            range_end = %partition.range_end,
+            dropped = partition.dropped,
+            "partition past retention"
+        );
+    }
+    tracing::info!(dry_run, partitions = retired.len(), "retention enforced");
+    Ok(retired)
+}
+
+/// Expires the orders that are due (DAY orders from before today's UTC
+/// midnight, any order past `expires_at`) through [`crate::orders::expire_due`],
+/// and returns their ids.
+pub async fn expire_orders<C: ConnectionTrait>(db: &C) -> Result<Vec<Uuid>> {
+    let expired = crate::orders::expire_due(db).await?;
+    tracing::info!(expired = expired.len(), "order expiry run");
+    Ok(expired)
+}
+
+/// Refreshes `mv_order_book_snapshot` concurrently (D10): its readers are not
+/// blocked while it is rebuilt.
+pub async fn refresh_order_book<C: ConnectionTrait>(db: &C) -> Result<()> {
+    let started = Instant::now();
+    db.execute_raw(statement("SELECT refresh_order_book_snapshot()", []))
+        .await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "materialized order book refreshed"
+    );
+    Ok(())
+}
+
+/// Sessions on the current database, as `check_db_connections()` counts them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromQueryResult)]
+pub struct Connections {
+    pub active_connections: i32,
+    pub idle_connections: i32,
+    /// The server's `max_connections`, shared by all its databases.
+    pub max_connections: i32,
+}
+
+/// One table of the schema; a partitioned table with the totals of its
+/// partitions (D11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromQueryResult)]
+pub struct TableSize {
+    pub table_name: String,
+    /// Live rows as the statistics collector last counted them (an estimate).
+    pub row_count: i64,
+    /// Table, indexes and TOAST, as `pg_size_pretty` writes it (`8192 bytes`, `12 MB`).
+    pub total_size: String,
+}
+
+/// The database's health figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub connections: Connections,
+    /// Largest first.
+    pub tables: Vec<TableSize>,
+    pub partitions: Vec<PartitionHealth>,
+}
+
+const CONNECTIONS: &str =
+    "SELECT active_connections, idle_connections, max_connections FROM check_db_connections()";
+
+const TABLE_SIZES: &str = "SELECT table_name, row_count, total_size FROM check_table_sizes()";
+
+/// Connections, table sizes and partition health.
+pub async fn health<C: ConnectionTrait>(db: &C) -> Result<Health> {
+    let connections = Connections::find_by_statement(statement(CONNECTIONS, []))
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            ServiceError::Database(sea_orm::DbErr::RecordNotFound(
+                "check_db_connections() returned no row".into(),
+            ))
+        })?;
+    let tables = TableSize::find_by_statement(statement(TABLE_SIZES, []))
+        .all(db)
+        .await?;
+    let partitions = partition_health(db).await?;
+    tracing::info!(
+        active_connections = connections.active_connections,
+        idle_connections = connections.idle_connections,
+        max_connections = connections.max_connections,
+        tables = tables.len(),
+        "health checked"
+    );
+    Ok(Health {
+        connections,
+        tables,
+        partitions,
+    })
+}

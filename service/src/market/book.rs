@@ -1,0 +1,275 @@
+//! The live book: depth per price level, best bid/ask, ticker.
+//!
+//! The book is the symbol's resting LIMIT orders (OPEN or PARTIALLY_FILLED,
+//! with a price); untriggered STOP, STOP_LIMIT and TRAILING_STOP orders are not
+//! liquidity (D9). Every predicate below repeats the partial predicate of
+//! `IDX_orders_matching` / `IDX_orders_active` so the planner can use them.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use serde::Serialize;
+
+use super::{ensure_symbol, statement};
+use crate::error::{Result, ServiceError};
+use crate::pagination::MAX_LIMIT;
+
+/// One price level of one side.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PriceLevel {
+    pub price: Decimal,
+    /// The remaining (unfilled) quantity of the level's orders.
+    pub quantity: Decimal,
+    pub order_count: i64,
+}
+
+/// The aggregated book of a symbol, best levels first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OrderBook {
+    pub symbol: String,
+    /// Highest price first.
+    pub bids: Vec<PriceLevel>,
+    /// Lowest price first.
+    pub asks: Vec<PriceLevel>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(FromQueryResult)]
+struct LevelRow {
+    side: String,
+    price: Decimal,
+    quantity: Decimal,
+    order_count: i64,
+}
+
+/// The best `$2` levels of each side. Each branch is `GROUP BY price ORDER BY
+/// price LIMIT n` over the partial index on (symbol, side, price): PostgreSQL
+/// walks the index in price order (merging the monthly partitions), aggregates
+/// each level as it streams past, and stops after the n-th level, so the cost
+/// follows the levels asked for, not the size of the book.
+const DEPTH: &str = r#"
+(SELECT 'BUY'::text AS side, o.price, sum(o.quantity - o.filled_quantity) AS quantity,
+        count(*) AS order_count
+ FROM orders o
+ WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+ GROUP BY o.price
+ ORDER BY o.price DESC
+ LIMIT $2)
+UNION ALL
+(SELECT 'SELL'::text, o.price, sum(o.quantity - o.filled_quantity), count(*)
+ FROM orders o
+ WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+ GROUP BY o.price
+ ORDER BY o.price ASC
+ LIMIT $2)"#;
+
+/// The best `levels` price levels (1..=[`MAX_LIMIT`]) of each side of the
+/// symbol's book: bids highest first, asks lowest first, each with its
+/// remaining quantity and order count. Both sides come from one statement,
+/// so they are one consistent view of the book.
+///
+/// Errors: [`ServiceError::UnknownSymbol`], [`ServiceError::InvalidArgument`]
+/// (`depth`).
+pub async fn depth<C: ConnectionTrait>(db: &C, symbol: &str, levels: u64) -> Result<OrderBook> {
+    check_depth(levels)?;
+    let rows =
+        LevelRow::find_by_statement(statement(DEPTH, [symbol.into(), (levels as i64).into()]))
+            .all(db)
+            .await?;
+    if rows.is_empty() {
+        ensure_symbol(db, symbol).await?;
+    }
+    let (mut bids, mut asks) = (Vec::new(), Vec::new());
+    for row in rows {
+        let level = PriceLevel {
+            price: row.price,
+            quantity: row.quantity,
+            order_count: row.order_count,
+        };
+        if row.side == "BUY" {
+            bids.push(level);
+        } else {
+            asks.push(level);
+        }
+    }
+    Ok(OrderBook {
+        symbol: symbol.to_owned(),
+        bids,
+        asks,
+        timestamp: Utc::now(),
+    })
+}
+
+pub(crate) fn check_depth(levels: u64) -> Result<()> {
+    if (1..=MAX_LIMIT).contains(&levels) {
+        Ok(())
+    } else {
+        Err(ServiceError::argument(
+            "depth",
+            format!("must be between 1 and {MAX_LIMIT}, got {levels}"),
+        ))
+    }
+}
+
+/// The top of the book; `None` where a side is empty.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BestBidAsk {
+    pub symbol: String,
+    pub best_bid: Option<Decimal>,
+    /// Remaining quantity at the best bid.
+    pub best_bid_volume: Option<Decimal>,
+    pub best_ask: Option<Decimal>,
+    pub best_ask_volume: Option<Decimal>,
+    /// best_ask − best_bid.
+    pub spread: Option<Decimal>,
+    /// spread / best_bid × 100, rounded to 4 places.
+    pub spread_percentage: Option<Decimal>,
+}
+
+#[derive(FromQueryResult)]
+struct TopRow {
+    best_bid: Option<Decimal>,
+    best_bid_volume: Option<Decimal>,
+    best_ask: Option<Decimal>,
+    best_ask_volume: Option<Decimal>,
+    spread: Option<Decimal>,
+    spread_percentage: Option<Decimal>,
+}
+
+/// The best level of each side (the first step of the [`DEPTH`] walk), with
+/// the spread as `get_best_bid_ask` computes it. No row: unknown symbol.
+const BEST_BID_ASK: &str = r#"
+SELECT bid.price AS best_bid, bid.volume AS best_bid_volume,
+       ask.price AS best_ask, ask.volume AS best_ask_volume,
+       ask.price - bid.price AS spread,
+       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage
+FROM symbols s
+LEFT JOIN LATERAL (
+    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
+    FROM orders o
+    WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+    GROUP BY o.price ORDER BY o.price DESC LIMIT 1
+) bid ON true
+LEFT JOIN LATERAL (
+    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
+    FROM orders o
+    WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+    GROUP BY o.price ORDER BY o.price ASC LIMIT 1
+) ask ON true
+WHERE s.symbol = $1"#;
+
+/// The best bid and ask of the symbol, the volume at each, and the spread.
+///
+/// Errors: [`ServiceError::UnknownSymbol`].
+pub async fn best_bid_ask<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<BestBidAsk> {
+    let top = TopRow::find_by_statement(statement(BEST_BID_ASK, [symbol.into()]))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
+    Ok(BestBidAsk {
+        symbol: symbol.to_owned(),
+        best_bid: top.best_bid,
+        best_bid_volume: top.best_bid_volume,
+        best_ask: top.best_ask,
+        best_ask_volume: top.best_ask_volume,
+        spread: top.spread,
+        spread_percentage: top.spread_percentage,
+    })
+}
+
+/// The api's ticker; fields without data are `None`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ticker {
+    pub symbol: String,
+    /// Price of the newest trade.
+    pub last_price: Option<Decimal>,
+    pub best_bid_price: Option<Decimal>,
+    pub best_ask_price: Option<Decimal>,
+    pub best_bid_volume: Option<Decimal>,
+    pub best_ask_volume: Option<Decimal>,
+    pub spread: Option<Decimal>,
+    pub spread_percentage: Option<Decimal>,
+    /// Remaining quantity of every resting bid.
+    pub total_bids_volume: Option<Decimal>,
+    /// Remaining quantity of every resting ask.
+    pub total_asks_volume: Option<Decimal>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(FromQueryResult)]
+struct TickerRow {
+    last_price: Option<Decimal>,
+    best_bid: Option<Decimal>,
+    best_bid_volume: Option<Decimal>,
+    best_ask: Option<Decimal>,
+    best_ask_volume: Option<Decimal>,
+    spread: Option<Decimal>,
+    spread_percentage: Option<Decimal>,
+    total_bids_volume: Option<Decimal>,
+    total_asks_volume: Option<Decimal>,
+}
+
+/// [`BEST_BID_ASK`] plus the last trade (one step down
+/// `IDX_trades_symbol_time`) and the two side totals. The totals are the one
+/// part that reads every resting order of the symbol (through the partial
+/// index, one heap row per order): no index holds the remaining quantity.
+/// docs/query-plans.md has the cost and the materialized-view alternative.
+const TICKER: &str = r#"
+SELECT (SELECT t.price FROM trades t WHERE t.symbol = $1
+        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last_price,
+       bid.price AS best_bid, bid.volume AS best_bid_volume,
+       ask.price AS best_ask, ask.volume AS best_ask_volume,
+       ask.price - bid.price AS spread,
+       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage,
+       totals.bids AS total_bids_volume, totals.asks AS total_asks_volume
+FROM symbols s
+LEFT JOIN LATERAL (
+    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
+    FROM orders o
+    WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+    GROUP BY o.price ORDER BY o.price DESC LIMIT 1
+) bid ON true
+LEFT JOIN LATERAL (
+    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
+    FROM orders o
+    WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+    GROUP BY o.price ORDER BY o.price ASC LIMIT 1
+) ask ON true
+CROSS JOIN LATERAL (
+    SELECT sum(o.quantity - o.filled_quantity) FILTER (WHERE o.side = 'BUY') AS bids,
+           sum(o.quantity - o.filled_quantity) FILTER (WHERE o.side = 'SELL') AS asks
+    FROM orders o
+    WHERE o.symbol = $1 AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+) totals
+WHERE s.symbol = $1"#;
+
+/// The symbol's ticker: last trade price, top of the book with volumes and
+/// spread, and the total resting volume per side, read in one statement.
+///
+/// Errors: [`ServiceError::UnknownSymbol`].
+pub async fn ticker<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<Ticker> {
+    let row = TickerRow::find_by_statement(statement(TICKER, [symbol.into()]))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
+    Ok(Ticker {
+        symbol: symbol.to_owned(),
+        last_price: row.last_price,
+        best_bid_price: row.best_bid,
+        best_ask_price: row.best_ask,
+        best_bid_volume: row.best_bid_volume,
+        best_ask_volume: row.best_ask_volume,
+        spread: row.spread,
+        spread_percentage: row.spread_percentage,
+        total_bids_volume: row.total_bids_volume,
+        total_asks_volume: row.total_asks_volume,
+        timestamp: Utc::now(),
+    })
+}

@@ -1,0 +1,208 @@
+//! Trade statistics over a trailing window, and a user's fill rate.
+
+use chrono::{DateTime, FixedOffset};
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Period, statement};
+use crate::error::{Result, ServiceError};
+
+/// A symbol's trading over `[period_start, period_end]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MarketStats {
+    pub symbol: String,
+    pub period: Period,
+    pub period_start: DateTime<FixedOffset>,
+    pub period_end: DateTime<FixedOffset>,
+    pub trade_count: i64,
+    /// Σ quantity (0 without trades).
+    pub base_volume: Decimal,
+    /// Σ price × quantity, rounded to 8 places (0 without trades).
+    pub quote_volume: Decimal,
+    /// Σ(price × quantity) / Σ quantity, rounded to 8 places.
+    pub vwap: Option<Decimal>,
+    pub high: Option<Decimal>,
+    pub low: Option<Decimal>,
+    /// Price of the window's newest trade.
+    pub last: Option<Decimal>,
+}
+
+/// A symbol's volume over a window, as `get_trading_volume` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TradingVolume {
+    pub symbol: String,
+    pub period: Period,
+    pub period_start: DateTime<FixedOffset>,
+    pub period_end: DateTime<FixedOffset>,
+    pub trade_count: i64,
+    pub base_volume: Decimal,
+    pub quote_volume: Decimal,
+}
+
+#[derive(FromQueryResult)]
+struct StatsRow {
+    period_start: DateTime<FixedOffset>,
+    period_end: DateTime<FixedOffset>,
+    trade_count: i64,
+    base_volume: Decimal,
+    quote_volume: Decimal,
+    vwap: Option<Decimal>,
+    high: Option<Decimal>,
+    low: Option<Decimal>,
+    last: Option<Decimal>,
+}
+
+/// `$1` symbol, `$2` window in hours. The window is `[now() − $2 h, now()]`,
+/// the bounds of `get_trading_volume`; `now()` is fixed for the transaction, so
+/// every figure covers the same trades. The bounds prune the daily partitions;
+/// inside them `IDX_trades_symbol_time` selects the symbol's rows, and the
+/// last trade is one step down that index. Rounding as `calculate_vwap` and
+/// `get_trading_volume` round. No row: unknown symbol.
+const STATS: &str = r#"
+SELECT w.period_start, w.period_end, a.trade_count, a.base_volume, a.quote_volume,
+       a.vwap, a.high, a.low,
+       (SELECT t.price FROM trades t
+        WHERE t.symbol = $1 AND t.executed_at >= w.period_start AND t.executed_at <= w.period_end
+        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last
+FROM symbols s
+CROSS JOIN (SELECT now() - make_interval(hours => $2) AS period_start, now() AS period_end) w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS trade_count,
+           coalesce(sum(t.quantity), 0) AS base_volume,
+           coalesce(round(sum(t.price * t.quantity), 8), 0) AS quote_volume,
+           round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8) AS vwap,
+           max(t.price) AS high,
+           min(t.price) AS low
+    FROM trades t
+    WHERE t.symbol = $1 AND t.executed_at >= w.period_start AND t.executed_at <= w.period_end
+) a
+WHERE s.symbol = $1"#;
+
+/// Trade count, base and quote volume, VWAP, high, low and last price of the
+/// symbol's trades over `period` (ending now).
+///
+/// Reads every trade of the symbol in the window (through
+/// `IDX_trades_symbol_time`), so its cost grows with the window's trades.
+///
+/// Errors: [`ServiceError::UnknownSymbol`].
+pub async fn stats<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    period: Period,
+) -> Result<MarketStats> {
+    let row = StatsRow::find_by_statement(statement(STATS, [symbol.into(), period.hours().into()]))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
+    Ok(MarketStats {
+        symbol: symbol.to_owned(),
+        period,
+        period_start: row.period_start,
+        period_end: row.period_end,
+        trade_count: row.trade_count,
+        base_volume: row.base_volume,
+        quote_volume: row.quote_volume,
+        vwap: row.vwap,
+        high: row.high,
+        low: row.low,
+        last: row.last,
+    })
+}
+
+/// The symbol's volume-weighted average price over `period`, rounded to 8
+/// places as `calculate_vwap`; `None` without trades.
+///
+/// Errors: [`ServiceError::UnknownSymbol`].
+pub async fn vwap<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    period: Period,
+) -> Result<Option<Decimal>> {
+    Ok(stats(db, symbol, period).await?.vwap)
+}
+
+/// The symbol's trade count and base and quote volume over `period`.
+///
+/// Errors: [`ServiceError::UnknownSymbol`].
+pub async fn volume<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    period: Period,
+) -> Result<TradingVolume> {
+    let stats = stats(db, symbol, period).await?;
+    Ok(TradingVolume {
+        symbol: stats.symbol,
+        period,
+        period_start: stats.period_start,
+        period_end: stats.period_end,
+        trade_count: stats.trade_count,
+        base_volume: stats.base_volume,
+        quote_volume: stats.quote_volume,
+    })
+}
+
+/// A user's orders created over the last `days` days, by outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FillRate {
+    pub user_id: Uuid,
+    pub days: u32,
+    pub total_orders: i64,
+    pub filled_orders: i64,
+    pub partially_filled_orders: i64,
+    pub cancelled_orders: i64,
+    /// filled / total × 100, rounded to 2 places; `None` without orders.
+    pub fill_rate: Option<Decimal>,
+}
+
+#[derive(FromQueryResult)]
+struct FillRateRow {
+    total_orders: i64,
+    filled_orders: i64,
+    partially_filled_orders: i64,
+    cancelled_orders: i64,
+    fill_rate: Option<Decimal>,
+}
+
+/// The schema's function is already the query we want: a range walk of
+/// `IDX_orders_user_created` over the window.
+const FILL_RATE: &str = "SELECT total_orders, filled_orders, partially_filled_orders,
+        cancelled_orders, fill_rate
+    FROM get_order_fill_rate($1, $2)";
+
+/// The longest window [`fill_rate`] accepts: ten years, beyond any retention.
+pub const MAX_FILL_RATE_DAYS: u32 = 3650;
+
+/// The user's order outcomes over the last `days` days (1..=3650), as
+/// `get_order_fill_rate`.
+///
+/// Errors: [`ServiceError::InvalidArgument`] (`days`).
+pub async fn fill_rate<C: ConnectionTrait>(db: &C, user_id: Uuid, days: u32) -> Result<FillRate> {
+    if !(1..=MAX_FILL_RATE_DAYS).contains(&days) {
+        return Err(ServiceError::argument(
+            "days",
+            format!("must be between 1 and {MAX_FILL_RATE_DAYS}, got {days}"),
+        ));
+    }
+    let days_value =
+        i32::try_from(days).map_err(|_| ServiceError::argument("days", "too large"))?;
+    let row =
+        FillRateRow::find_by_statement(statement(FILL_RATE, [user_id.into(), days_value.into()]))
+            .one(db)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Database(sea_orm::DbErr::RecordNotFound(
+                    "get_order_fill_rate returned no row".into(),
+                ))
+            })?;
+    Ok(FillRate {
+        user_id,
+        days,
+        total_orders: row.total_orders,
+        filled_orders: row.filled_orders,
+        partially_filled_orders: row.partially_filled_orders,
+        cancelled_orders: row.cancelled_orders,
+        fill_rate: row.fill_rate,
+    })
+}

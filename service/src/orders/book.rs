@@ -1,0 +1,348 @@
+//! The statements of a placement: locks, the book walk, stop triggers, and the
+//! batched writes. Each is a `const` with binds next to the function that runs it.
+
+use chrono::{DateTime, FixedOffset};
+use entity::{orders, symbols};
+use rust_decimal::Decimal;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
+    Value,
+};
+use uuid::Uuid;
+
+use crate::error::{Result, ServiceError};
+use crate::{OrderStatus, OrderType, Side};
+
+/// Advisory-lock namespaces (the first key of `pg_advisory_xact_lock(int, int)`),
+/// apart from the migrator's single-key lock.
+const BOOK_LOCK: i32 = 0x7465_0001;
+const CLIENT_ORDER_ID_LOCK: i32 = 0x7465_0002;
+
+fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+async fn lock<C: ConnectionTrait>(db: &C, namespace: i32, key: String) -> Result<()> {
+    db.execute_raw(statement(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        [namespace.into(), key.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Serializes placements on one symbol until the transaction ends; other
+/// symbols go on in parallel.
+pub(crate) async fn lock_book<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<()> {
+    lock(db, BOOK_LOCK, symbol.to_owned()).await
+}
+
+/// Serializes placements that carry the same (user, client_order_id).
+pub(crate) async fn lock_client_order_id<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    client_order_id: &str,
+) -> Result<()> {
+    lock(
+        db,
+        CLIENT_ORDER_ID_LOCK,
+        format!("{user_id}:{client_order_id}"),
+    )
+    .await
+}
+
+#[derive(FromQueryResult)]
+struct Found {
+    order_id: Uuid,
+}
+
+const RECENT_CLIENT_ORDER_ID: &str = "SELECT order_id FROM orders
+    WHERE client_order_id = $1 AND user_id = $2 AND created_at > now() - interval '24 hours'
+    LIMIT 1";
+
+/// The user's order with this client_order_id from the last 24 hours.
+pub(crate) async fn order_with_client_id<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    client_order_id: &str,
+) -> Result<Option<Uuid>> {
+    let found = Found::find_by_statement(statement(
+        RECENT_CLIENT_ORDER_ID,
+        [client_order_id.into(), user_id.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(found.map(|f| f.order_id))
+}
+
+pub(crate) async fn load_symbol<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+) -> Result<symbols::Model> {
+    symbols::Entity::find()
+        .filter(symbols::Column::Symbol.eq(symbol))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))
+}
+
+#[derive(FromQueryResult)]
+struct Clock {
+    now: DateTime<FixedOffset>,
+}
+
+/// The database's clock (not the transaction's start), read after the book
+/// lock: later than anything an earlier placement on the symbol stamped.
+pub(crate) async fn clock<C: ConnectionTrait>(db: &C) -> Result<DateTime<FixedOffset>> {
+    let clock = Clock::find_by_statement(statement("SELECT clock_timestamp() AS now", []))
+        .one(db)
+        .await?;
+    clock
+        .map(|c| c.now)
+        .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("clock".into())))
+}
+
+#[derive(FromQueryResult)]
+struct LastPrice {
+    price: Decimal,
+}
+
+/// The newest trade of the last day: the bound prunes the query to today's and
+/// yesterday's partitions (and the default one), where an active symbol's last
+/// trade is, instead of locking every daily partition of the retention period.
+const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
+    WHERE symbol = $1 AND executed_at > now() - interval '1 day'
+    ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
+
+/// The fallback for a symbol quiet for a day: the whole table.
+const LAST_PRICE: &str = "SELECT price FROM trades WHERE symbol = $1
+    ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
+
+/// The price of the symbol's newest trade.
+pub(crate) async fn last_trade_price<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+) -> Result<Option<Decimal>> {
+    for sql in [RECENT_LAST_PRICE, LAST_PRICE] {
+        if let Some(last) = LastPrice::find_by_statement(statement(sql, [symbol.into()]))
+            .one(db)
+            .await?
+        {
+            return Ok(Some(last.price));
+        }
+    }
+    Ok(None)
+}
+
+/// A resting LIMIT order, as matching needs it.
+#[derive(Clone, Debug, FromQueryResult)]
+pub(crate) struct Resting {
+    pub order_id: Uuid,
+    pub created_at: DateTime<FixedOffset>,
+    pub user_id: Uuid,
+    pub institution_id: Option<Uuid>,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    pub filled_quantity: Decimal,
+    pub average_price: Option<Decimal>,
+}
+
+impl Resting {
+    pub fn remaining(&self) -> Decimal {
+        self.quantity - self.filled_quantity
+    }
+}
+
+/// The asks, best (lowest) first, oldest first within a price, from after the
+/// cursor `($3 price, $4 created_at, $5 order_id)`, at most `$2` up to `$6`.
+/// Locked, so a concurrent cancel waits for this placement. The predicates are
+/// those of `IDX_orders_matching`, which serves the walk.
+const ASKS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
+        filled_quantity, average_price
+    FROM orders
+    WHERE symbol = $1 AND side = 'SELL' AND status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND price IS NOT NULL AND order_type = 'LIMIT'
+      AND ($6::numeric IS NULL OR price <= $6)
+      AND ($3::numeric IS NULL OR price > $3
+           OR (price = $3 AND (created_at, order_id) > ($4, $5)))
+    ORDER BY price ASC, created_at ASC, order_id ASC
+    LIMIT $2
+    FOR UPDATE";
+
+/// The bids, best (highest) first; as [`ASKS`] otherwise, `$6` a floor.
+const BIDS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
+        filled_quantity, average_price
+    FROM orders
+    WHERE symbol = $1 AND side = 'BUY' AND status IN ('OPEN', 'PARTIALLY_FILLED')
+      AND price IS NOT NULL AND order_type = 'LIMIT'
+      AND ($6::numeric IS NULL OR price >= $6)
+      AND ($3::numeric IS NULL OR price < $3
+           OR (price = $3 AND (created_at, order_id) > ($4, $5)))
+    ORDER BY price DESC, created_at ASC, order_id ASC
+    LIMIT $2
+    FOR UPDATE";
+
+/// The next `batch` resting orders of `side` in price-time priority after
+/// `after`, priced no worse than `limit` for the taker.
+pub(crate) async fn resting<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    side: Side,
+    limit: Option<Decimal>,
+    after: Option<&Resting>,
+    batch: u64,
+) -> Result<Vec<Resting>> {
+    let sql = match side {
+        Side::Sell => ASKS,
+        Side::Buy => BIDS,
+    };
+    let values: [Value; 6] = [
+        symbol.into(),
+        (batch as i64).into(),
+        after.map(|r| r.price).into(),
+        after.map(|r| r.created_at).into(),
+        after.map(|r| r.order_id).into(),
+        limit.into(),
+    ];
+    Ok(Resting::find_by_statement(statement(sql, values))
+        .all(db)
+        .await?)
+}
+
+/// Untriggered stop orders of the symbol whose stop price `last` has reached:
+/// a BUY stop at or below it, a SELL stop at or above it; in stop-price order.
+/// The predicates are those of `IDX_orders_stop_monitoring`.
+const TRIGGERED_STOPS: &str = "SELECT * FROM orders
+    WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT') AND status = 'OPEN'
+      AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))
+    ORDER BY stop_price ASC, created_at ASC, order_id ASC
+    FOR UPDATE";
+
+pub(crate) async fn triggered_stops<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    last: Decimal,
+) -> Result<Vec<orders::Model>> {
+    Ok(orders::Entity::find()
+        .from_raw_sql(statement(TRIGGERED_STOPS, [symbol.into(), last.into()]))
+        .all(db)
+        .await?)
+}
+
+/// A triggered stop order's new state. `created_at` moves to the trigger time
+/// (which can move the row to another monthly partition).
+const REWRITE_TRIGGERED: &str = "UPDATE orders
+    SET created_at = $3, order_type = $4::order_type_enum, status = $5::order_status_enum,
+        filled_quantity = $6, average_price = $7
+    WHERE order_id = $1 AND created_at = $2
+    RETURNING *";
+
+pub(crate) async fn rewrite_triggered<C: ConnectionTrait>(
+    db: &C,
+    stop: &orders::Model,
+    triggered_at: DateTime<FixedOffset>,
+    order_type: OrderType,
+    status: OrderStatus,
+    filled: Decimal,
+    average_price: Option<Decimal>,
+) -> Result<orders::Model> {
+    let row = orders::Model::find_by_statement(statement(
+        REWRITE_TRIGGERED,
+        [
+            stop.order_id.into(),
+            stop.created_at.into(),
+            triggered_at.into(),
+            type_text(order_type).into(),
+            status_text(status).into(),
+            filled.into(),
+            average_price.into(),
+        ],
+    ))
+    .one(db)
+    .await?;
+    row.ok_or_else(|| {
+        ServiceError::Database(sea_orm::DbErr::Custom(format!(
+            "triggered order {} vanished",
+            stop.order_id
+        )))
+    })
+}
+
+/// The database string of an order type.
+fn type_text(order_type: OrderType) -> &'static str {
+    match order_type {
+        OrderType::Market => "MARKET",
+        OrderType::Limit => "LIMIT",
+        OrderType::Stop => "STOP",
+        OrderType::StopLimit => "STOP_LIMIT",
+        OrderType::TrailingStop => "TRAILING_STOP",
+    }
+}
+
+/// A maker's new fill state.
+pub(crate) struct MakerUpdate {
+    pub order_id: Uuid,
+    pub created_at: DateTime<FixedOffset>,
+    pub filled_quantity: Decimal,
+    pub average_price: Decimal,
+    pub status: OrderStatus,
+}
+
+/// All makers of one match in one statement.
+const UPDATE_MAKERS: &str = "UPDATE orders AS o
+    SET filled_quantity = v.filled_quantity,
+        average_price = v.average_price,
+        status = v.status::order_status_enum
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::text[])
+        AS v(order_id, created_at, filled_quantity, average_price, status)
+    WHERE o.order_id = v.order_id AND o.created_at = v.created_at";
+
+pub(crate) async fn update_makers<C: ConnectionTrait>(
+    db: &C,
+    makers: &[MakerUpdate],
+) -> Result<()> {
+    if makers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = makers.iter().map(|m| m.order_id).collect();
+    let created: Vec<DateTime<FixedOffset>> = makers.iter().map(|m| m.created_at).collect();
+    let filled: Vec<Decimal> = makers.iter().map(|m| m.filled_quantity).collect();
+    let averages: Vec<Decimal> = makers.iter().map(|m| m.average_price).collect();
+    let statuses: Vec<String> = makers
+        .iter()
+        .map(|m| status_text(m.status).to_owned())
+        .collect();
+    let result = db
+        .execute_raw(statement(
+            UPDATE_MAKERS,
+            [
+                ids.into(),
+                created.into(),
+                filled.into(),
+                averages.into(),
+                statuses.into(),
+            ],
+        ))
+        .await?;
+    if result.rows_affected() != makers.len() as u64 {
+        return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+            "updated {} of {} matched orders",
+            result.rows_affected(),
+            makers.len()
+        ))));
+    }
+    Ok(())
+}
+
+/// The database string of a status.
+pub(crate) fn status_text(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Pending => "PENDING",
+        OrderStatus::Open => "OPEN",
+        OrderStatus::PartiallyFilled => "PARTIALLY_FILLED",
+        OrderStatus::Filled => "FILLED",
+        OrderStatus::Cancelled => "CANCELLED",
+        OrderStatus::Rejected => "REJECTED",
+        OrderStatus::Expired => "EXPIRED",
+    }
+}

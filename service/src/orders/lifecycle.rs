@@ -1,0 +1,134 @@
+//! The end of an order's life by request (cancel) or by time (expiry).
+
+use entity::orders;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
+};
+use uuid::Uuid;
+
+use crate::error::{Result, ServiceError};
+use crate::is_terminal;
+
+/// Looks an order up by id alone (the key is `(order_id, created_at)`; the id is
+/// unique and leads every partition's primary-key index).
+pub(crate) async fn find_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<orders::Model> {
+    orders::Entity::find()
+        .filter(orders::Column::OrderId.eq(order_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound {
+            entity: "order",
+            id: order_id.to_string(),
+        })
+}
+
+/// The order, if it belongs to `user_id`.
+pub(crate) async fn find_own_order<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    order_id: Uuid,
+) -> Result<orders::Model> {
+    let order = find_order(db, order_id).await?;
+    if order.user_id != user_id {
+        return Err(ServiceError::Forbidden {
+            entity: "order",
+            id: order_id.to_string(),
+        });
+    }
+    Ok(order)
+}
+
+const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
+    WHERE order_id = $1 AND created_at = $2 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
+    RETURNING *";
+
+/// Cancels the user's order: CANCELLED, with `cancelled_at` set by the schema's
+/// trigger; a stop order leaves the watchlist.
+///
+/// Errors: [`ServiceError::NotFound`], [`ServiceError::Forbidden`] (another
+/// user's order), [`ServiceError::TerminalStatus`] (already FILLED, CANCELLED,
+/// REJECTED or EXPIRED, also when a match filled it a moment before).
+pub async fn cancel<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    order_id: Uuid,
+) -> Result<orders::Model> {
+    // A placement matching or triggering this order holds its row lock; the
+    // update waits for it and then sees the order as the placement left it. A
+    // triggered stop order gets a new created_at (its key), so the update can
+    // find no row, or PostgreSQL reports the row moved to another partition
+    // (40001): then read it again and retry.
+    for _ in 0..CANCEL_ATTEMPTS {
+        let order = find_own_order(db, user_id, order_id).await?;
+        if is_terminal(order.status) {
+            return Err(ServiceError::TerminalStatus {
+                order_id,
+                status: order.status,
+            });
+        }
+        let cancelled = orders::Model::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            CANCEL,
+            [order_id.into(), order.created_at.into()],
+        ))
+        .one(db)
+        .await;
+        match cancelled {
+            Ok(Some(cancelled)) => {
+                tracing::debug!(%order_id, "order cancelled");
+                return Ok(cancelled);
+            }
+            Ok(None) => continue,
+            Err(err) if is_serialization_failure(&err) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let now = find_order(db, order_id).await?;
+    if is_terminal(now.status) {
+        return Err(ServiceError::TerminalStatus {
+            order_id,
+            status: now.status,
+        });
+    }
+    Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+        "order {order_id} kept changing while it was being cancelled; try again"
+    ))))
+}
+
+/// Reads and cancel attempts before giving up on an order that keeps moving.
+const CANCEL_ATTEMPTS: usize = 3;
+
+fn is_serialization_failure(err: &sea_orm::DbErr) -> bool {
+    crate::error::database_refusal(err).is_some_and(|(code, _)| code == "40001")
+}
+
+#[derive(FromQueryResult)]
+struct Expired {
+    order_id: Uuid,
+}
+
+/// Orders still waiting (PENDING, OPEN, PARTIALLY_FILLED) that are due: DAY
+/// orders created before today's UTC midnight, and any order past `expires_at`.
+const EXPIRE_DUE: &str = "UPDATE orders SET status = 'EXPIRED'
+    WHERE status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
+      AND ((time_in_force = 'DAY'
+            AND created_at < (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
+           OR expires_at <= now())
+    RETURNING order_id";
+
+/// Expires the orders that are due (see above) and returns their ids. Safe to
+/// run from a scheduler at any rate; each order is expired once.
+pub async fn expire_due<C: ConnectionTrait>(db: &C) -> Result<Vec<Uuid>> {
+    let expired =
+        Expired::find_by_statement(Statement::from_string(DbBackend::Postgres, EXPIRE_DUE))
+            .all(db)
+            .await?;
+    let ids: Vec<Uuid> = expired.into_iter().map(|e| e.order_id).collect();
+    if !ids.is_empty() {
+        tracing::info!(expired = ids.len(), "orders expired");
+    }
+    Ok(ids)
+}

@@ -1,0 +1,448 @@
+//! Placement: validation, then price-time matching inside one transaction that
+//! holds the symbol's book lock. The rules are in the [module docs](super).
+
+use chrono::{DateTime, Duration, FixedOffset};
+use entity::{orders, stop_orders_watchlist, symbols, trades};
+use rust_decimal::{Decimal, RoundingStrategy};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionSession,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::book::{self, MakerUpdate, Resting};
+use super::{Execution, NewOrder, Placement, validate};
+use crate::error::{Result, ServiceError};
+use crate::{OrderStatus, OrderType, Side, TimeInForce};
+
+/// Resting orders read (and locked) per round trip while walking the book.
+const BATCH: u64 = 32;
+
+/// Places `order`: validates it, matches it, triggers the stop orders its
+/// trades reach, and commits, all or nothing.
+///
+/// Runs in a transaction of its own (a savepoint when `db` is a transaction).
+pub async fn place<C>(db: &C, order: NewOrder) -> Result<Placement>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    validate::shape(&order)?;
+    let txn = db.begin().await?;
+    let symbol = book::load_symbol(&txn, &order.symbol).await?;
+    validate::against_symbol(&order, &symbol)?;
+    if let Some(client_order_id) = &order.client_order_id {
+        book::lock_client_order_id(&txn, order.user_id, client_order_id).await?;
+        if let Some(existing) =
+            book::order_with_client_id(&txn, order.user_id, client_order_id).await?
+        {
+            return Err(ServiceError::DuplicateClientOrderId {
+                client_order_id: client_order_id.clone(),
+                existing_order_id: existing,
+            });
+        }
+    }
+    book::lock_book(&txn, &symbol.symbol).await?;
+    let now = book::clock(&txn).await?;
+    validate::expiry(&order, now)?;
+    let last_price = book::last_trade_price(&txn, &symbol.symbol).await?;
+    validate::price_band(&order, &symbol, last_price)?;
+
+    let mut engine = Engine {
+        txn: &txn,
+        symbol: &symbol,
+        now,
+        ticks: 0,
+        last_price,
+    };
+    let placement = engine.place(order).await?;
+    txn.commit().await?;
+    tracing::debug!(
+        order_id = %placement.order.order_id,
+        symbol = %placement.order.symbol,
+        status = ?placement.order.status,
+        trades = placement.trades.len(),
+        triggered = placement.triggered.len(),
+        "order placed"
+    );
+    Ok(placement)
+}
+
+/// Half-up to the 8 places the schema stores.
+pub(crate) fn round8(value: Decimal) -> Decimal {
+    value.round_dp_with_strategy(validate::SCALE, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// The order being matched: a new one, or a stop order just triggered.
+struct Taker {
+    order_id: Uuid,
+    created_at: DateTime<FixedOffset>,
+    user_id: Uuid,
+    institution_id: Option<Uuid>,
+    side: Side,
+    order_type: OrderType,
+    time_in_force: TimeInForce,
+    limit: Option<Decimal>,
+    quantity: Decimal,
+    filled: Decimal,
+    notional: Decimal,
+}
+
+impl Taker {
+    fn remaining(&self) -> Decimal {
+        self.quantity - self.filled
+    }
+
+    fn average_price(&self) -> Option<Decimal> {
+        (!self.filled.is_zero()).then(|| round8(self.notional / self.filled))
+    }
+
+    /// The status matching leaves it in.
+    fn status(&self, stopped_by_self_trade: bool) -> OrderStatus {
+        if self.remaining().is_zero() {
+            OrderStatus::Filled
+        } else if stopped_by_self_trade
+            || self.order_type == OrderType::Market
+            || matches!(self.time_in_force, TimeInForce::Ioc | TimeInForce::Fok)
+        {
+            OrderStatus::Expired
+        } else if self.filled.is_zero() {
+            OrderStatus::Open
+        } else {
+            OrderStatus::PartiallyFilled
+        }
+    }
+}
+
+/// The fills matching would make, before anything is written.
+struct Plan {
+    fills: Vec<(Resting, Decimal)>,
+    stopped_by_self_trade: bool,
+}
+
+struct Engine<'a, T> {
+    txn: &'a T,
+    symbol: &'a symbols::Model,
+    now: DateTime<FixedOffset>,
+    ticks: i64,
+    last_price: Option<Decimal>,
+}
+
+impl<T: ConnectionTrait> Engine<'_, T> {
+    /// A fresh timestamp: the clock read under the lock plus one microsecond per
+    /// call, so trades of one placement keep their order.
+    fn tick(&mut self) -> DateTime<FixedOffset> {
+        let at = self.now + Duration::microseconds(self.ticks);
+        self.ticks += 1;
+        at
+    }
+
+    async fn place(&mut self, order: NewOrder) -> Result<Placement> {
+        let created_at = self.tick();
+        if matches!(order.order_type, OrderType::Stop | OrderType::StopLimit) {
+            let stop = self.insert_stop(&order, created_at).await?;
+            let mut triggered = self.trigger_stops().await?;
+            // A stop the last price had already reached triggers at once.
+            if let Some(at) = triggered
+                .iter()
+                .position(|e| e.order.order_id == stop.order_id)
+            {
+                let own = triggered.remove(at);
+                return Ok(Placement {
+                    order: own.order,
+                    trades: own.trades,
+                    triggered,
+                });
+            }
+            return Ok(Placement {
+                order: stop,
+                trades: Vec::new(),
+                triggered,
+            });
+        }
+        let taker = Taker {
+            order_id: Uuid::new_v4(),
+            created_at,
+            user_id: order.user_id,
+            institution_id: None,
+            side: order.side,
+            order_type: order.order_type,
+            time_in_force: order.time_in_force,
+            limit: order.price,
+            quantity: order.quantity,
+            filled: Decimal::ZERO,
+            notional: Decimal::ZERO,
+        };
+        let (taker, status, trades) = self.execute(taker).await?;
+        let placed = self.insert_taker(&order, &taker, status).await?;
+        let triggered = if trades.is_empty() {
+            Vec::new()
+        } else {
+            self.trigger_stops().await?
+        };
+        Ok(Placement {
+            order: placed,
+            trades,
+            triggered,
+        })
+    }
+
+    /// Walks the book in priority order and decides the fills.
+    async fn plan(&self, taker: &Taker) -> Result<Plan> {
+        let mut fills = Vec::new();
+        let mut remaining = taker.remaining();
+        let mut after: Option<Resting> = None;
+        loop {
+            let batch = book::resting(
+                self.txn,
+                &self.symbol.symbol,
+                crate::opposite(taker.side),
+                taker.limit,
+                after.as_ref(),
+                BATCH,
+            )
+            .await?;
+            let exhausted = (batch.len() as u64) < BATCH;
+            for maker in batch {
+                if remaining.is_zero() {
+                    break;
+                }
+                if maker.user_id == taker.user_id {
+                    return Ok(Plan {
+                        fills,
+                        stopped_by_self_trade: true,
+                    });
+                }
+                let quantity = remaining.min(maker.remaining());
+                remaining -= quantity;
+                after = Some(maker.clone());
+                fills.push((maker, quantity));
+            }
+            if remaining.is_zero() || exhausted {
+                return Ok(Plan {
+                    fills,
+                    stopped_by_self_trade: false,
+                });
+            }
+        }
+    }
+
+    /// Matches `taker` and writes the trades and the makers' new state; the
+    /// taker's own row is the caller's to write.
+    async fn execute(
+        &mut self,
+        mut taker: Taker,
+    ) -> Result<(Taker, OrderStatus, Vec<trades::Model>)> {
+        let mut plan = self.plan(&taker).await?;
+        let filled: Decimal = plan.fills.iter().map(|(_, q)| *q).sum();
+        if taker.time_in_force == TimeInForce::Fok && filled < taker.remaining() {
+            // Fill or kill: all at once, or nothing at all.
+            plan.fills.clear();
+        }
+        let mut trades = Vec::with_capacity(plan.fills.len());
+        let mut makers = Vec::with_capacity(plan.fills.len());
+        for (maker, quantity) in plan.fills {
+            let notional = maker.price * quantity;
+            trades.push(self.trade(&taker, &maker, quantity));
+            let maker_filled = maker.filled_quantity + quantity;
+            let previous = maker.average_price.unwrap_or(Decimal::ZERO) * maker.filled_quantity;
+            makers.push(MakerUpdate {
+                order_id: maker.order_id,
+                created_at: maker.created_at,
+                filled_quantity: maker_filled,
+                average_price: round8((previous + notional) / maker_filled),
+                status: if maker_filled == maker.quantity {
+                    OrderStatus::Filled
+                } else {
+                    OrderStatus::PartiallyFilled
+                },
+            });
+            taker.filled += quantity;
+            taker.notional += notional;
+        }
+        if !trades.is_empty() {
+            book::update_makers(self.txn, &makers).await?;
+            trades::Entity::insert_many(
+                trades
+                    .iter()
+                    .cloned()
+                    .map(IntoActiveModel::into_active_model),
+            )
+            .exec(self.txn)
+            .await?;
+            self.last_price = trades.last().map(|t| t.price);
+        }
+        let status = taker.status(plan.stopped_by_self_trade);
+        Ok((taker, status, trades))
+    }
+
+    /// One trade at the maker's price; fees rounded half-up to 8 places.
+    fn trade(&mut self, taker: &Taker, maker: &Resting, quantity: Decimal) -> trades::Model {
+        let notional = maker.price * quantity;
+        let maker_fee = round8(notional * self.symbol.maker_fee);
+        let taker_fee = round8(notional * self.symbol.taker_fee);
+        let (buyer, seller) = match taker.side {
+            Side::Buy => (
+                (
+                    taker.order_id,
+                    taker.user_id,
+                    taker.institution_id,
+                    taker_fee,
+                ),
+                (
+                    maker.order_id,
+                    maker.user_id,
+                    maker.institution_id,
+                    maker_fee,
+                ),
+            ),
+            Side::Sell => (
+                (
+                    maker.order_id,
+                    maker.user_id,
+                    maker.institution_id,
+                    maker_fee,
+                ),
+                (
+                    taker.order_id,
+                    taker.user_id,
+                    taker.institution_id,
+                    taker_fee,
+                ),
+            ),
+        };
+        trades::Model {
+            trade_id: Uuid::new_v4(),
+            symbol: self.symbol.symbol.clone(),
+            buyer_order_id: buyer.0,
+            seller_order_id: seller.0,
+            buyer_user_id: buyer.1,
+            seller_user_id: seller.1,
+            buyer_institution_id: buyer.2,
+            seller_institution_id: seller.2,
+            price: maker.price,
+            quantity,
+            buyer_fee: buyer.3,
+            seller_fee: seller.3,
+            buyer_fee_asset: self.symbol.quote_asset.clone(),
+            seller_fee_asset: self.symbol.quote_asset.clone(),
+            is_buyer_maker: taker.side == Side::Sell,
+            trade_source: Some("INTERNAL".to_owned()),
+            execution_venue: None,
+            executed_at: self.tick(),
+            settled_at: None,
+        }
+    }
+
+    fn new_row(&self, order: &NewOrder, created_at: DateTime<FixedOffset>) -> orders::Model {
+        orders::Model {
+            order_id: Uuid::new_v4(),
+            user_id: order.user_id,
+            institution_id: None,
+            symbol: self.symbol.symbol.clone(),
+            side: order.side,
+            order_type: order.order_type,
+            status: OrderStatus::Open,
+            quantity: order.quantity,
+            filled_quantity: Decimal::ZERO,
+            price: order.price,
+            average_price: None,
+            stop_price: order.stop_price,
+            time_in_force: order.time_in_force,
+            client_order_id: order.client_order_id.clone(),
+            order_source: order.order_source.clone(),
+            fee_profile_id: None,
+            created_at,
+            updated_at: created_at,
+            filled_at: None,
+            cancelled_at: None,
+            expires_at: order.expires_at,
+        }
+    }
+
+    /// A stop order waits OPEN; the watchlist trigger picks it up.
+    async fn insert_stop(
+        &self,
+        order: &NewOrder,
+        created_at: DateTime<FixedOffset>,
+    ) -> Result<orders::Model> {
+        let row = self.new_row(order, created_at);
+        Ok(row.into_active_model().reset_all().insert(self.txn).await?)
+    }
+
+    async fn insert_taker(
+        &self,
+        order: &NewOrder,
+        taker: &Taker,
+        status: OrderStatus,
+    ) -> Result<orders::Model> {
+        let mut row = self.new_row(order, taker.created_at);
+        row.order_id = taker.order_id;
+        row.status = status;
+        row.filled_quantity = taker.filled;
+        row.average_price = taker.average_price();
+        // The filled_at trigger fires on updates only.
+        row.filled_at = (status == OrderStatus::Filled).then_some(self.now);
+        Ok(row.into_active_model().reset_all().insert(self.txn).await?)
+    }
+
+    /// Triggers the stop orders the last trade price has reached, matching each
+    /// in turn, until no more are reached.
+    async fn trigger_stops(&mut self) -> Result<Vec<Execution>> {
+        let mut executions = Vec::new();
+        while let Some(last) = self.last_price {
+            let stops = book::triggered_stops(self.txn, &self.symbol.symbol, last).await?;
+            if stops.is_empty() {
+                break;
+            }
+            for stop in stops {
+                executions.push(self.trigger(stop).await?);
+            }
+        }
+        Ok(executions)
+    }
+
+    /// A STOP_LIMIT becomes a LIMIT at its price, a STOP becomes a MARKET order;
+    /// it leaves the watchlist and is matched as if just placed.
+    async fn trigger(&mut self, stop: orders::Model) -> Result<Execution> {
+        let order_type = match stop.order_type {
+            OrderType::StopLimit => OrderType::Limit,
+            _ => OrderType::Market,
+        };
+        stop_orders_watchlist::Entity::delete_by_id(stop.order_id)
+            .exec(self.txn)
+            .await?;
+        let taker = Taker {
+            order_id: stop.order_id,
+            created_at: stop.created_at,
+            user_id: stop.user_id,
+            institution_id: stop.institution_id,
+            side: stop.side,
+            order_type,
+            time_in_force: stop.time_in_force,
+            limit: if order_type == OrderType::Limit {
+                stop.price
+            } else {
+                None
+            },
+            quantity: stop.quantity,
+            filled: stop.filled_quantity,
+            notional: Decimal::ZERO,
+        };
+        let (taker, status, trades) = self.execute(taker).await?;
+        // Matched as if just placed: if it rests, it queues behind the orders
+        // already resting at its price, so its time (the book's priority key,
+        // and the partition key) becomes the trigger time.
+        let triggered_at = self.tick();
+        let order = book::rewrite_triggered(
+            self.txn,
+            &stop,
+            triggered_at,
+            order_type,
+            status,
+            taker.filled,
+            taker.average_price(),
+        )
+        .await?;
+        Ok(Execution { order, trades })
+    }
+}

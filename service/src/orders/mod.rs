@@ -1,0 +1,180 @@
+//! Orders: placement with price-time matching, cancel, expiry, queries.
+//!
+//! # Placing an order
+//!
+//! [`place`] validates the order against its symbol (ACTIVE; quantity within the
+//! symbol's sizes with at most 8 decimals; prices positive multiples of the tick
+//! size; a LIMIT notional of at least `min_order_value` and a LIMIT price within
+//! the price band around the last trade), then, in one transaction serialized per
+//! symbol, matches it:
+//!
+//! 1. against the resting LIMIT orders of the other side (untriggered stop orders
+//!    are not in the book), best price first, oldest first within a price;
+//! 2. each match trades at the resting (maker) order's price, for the smaller
+//!    remaining quantity; fees are price × quantity × the symbol's maker or taker
+//!    fee, rounded half-up to 8 places, in the quote asset;
+//! 3. both orders get their filled quantity, volume-weighted average price and
+//!    status (FILLED, or PARTIALLY_FILLED);
+//! 4. self-trade prevention: when the next resting order belongs to the same user,
+//!    matching stops and the incoming order's rest expires;
+//! 5. what remains of a GTC or DAY LIMIT order rests; of an IOC or MARKET order,
+//!    expires; a FOK order that cannot fill completely at once executes nothing
+//!    and expires;
+//! 6. after trades, the symbol's stop orders whose stop price the last trade price
+//!    reached trigger in stop-price order (STOP_LIMIT becomes LIMIT, STOP becomes
+//!    MARKET), leave the watchlist and are matched in turn, as if just placed: one
+//!    that rests queues behind the orders resting before it triggered (its
+//!    `created_at`, the book's time priority, becomes the trigger time). A stop
+//!    order whose stop price the last trade price has already reached triggers
+//!    when it is placed.
+//!
+//! A `(user, client_order_id)` pair used within 24 hours is refused with
+//! [`ServiceError::DuplicateClientOrderId`](crate::ServiceError::DuplicateClientOrderId),
+//! also when two placements race.
+
+pub(crate) mod book;
+mod lifecycle;
+mod matching;
+mod query;
+mod validate;
+
+pub use lifecycle::{cancel, expire_due};
+pub use matching::place;
+pub use query::{OrderFilter, get, list};
+
+use chrono::{DateTime, FixedOffset};
+use entity::{orders, trades};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::{OrderType, Side, TimeInForce};
+
+/// An order to place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOrder {
+    pub user_id: Uuid,
+    /// The database form, `BTC/USDT`.
+    pub symbol: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub quantity: Decimal,
+    /// LIMIT and STOP_LIMIT only.
+    pub price: Option<Decimal>,
+    /// STOP and STOP_LIMIT only.
+    pub stop_price: Option<Decimal>,
+    pub time_in_force: TimeInForce,
+    /// At most 100 characters; unique per user within 24 hours.
+    pub client_order_id: Option<String>,
+    /// The order expires (EXPIRED) at this time if it still rests.
+    pub expires_at: Option<DateTime<FixedOffset>>,
+    /// WEB, MOBILE, API or BOT; stored as given.
+    pub order_source: Option<String>,
+}
+
+impl NewOrder {
+    /// A GTC LIMIT order.
+    pub fn limit(
+        user_id: Uuid,
+        symbol: &str,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+    ) -> NewOrder {
+        NewOrder {
+            price: Some(price),
+            ..NewOrder::market(user_id, symbol, side, quantity)
+        }
+        .with_type(OrderType::Limit)
+    }
+
+    /// A MARKET order.
+    pub fn market(user_id: Uuid, symbol: &str, side: Side, quantity: Decimal) -> NewOrder {
+        NewOrder {
+            user_id,
+            symbol: symbol.to_owned(),
+            side,
+            order_type: OrderType::Market,
+            quantity,
+            price: None,
+            stop_price: None,
+            time_in_force: TimeInForce::Gtc,
+            client_order_id: None,
+            expires_at: None,
+            order_source: None,
+        }
+    }
+
+    /// A STOP order: a MARKET order once the last trade price reaches `stop_price`.
+    pub fn stop(
+        user_id: Uuid,
+        symbol: &str,
+        side: Side,
+        quantity: Decimal,
+        stop_price: Decimal,
+    ) -> NewOrder {
+        NewOrder {
+            stop_price: Some(stop_price),
+            ..NewOrder::market(user_id, symbol, side, quantity)
+        }
+        .with_type(OrderType::Stop)
+    }
+
+    /// A STOP_LIMIT order: a LIMIT order at `price` once the last trade price
+    /// reaches `stop_price`.
+    pub fn stop_limit(
+        user_id: Uuid,
+        symbol: &str,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        stop_price: Decimal,
+    ) -> NewOrder {
+        NewOrder {
+            price: Some(price),
+            stop_price: Some(stop_price),
+            ..NewOrder::market(user_id, symbol, side, quantity)
+        }
+        .with_type(OrderType::StopLimit)
+    }
+
+    /// The same order with another type.
+    pub fn with_type(mut self, order_type: OrderType) -> NewOrder {
+        self.order_type = order_type;
+        self
+    }
+
+    /// The same order with another time in force.
+    pub fn with_time_in_force(mut self, time_in_force: TimeInForce) -> NewOrder {
+        self.time_in_force = time_in_force;
+        self
+    }
+
+    /// The same order with a client order id (for idempotent retries).
+    pub fn with_client_order_id(mut self, client_order_id: impl Into<String>) -> NewOrder {
+        self.client_order_id = Some(client_order_id.into());
+        self
+    }
+
+    /// The same order with an expiry time.
+    pub fn with_expires_at(mut self, expires_at: DateTime<FixedOffset>) -> NewOrder {
+        self.expires_at = Some(expires_at);
+        self
+    }
+}
+
+/// An order as it stands after matching, and the trades it executed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Execution {
+    pub order: orders::Model,
+    /// In execution order.
+    pub trades: Vec<trades::Model>,
+}
+
+/// What a placement did: the placed order and its trades, and the stop orders
+/// its trades triggered, each with its own trades, in trigger order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub order: orders::Model,
+    pub trades: Vec<trades::Model>,
+    pub triggered: Vec<Execution>,
+}

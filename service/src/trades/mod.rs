@@ -1,0 +1,115 @@
+//! Trades: one by id, a symbol's recent trades, a user's history seen from
+//! their side, and the fills of one order.
+//!
+//! `trades` is partitioned by day on `executed_at`, and its primary key is
+//! `(trade_id, executed_at)`. Reads that know a time bound say so in SQL, so
+//! PostgreSQL skips the partitions outside it; reads that do not (a trade by id
+//! alone) probe every partition's index once.
+//!
+//! ```no_run
+//! use service::trades;
+//! use service::{Page, ServiceError};
+//! use uuid::Uuid;
+//!
+//! # async fn example(db: &sea_orm::DatabaseConnection, user: Uuid) -> Result<(), ServiceError> {
+//! let tape = trades::recent(db, "BTC/USDT", 50).await?;
+//! let first = trades::user_history(db, user, None, Page::first(50)).await?;
+//! if let Some(cursor) = first.next {
+//!     // The next page starts below the last row read, whatever the page number.
+//!     let _second = trades::user_history(db, user, None, Page::After { limit: 50, cursor }).await?;
+//! }
+//! # let _ = tape; Ok(()) }
+//! ```
+
+mod history;
+
+pub use history::{UserTrade, user_history};
+
+use entity::trades;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use crate::Side;
+use crate::error::{Result, ServiceError};
+use crate::market::ensure_symbol;
+use crate::pagination::MAX_LIMIT;
+
+/// One trade. Errors: [`ServiceError::NotFound`].
+///
+/// The id alone does not name a partition, so each day's `trades_pkey` copy is
+/// probed once.
+pub async fn get<C: ConnectionTrait>(db: &C, trade_id: Uuid) -> Result<trades::Model> {
+    trades::Entity::find()
+        .filter(trades::Column::TradeId.eq(trade_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound {
+            entity: "trade",
+            id: trade_id.to_string(),
+        })
+}
+
+/// The symbol's newest `limit` trades (1..=[`MAX_LIMIT`]), newest first
+/// (`executed_at DESC, trade_id DESC`).
+///
+/// Walks `IDX_trades_symbol_time (symbol, executed_at DESC)` of each day and
+/// merges the days in order, so it reads `limit` rows, not the symbol's history.
+///
+/// Errors: [`ServiceError::UnknownSymbol`], [`ServiceError::InvalidArgument`]
+/// (`limit`).
+pub async fn recent<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    limit: u64,
+) -> Result<Vec<trades::Model>> {
+    check_limit(limit)?;
+    let tape = trades::Entity::find()
+        .filter(trades::Column::Symbol.eq(symbol))
+        .order_by_desc(trades::Column::ExecutedAt)
+        .order_by_desc(trades::Column::TradeId)
+        .limit(limit)
+        .all(db)
+        .await?;
+    // An empty tape is the one case where the symbol may not exist; asking
+    // only then keeps the common case at one round trip.
+    if tape.is_empty() {
+        ensure_symbol(db, symbol).await?;
+    }
+    Ok(tape)
+}
+
+/// The fills of the user's order, in execution order (`executed_at`, then
+/// `trade_id`).
+///
+/// Errors: [`ServiceError::NotFound`], [`ServiceError::Forbidden`] (another
+/// user's order).
+pub async fn for_order<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    order_id: Uuid,
+) -> Result<Vec<trades::Model>> {
+    let order = crate::orders::get(db, user_id, order_id).await?;
+    let column = match order.side {
+        Side::Buy => trades::Column::BuyerOrderId,
+        Side::Sell => trades::Column::SellerOrderId,
+    };
+    Ok(trades::Entity::find()
+        .filter(column.eq(order_id))
+        // A fill never precedes its order: this bound skips the older days.
+        .filter(trades::Column::ExecutedAt.gte(order.created_at))
+        .order_by_asc(trades::Column::ExecutedAt)
+        .order_by_asc(trades::Column::TradeId)
+        .all(db)
+        .await?)
+}
+
+fn check_limit(limit: u64) -> Result<()> {
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ServiceError::argument(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}, got {limit}"),
+        ))
+    }
+}
