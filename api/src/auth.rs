@@ -27,8 +27,11 @@ pub struct Auth {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
-    exp: u64,
-    iat: u64,
+    /// Optional here so a token without it is named as such; the validation
+    /// requires it.
+    exp: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 impl Auth {
@@ -56,8 +59,8 @@ impl Auth {
             .as_secs();
         let claims = Claims {
             sub: user_id.to_string(),
-            iat: now,
-            exp: now + ttl.as_secs(),
+            iat: Some(now),
+            exp: Some(now + ttl.as_secs()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

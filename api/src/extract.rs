@@ -3,7 +3,8 @@
 
 use std::str::FromStr;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
@@ -79,6 +80,37 @@ fn clean(text: &str) -> String {
     text.split_once(": ")
         .map_or(text, |(_, rest)| rest)
         .to_owned()
+}
+
+/// Path parameters with the contract's errors (e.g. a segment that is not
+/// UTF-8 is a 400 naming the parameter, with the error body).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(failed) => match failed.kind() {
+            PathErrorKind::InvalidUtf8InPathParam { key } => {
+                ApiError::field(key, "is not valid UTF-8")
+            }
+            _ => ApiError::bad_request("invalid path", clean(&failed.body_text())),
+        },
+        other => ApiError::Internal(other.body_text()),
+    }
 }
 
 /// A path segment that must be a UUID.

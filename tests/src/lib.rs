@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod app;
 pub mod catalog;
 pub mod db;
 pub mod sql;

@@ -2,7 +2,7 @@
 //! credentials needed.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use entity::symbols;
 use sea_orm::{EntityTrait, QueryOrder};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use super::orders::page_limit;
 use crate::dto::{MarketStatsDto, OrderBookDto, SymbolDto, TickerDto, TradeDto};
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, canonical_symbol, parse_id};
+use crate::extract::{ApiPath, ApiQuery, canonical_symbol, parse_id};
 use crate::state::AppState;
 
 /// Query of `GET /api/v1/orderbook/{symbol}`.
@@ -32,7 +32,7 @@ pub struct DepthQuery {
     ))]
 pub async fn order_book(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(symbol): ApiPath<String>,
     ApiQuery(query): ApiQuery<DepthQuery>,
 ) -> Result<Json<OrderBookDto>, ApiError> {
     let depth = match query.depth {
@@ -57,7 +57,7 @@ pub async fn order_book(
     ))]
 pub async fn ticker(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(symbol): ApiPath<String>,
 ) -> Result<Json<TickerDto>, ApiError> {
     Ok(Json(
         market::ticker(&state.db, &canonical_symbol(&symbol))
@@ -83,7 +83,7 @@ pub struct StatsQuery {
     ))]
 pub async fn stats(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(symbol): ApiPath<String>,
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<MarketStatsDto>, ApiError> {
     let period: Period = match query.period {
@@ -144,7 +144,7 @@ pub async fn recent_trades(
     ))]
 pub async fn trade(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TradeDto>, ApiError> {
     let trade_id = parse_id(&id)?;
     Ok(Json(

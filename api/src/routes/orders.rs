@@ -1,7 +1,7 @@
 //! `/api/v1/orders`: place, list, read and cancel the caller's orders.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use service::orders::{self, NewOrder, OrderFilter};
@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::auth::AuthUser;
 use crate::dto::{OrderDto, PlaceOrderRequest, PlacementDto};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, canonical_symbol, parse_id};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, canonical_symbol, parse_id};
 use crate::state::AppState;
 
 /// The largest page `GET /api/v1/orders` returns.
@@ -86,7 +86,7 @@ pub async fn place(
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
     Ok(Json(
@@ -108,7 +108,7 @@ pub async fn get(
 pub async fn cancel(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
     Ok(Json(

@@ -1,0 +1,345 @@
+//! The api on a free port over a database of its own: [`spawn_app`].
+//!
+//! Zero To Production's `spawn_app()` habit: each test starts the real server
+//! (router, extractors, pool, authentication) on `127.0.0.1:0` against a fresh
+//! database and talks real HTTP to it through the typed methods of
+//! [`TestApp`], so a test reads like a client's story. Background jobs are off,
+//! so nothing changes rows behind the test's back.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use tests::app::{AppOptions, spawn_app, wire};
+//! use uuid::Uuid;
+//!
+//! # async fn example() {
+//! let app = spawn_app(AppOptions::jwt()).await;
+//! let alice = Uuid::new_v4();
+//! let placed = app
+//!     .place_order(alice, &json!({"symbol": "BTC-USDT", "side": "SELL", "type": "LIMIT",
+//!                                 "quantity": "1", "price": "50000.00"}))
+//!     .await;
+//! let body = wire::expect_json(placed, 201).await;
+//! assert_eq!(body["order"]["price"], "50000");
+//! app.shutdown().await;
+//! # }
+//! ```
+
+pub mod wire;
+
+use std::time::Duration;
+
+use api::auth::Auth;
+use api::config::{AuthMode, Config};
+use api::server::{Server, connect};
+use reqwest::{RequestBuilder, Response};
+use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db::TestDb;
+
+/// How long one request may take before the test fails instead of hanging.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long starting or stopping the server may take.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which database the api's pool opens.
+#[derive(Clone, Debug)]
+pub enum AppDatabase {
+    /// A fresh database with every migration applied (the usual case).
+    Migrated,
+    /// A fresh empty database: every migration is pending.
+    Empty,
+    /// This URL, and no test database (e.g. a closed port, for an outage).
+    Url(String),
+}
+
+/// What [`spawn_app`] starts: the authentication mode, the pool, the database.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    pub auth_mode: AuthMode,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub database: AppDatabase,
+}
+
+impl Default for AppOptions {
+    /// JWT, five connections, a 5 s acquire timeout, a migrated database.
+    fn default() -> AppOptions {
+        AppOptions {
+            auth_mode: AuthMode::Jwt,
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(5),
+            database: AppDatabase::Migrated,
+        }
+    }
+}
+
+impl AppOptions {
+    /// `AUTH_MODE=jwt`: `Authorization: Bearer <token>`.
+    pub fn jwt() -> AppOptions {
+        AppOptions::default()
+    }
+
+    /// `AUTH_MODE=trusted-header`: `X-User-ID: <uuid>`.
+    pub fn trusted_header() -> AppOptions {
+        AppOptions {
+            auth_mode: AuthMode::TrustedHeader,
+            ..AppOptions::default()
+        }
+    }
+
+    /// `DB_MAX_CONNECTIONS` and `DB_ACQUIRE_TIMEOUT_MS`.
+    pub fn pool(mut self, max_connections: u32, acquire_timeout: Duration) -> AppOptions {
+        self.max_connections = max_connections;
+        self.acquire_timeout = acquire_timeout;
+        self
+    }
+
+    /// The database the pool opens.
+    pub fn database(mut self, database: AppDatabase) -> AppOptions {
+        self.database = database;
+        self
+    }
+}
+
+/// A running api and what a test needs to talk to it. Dropping it stops the
+/// server and then drops the database; [`TestApp::shutdown`] stops it
+/// gracefully and checks that it stopped.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    pub client: reqwest::Client,
+    /// The secret the server verifies tokens with.
+    pub jwt_secret: String,
+    pub auth_mode: AuthMode,
+    /// The api's own pool (not the test's).
+    pub pool: DatabaseConnection,
+    auth: Auth,
+    server: Option<Server>,
+    // Declared last so it is dropped after the server is told to stop.
+    db: Option<TestDb>,
+}
+
+/// Starts the api on `127.0.0.1:0` with background jobs off, over a database
+/// chosen by `options` (a fresh migrated one by default).
+///
+/// Panics with the reason when the database or the server cannot be set up.
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let db = match &options.database {
+        AppDatabase::Migrated => Some(TestDb::migrated().await),
+        AppDatabase::Empty => Some(TestDb::empty().await),
+        AppDatabase::Url(_) => None,
+    };
+    let database_url = match (&options.database, &db) {
+        (AppDatabase::Url(url), _) => url.clone(),
+        (_, Some(db)) => db.url().to_owned(),
+        (_, None) => unreachable!("a test database exists unless a URL was given"),
+    };
+    let jwt_secret = api::server::random_secret();
+    let mode = match options.auth_mode {
+        AuthMode::Jwt => "jwt",
+        AuthMode::TrustedHeader => "trusted-header",
+    };
+    // Through the README's variable names, so the test also covers them.
+    let settings = [
+        ("DATABASE_URL", database_url.clone()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("AUTH_MODE", mode.to_owned()),
+        ("JWT_SECRET", jwt_secret.clone()),
+        ("MIGRATE_ON_START", "false".to_owned()),
+        ("DB_MAX_CONNECTIONS", options.max_connections.to_string()),
+        (
+            "DB_ACQUIRE_TIMEOUT_MS",
+            options.acquire_timeout.as_millis().to_string(),
+        ),
+        ("BACKGROUND_JOBS", "false".to_owned()),
+    ];
+    let config = Config::from_lookup(|name| {
+        settings
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap_or_else(|err| panic!("the test configuration is valid: {err}"));
+    let pool = connect(&database_url, &config)
+        .await
+        .unwrap_or_else(|err| panic!("the api's pool opens on {database_url}: {err}"));
+    let server = tokio::time::timeout(
+        LIFECYCLE_TIMEOUT,
+        Server::start(
+            pool.clone(),
+            Auth::new(options.auth_mode, &jwt_secret),
+            &config,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the api starts within {LIFECYCLE_TIMEOUT:?}"))
+    .unwrap_or_else(|err| panic!("the api binds 127.0.0.1:0: {err}"));
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|err| panic!("the HTTP client builds: {err}"));
+    TestApp {
+        address: format!("http://{}", server.addr()),
+        client,
+        auth: Auth::new(options.auth_mode, &jwt_secret),
+        jwt_secret,
+        auth_mode: options.auth_mode,
+        pool,
+        server: Some(server),
+        db,
+    }
+}
+
+impl TestApp {
+    /// The test's database (its own pool, apart from the api's). Panics for an
+    /// app started on [`AppDatabase::Url`].
+    pub fn db(&self) -> &TestDb {
+        self.db
+            .as_ref()
+            .unwrap_or_else(|| panic!("this app was started on a URL, without a test database"))
+    }
+
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A token for `user` signed with the server's secret, valid for an hour.
+    pub fn token(&self, user: Uuid) -> String {
+        self.auth
+            .mint(user, Duration::from_secs(3600))
+            .unwrap_or_else(|err| panic!("a token is minted: {err}"))
+    }
+
+    /// `request` with `user`'s credentials, as the app's mode wants them.
+    pub fn authorize(&self, request: RequestBuilder, user: Uuid) -> RequestBuilder {
+        match self.auth_mode {
+            AuthMode::Jwt => request.bearer_auth(self.token(user)),
+            AuthMode::TrustedHeader => request.header("X-User-ID", user.to_string()),
+        }
+    }
+
+    /// Sends `request`; panics (with the request) when no answer comes in
+    /// [`REQUEST_TIMEOUT`] or the connection fails.
+    pub async fn send(&self, request: RequestBuilder) -> Response {
+        let described = format!("{request:?}");
+        match request.send().await {
+            Ok(response) => response,
+            Err(err) => panic!("no HTTP answer to {described}: {err}"),
+        }
+    }
+
+    /// `GET path` as `user`.
+    pub async fn get(&self, path: &str, user: Uuid) -> Response {
+        self.send(self.authorize(self.client.get(self.url(path)), user))
+            .await
+    }
+
+    /// `GET path` without credentials.
+    pub async fn get_public(&self, path: &str) -> Response {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// `GET path` with exactly these headers (no credentials added).
+    pub async fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self.client.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    /// `DELETE path` as `user`.
+    pub async fn delete(&self, path: &str, user: Uuid) -> Response {
+        self.send(self.authorize(self.client.delete(self.url(path)), user))
+            .await
+    }
+
+    /// `POST /api/v1/orders` with `order` as `user`.
+    pub async fn place_order(&self, user: Uuid, order: &Value) -> Response {
+        let request = self.client.post(self.url("/api/v1/orders")).json(order);
+        self.send(self.authorize(request, user)).await
+    }
+
+    /// `POST path` with exactly these headers and this body (no credentials
+    /// or content type added).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self.client.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    /// Places `order` as `user`, expects 201, and returns `{"order", "trades"}`.
+    pub async fn place_ok(&self, user: Uuid, order: &Value) -> Value {
+        wire::expect_json(self.place_order(user, order).await, 201).await
+    }
+
+    /// A GTC limit order on BTC/USDT; returns the order after matching.
+    pub async fn limit(&self, user: Uuid, side: &str, quantity: &str, price: &str) -> Value {
+        let placed = self
+            .place_ok(
+                user,
+                &json!({"symbol": "BTC/USDT", "side": side, "type": "LIMIT",
+                        "quantity": quantity, "price": price}),
+            )
+            .await;
+        placed["order"].clone()
+    }
+
+    /// A market order on BTC/USDT; returns `{"order", "trades"}`.
+    pub async fn market(&self, user: Uuid, side: &str, quantity: &str) -> Value {
+        self.place_ok(
+            user,
+            &json!({"symbol": "BTC/USDT", "side": side, "type": "MARKET", "quantity": quantity}),
+        )
+        .await
+    }
+
+    /// `GET path` as `user`, expecting `status`; returns the JSON body.
+    pub async fn get_json(&self, path: &str, user: Uuid, status: u16) -> Value {
+        wire::expect_json(self.get(path, user).await, status).await
+    }
+
+    /// `GET path` without credentials, expecting `status`; returns the JSON body.
+    pub async fn get_public_json(&self, path: &str, status: u16) -> Value {
+        wire::expect_json(self.get_public(path).await, status).await
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and checks the server
+    /// stopped within the lifecycle timeout.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(LIFECYCLE_TIMEOUT, server.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => panic!("the api stopped with an error: {err}"),
+                Err(_) => panic!("the api did not stop within {LIFECYCLE_TIMEOUT:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Tells the server to stop (on the test's runtime, when there still is
+    /// one; a runtime that is shutting down drops the server's task anyway).
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(LIFECYCLE_TIMEOUT, server.shutdown()).await;
+            });
+        }
+    }
+}
