@@ -116,10 +116,29 @@ pub fn is_outage(err: &DbErr) -> bool {
     }
 }
 
+/// Whether PostgreSQL refused a text value no text column can hold (SQLSTATE
+/// 22021, e.g. the NUL character): the client's input, not a fault of ours.
+pub fn is_unstorable_text(err: &DbErr) -> bool {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sea_orm::sqlx::Error::Database(db) => db.code().as_deref() == Some("22021"),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> ApiError {
         if is_outage(&err) {
             ApiError::Unavailable(err.to_string())
+        } else if is_unstorable_text(&err) {
+            ApiError::bad_request(
+                "invalid text",
+                "text must not contain the NUL character (\\u0000)",
+            )
         } else {
             ApiError::Internal(err.to_string())
         }

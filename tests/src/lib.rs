@@ -37,4 +37,5 @@
 pub mod app;
 pub mod catalog;
 pub mod db;
+pub mod faults;
 pub mod sql;

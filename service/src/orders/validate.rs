@@ -86,7 +86,18 @@ pub(crate) fn shape(order: &NewOrder) -> Result<()> {
         }
         (false, None) => {}
     }
+    if order.symbol.contains('\0') {
+        return Err(ServiceError::UnknownSymbol(
+            order.symbol.replace('\0', "\\u0000"),
+        ));
+    }
     if let Some(id) = &order.client_order_id {
+        if id.contains('\0') {
+            return Err(invalid(
+                "client_order_id",
+                "must not contain the NUL character",
+            ));
+        }
         if id.trim().is_empty() {
             return Err(invalid("client_order_id", "must not be empty"));
         }
@@ -98,11 +109,11 @@ pub(crate) fn shape(order: &NewOrder) -> Result<()> {
         }
     }
     if let Some(source) = &order.order_source
-        && source.chars().count() > MAX_ORDER_SOURCE
+        && (source.contains('\0') || source.chars().count() > MAX_ORDER_SOURCE)
     {
         return Err(invalid(
             "order_source",
-            format!("must be at most {MAX_ORDER_SOURCE} characters"),
+            format!("must be at most {MAX_ORDER_SOURCE} characters, without NUL"),
         ));
     }
     Ok(())
