@@ -35,6 +35,7 @@
 //! ```
 
 pub mod app;
+pub mod bench;
 pub mod catalog;
 pub mod db;
 pub mod faults;

@@ -1,0 +1,45 @@
+//! `cargo run --release -p tests --bin bench -- --scale small|full`: creates
+//! `te_bench_<scale>` on the server of `DATABASE_URL` (dropped and created
+//! again), loads it, benchmarks the hot operations, prints the table and
+//! writes `target/bench/report.json`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tests::bench::{self, Scale, report};
+
+#[derive(Debug, Parser)]
+#[command(about = "Load a trade-engine database at scale and benchmark it against raw SQL")]
+struct Args {
+    /// small (CI-sized, under two minutes) or full (10 M orders, 10 M trades).
+    #[arg(long, default_value = "small")]
+    scale: Scale,
+    /// The server to create the bench database on (any database of it).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/bench/report.json")]
+    report: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let _ = dotenvy::dotenv();
+    let args = Args::parse();
+    let database = format!("te_bench_{}", args.scale.name());
+    let settings = args.scale.settings();
+    eprintln!(
+        "loading {} orders and {} trades into {database}",
+        settings.plan.orders, settings.plan.trades
+    );
+    let outcome = bench::run(&args.database_url, &database, &settings)
+        .await
+        .context("the benchmark failed")?;
+    println!("{}", outcome.loaded.summary());
+    println!("benchmark took {:.1} s\n", outcome.bench_seconds);
+    print!("{}", report::table(&outcome.measurements));
+    report::write_json(&args.report, &outcome.measurements)?;
+    println!("\nreport: {}", args.report.display());
+    Ok(())
+}
