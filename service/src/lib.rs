@@ -37,6 +37,19 @@
 pub struct ReadmeExamples;
 
 pub mod error;
+
+/// The service's hand-written statements, for tools that must send exactly the
+/// same SQL (the benchmark's raw-SQL baseline). Not a stable interface.
+#[doc(hidden)]
+pub mod statements {
+    pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
+    pub use crate::market::stats::STATS;
+    pub use crate::orders::book::{
+        ASKS, BIDS, BOOK_LOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS,
+    };
+    pub use crate::orders::lifecycle::CANCEL;
+    pub use crate::trades::history::HISTORY_PAGE;
+}
 pub mod maintenance;
 pub mod market;
 pub mod orders;

@@ -47,7 +47,7 @@ struct LevelRow {
 /// walks the index in price order (merging the monthly partitions), aggregates
 /// each level as it streams past, and stops after the n-th level, so the cost
 /// follows the levels asked for, not the size of the book.
-const DEPTH: &str = r#"
+pub const DEPTH: &str = r#"
 (SELECT 'BUY'::text AS side, o.price, sum(o.quantity - o.filled_quantity) AS quantity,
         count(*) AS order_count
  FROM orders o
@@ -140,7 +140,7 @@ struct TopRow {
 
 /// The best level of each side (the first step of the [`DEPTH`] walk), with
 /// the spread as `get_best_bid_ask` computes it. No row: unknown symbol.
-const BEST_BID_ASK: &str = r#"
+pub const BEST_BID_ASK: &str = r#"
 SELECT bid.price AS best_bid, bid.volume AS best_bid_volume,
        ask.price AS best_ask, ask.volume AS best_ask_volume,
        ask.price - bid.price AS spread,
@@ -218,7 +218,7 @@ struct TickerRow {
 /// part that reads every resting order of the symbol (through the partial
 /// index, one heap row per order): no index holds the remaining quantity.
 /// docs/query-plans.md has the cost and the materialized-view alternative.
-const TICKER: &str = r#"
+pub const TICKER: &str = r#"
 SELECT (SELECT t.price FROM trades t WHERE t.symbol = $1
         ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last_price,
        bid.price AS best_bid, bid.volume AS best_bid_volume,

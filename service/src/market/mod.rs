@@ -22,9 +22,9 @@
 //! # let _ = (book, top, day); Ok(()) }
 //! ```
 
-mod book;
+pub(crate) mod book;
 mod period;
-mod stats;
+pub(crate) mod stats;
 
 pub use book::{BestBidAsk, OrderBook, PriceLevel, Ticker, best_bid_ask, depth, ticker};
 pub use period::Period;

@@ -60,7 +60,7 @@ struct StatsRow {
 /// inside them `IDX_trades_symbol_time` selects the symbol's rows, and the
 /// last trade is one step down that index. Rounding as `calculate_vwap` and
 /// `get_trading_volume` round. No row: unknown symbol.
-const STATS: &str = r#"
+pub const STATS: &str = r#"
 SELECT w.period_start, w.period_end, a.trade_count, a.base_volume, a.quote_volume,
        a.vwap, a.high, a.low,
        (SELECT t.price FROM trades t

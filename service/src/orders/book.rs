@@ -15,7 +15,7 @@ use crate::{OrderStatus, OrderType, Side};
 
 /// Advisory-lock namespaces (the first key of `pg_advisory_xact_lock(int, int)`),
 /// apart from the migrator's single-key lock.
-const BOOK_LOCK: i32 = 0x7465_0001;
+pub const BOOK_LOCK: i32 = 0x7465_0001;
 const CLIENT_ORDER_ID_LOCK: i32 = 0x7465_0002;
 
 fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
@@ -110,7 +110,7 @@ struct LastPrice {
 /// The newest trade of the last day: the bound prunes the query to today's and
 /// yesterday's partitions (and the default one), where an active symbol's last
 /// trade is, instead of locking every daily partition of the retention period.
-const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
+pub const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
     WHERE symbol = $1 AND executed_at > now() - interval '1 day'
     ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
 
@@ -157,7 +157,7 @@ impl Resting {
 /// cursor `($3 price, $4 created_at, $5 order_id)`, at most `$2` up to `$6`.
 /// Locked, so a concurrent cancel waits for this placement. The predicates are
 /// those of `IDX_orders_matching`, which serves the walk.
-const ASKS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
+pub const ASKS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
         filled_quantity, average_price
     FROM orders
     WHERE symbol = $1 AND side = 'SELL' AND status IN ('OPEN', 'PARTIALLY_FILLED')
@@ -170,7 +170,7 @@ const ASKS: &str = "SELECT order_id, created_at, user_id, institution_id, price,
     FOR UPDATE";
 
 /// The bids, best (highest) first; as [`ASKS`] otherwise, `$6` a floor.
-const BIDS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
+pub const BIDS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
         filled_quantity, average_price
     FROM orders
     WHERE symbol = $1 AND side = 'BUY' AND status IN ('OPEN', 'PARTIALLY_FILLED')
@@ -212,7 +212,7 @@ pub(crate) async fn resting<C: ConnectionTrait>(
 /// Untriggered stop orders of the symbol whose stop price `last` has reached:
 /// a BUY stop at or below it, a SELL stop at or above it; in stop-price order.
 /// The predicates are those of `IDX_orders_stop_monitoring`.
-const TRIGGERED_STOPS: &str = "SELECT * FROM orders
+pub const TRIGGERED_STOPS: &str = "SELECT * FROM orders
     WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT') AND status = 'OPEN'
       AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))
     ORDER BY stop_price ASC, created_at ASC, order_id ASC
@@ -289,7 +289,7 @@ pub(crate) struct MakerUpdate {
 }
 
 /// All makers of one match in one statement.
-const UPDATE_MAKERS: &str = "UPDATE orders AS o
+pub const UPDATE_MAKERS: &str = "UPDATE orders AS o
     SET filled_quantity = v.filled_quantity,
         average_price = v.average_price,
         status = v.status::order_status_enum

@@ -41,7 +41,7 @@ pub(crate) async fn find_own_order<C: ConnectionTrait>(
     Ok(order)
 }
 
-const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
+pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
     WHERE order_id = $1 AND created_at = $2 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
     RETURNING *";
 

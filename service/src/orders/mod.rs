@@ -33,7 +33,7 @@
 //! also when two placements race.
 
 pub(crate) mod book;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod matching;
 mod query;
 mod validate;

@@ -52,7 +52,7 @@ impl UserTrade {
 
 /// Offset page: `$1` user, `$2` symbol or NULL, `$3` rows per branch (offset +
 /// limit), `$4` limit, `$5` offset.
-const HISTORY_PAGE: &str = r#"
+pub const HISTORY_PAGE: &str = r#"
 SELECT u.trade_id, u.symbol, u.side, u.price, u.quantity, u.fee, u.fee_asset, u.is_maker,
        u.executed_at, u.order_id
 FROM (

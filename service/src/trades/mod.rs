@@ -21,7 +21,7 @@
 //! # let _ = tape; Ok(()) }
 //! ```
 
-mod history;
+pub(crate) mod history;
 
 pub use history::{UserTrade, user_history};
 

@@ -1,134 +1,16 @@
 //! The raw-SQL floor: each hot operation's statements as the service sends
-//! them (copied from `service/src`, whose `const`s are private), run through
-//! sqlx on the same pool, rows fetched but not mapped into models.
+//! them (the service's own `const`s, from `service::statements`, where it has
+//! them), run through sqlx on the same pool, rows fetched but not mapped into
+//! models.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::sqlx::{self, PgPool, Row};
+pub use service::statements::{
+    ASKS, BEST_BID_ASK, BIDS, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, RECENT_LAST_PRICE, STATS,
+    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS,
+};
 use uuid::Uuid;
-
-/// `service::orders::book::BOOK_LOCK`.
-const BOOK_LOCK: i32 = 0x7465_0001;
-
-/// `service/src/market/book.rs`, `DEPTH`.
-pub const DEPTH: &str = r#"
-(SELECT 'BUY'::text AS side, o.price, sum(o.quantity - o.filled_quantity) AS quantity,
-        count(*) AS order_count
- FROM orders o
- WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
- GROUP BY o.price
- ORDER BY o.price DESC
- LIMIT $2)
-UNION ALL
-(SELECT 'SELL'::text, o.price, sum(o.quantity - o.filled_quantity), count(*)
- FROM orders o
- WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
- GROUP BY o.price
- ORDER BY o.price ASC
- LIMIT $2)"#;
-
-/// `service/src/market/book.rs`, `BEST_BID_ASK`.
-pub const BEST_BID_ASK: &str = r#"
-SELECT bid.price AS best_bid, bid.volume AS best_bid_volume,
-       ask.price AS best_ask, ask.volume AS best_ask_volume,
-       ask.price - bid.price AS spread,
-       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage
-FROM symbols s
-LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price DESC LIMIT 1
-) bid ON true
-LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price ASC LIMIT 1
-) ask ON true
-WHERE s.symbol = $1"#;
-
-/// `service/src/market/book.rs`, `TICKER`.
-pub const TICKER: &str = r#"
-SELECT (SELECT t.price FROM trades t WHERE t.symbol = $1
-        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last_price,
-       bid.price AS best_bid, bid.volume AS best_bid_volume,
-       ask.price AS best_ask, ask.volume AS best_ask_volume,
-       ask.price - bid.price AS spread,
-       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage,
-       totals.bids AS total_bids_volume, totals.asks AS total_asks_volume
-FROM symbols s
-LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price DESC LIMIT 1
-) bid ON true
-LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price ASC LIMIT 1
-) ask ON true
-CROSS JOIN LATERAL (
-    SELECT sum(o.quantity - o.filled_quantity) FILTER (WHERE o.side = 'BUY') AS bids,
-           sum(o.quantity - o.filled_quantity) FILTER (WHERE o.side = 'SELL') AS asks
-    FROM orders o
-    WHERE o.symbol = $1 AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-) totals
-WHERE s.symbol = $1"#;
-
-/// `service/src/market/stats.rs`, `STATS` (VWAP and stats send the same).
-pub const STATS: &str = r#"
-SELECT w.period_start, w.period_end, a.trade_count, a.base_volume, a.quote_volume,
-       a.vwap, a.high, a.low,
-       (SELECT t.price FROM trades t
-        WHERE t.symbol = $1 AND t.executed_at >= w.period_start AND t.executed_at <= w.period_end
-        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last
-FROM symbols s
-CROSS JOIN (SELECT now() - make_interval(hours => $2) AS period_start, now() AS period_end) w
-CROSS JOIN LATERAL (
-    SELECT count(*) AS trade_count,
-           coalesce(sum(t.quantity), 0) AS base_volume,
-           coalesce(round(sum(t.price * t.quantity), 8), 0) AS quote_volume,
-           round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8) AS vwap,
-           max(t.price) AS high,
-           min(t.price) AS low
-    FROM trades t
-    WHERE t.symbol = $1 AND t.executed_at >= w.period_start AND t.executed_at <= w.period_end
-) a
-WHERE s.symbol = $1"#;
-
-/// `service/src/trades/history.rs`, `HISTORY_PAGE`.
-pub const HISTORY_PAGE: &str = r#"
-SELECT u.trade_id, u.symbol, u.side, u.price, u.quantity, u.fee, u.fee_asset, u.is_maker,
-       u.executed_at, u.order_id
-FROM (
-    (SELECT t.trade_id, t.symbol, 'BUY'::text AS side, t.price, t.quantity,
-            t.buyer_fee AS fee, t.buyer_fee_asset AS fee_asset, t.is_buyer_maker AS is_maker,
-            t.executed_at, t.buyer_order_id AS order_id
-     FROM trades t
-     WHERE t.buyer_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
-     ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $3)
-    UNION ALL
-    (SELECT t.trade_id, t.symbol, 'SELL'::text, t.price, t.quantity,
-            t.seller_fee, t.seller_fee_asset, NOT t.is_buyer_maker,
-            t.executed_at, t.seller_order_id
-     FROM trades t
-     WHERE t.seller_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
-     ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $3)
-) u
-ORDER BY u.executed_at DESC, u.trade_id DESC
-LIMIT $4 OFFSET $5"#;
 
 /// What SeaORM sends for `orders::list` (`Page::Offset`), all columns.
 pub const ORDERS_PAGE: &str = "SELECT * FROM orders WHERE user_id = $1
@@ -145,36 +27,8 @@ pub const RECENT: &str = "SELECT * FROM trades WHERE symbol = $1
 
 /// `service/src/orders/lifecycle.rs`: `find_order`, then `CANCEL`.
 const FIND_ORDER: &str = "SELECT * FROM orders WHERE order_id = $1 LIMIT 1";
-const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
-    WHERE order_id = $1 AND created_at = $2 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
-    RETURNING *";
 
 const SYMBOL: &str = "SELECT * FROM symbols WHERE symbol = $1 LIMIT 1";
-const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
-    WHERE symbol = $1 AND executed_at > now() - interval '1 day'
-    ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
-const ASKS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
-        filled_quantity, average_price
-    FROM orders
-    WHERE symbol = $1 AND side = 'SELL' AND status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND price IS NOT NULL AND order_type = 'LIMIT'
-      AND ($6::numeric IS NULL OR price <= $6)
-      AND ($3::numeric IS NULL OR price > $3
-           OR (price = $3 AND (created_at, order_id) > ($4, $5)))
-    ORDER BY price ASC, created_at ASC, order_id ASC
-    LIMIT $2
-    FOR UPDATE";
-const BIDS: &str = "SELECT order_id, created_at, user_id, institution_id, price, quantity,
-        filled_quantity, average_price
-    FROM orders
-    WHERE symbol = $1 AND side = 'BUY' AND status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND price IS NOT NULL AND order_type = 'LIMIT'
-      AND ($6::numeric IS NULL OR price >= $6)
-      AND ($3::numeric IS NULL OR price < $3
-           OR (price = $3 AND (created_at, order_id) > ($4, $5)))
-    ORDER BY price DESC, created_at ASC, order_id ASC
-    LIMIT $2
-    FOR UPDATE";
 const INSERT_ORDER: &str = "INSERT INTO orders (order_id, user_id, symbol, side, order_type,
         status, quantity, filled_quantity, price, average_price, time_in_force, created_at,
         updated_at)
@@ -186,18 +40,6 @@ const INSERT_TRADE: &str = "INSERT INTO trades (trade_id, symbol, buyer_order_id
         buyer_fee_asset, seller_fee_asset, is_buyer_maker, executed_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'USDT', $12, $13)
     RETURNING *";
-const UPDATE_MAKERS: &str = "UPDATE orders AS o
-    SET filled_quantity = v.filled_quantity,
-        average_price = v.average_price,
-        status = v.status::order_status_enum
-    FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::text[])
-        AS v(order_id, created_at, filled_quantity, average_price, status)
-    WHERE o.order_id = v.order_id AND o.created_at = v.created_at";
-const TRIGGERED_STOPS: &str = "SELECT * FROM orders
-    WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT') AND status = 'OPEN'
-      AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))
-    ORDER BY stop_price ASC, created_at ASC, order_id ASC
-    FOR UPDATE";
 
 /// The single-row insert of the durable-commit floor (pgbench-style).
 pub const FLOOR_INSERT: &str = "INSERT INTO orders (user_id, symbol, side, order_type, status,
