@@ -1,6 +1,7 @@
 //! Terse raw-SQL helpers for tests: each panics with the statement and the
 //! database's error, so a failing test says which statement failed and why.
 
+use sea_orm::prelude::Uuid;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, TryGetable};
 
 /// Runs one or more statements (simple query protocol, no binds).
@@ -75,4 +76,54 @@ pub fn sql_error(err: &DbErr) -> (String, String) {
         _ => String::new(),
     };
     (code, text)
+}
+
+/// Inserts an order from a compact spec and returns its id: `spec` is
+/// `"SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]"`; `extra` lists further
+/// `column = value` pairs separated by `; `, e.g.
+/// `"filled_quantity = 0.25; created_at = now() - interval '1 hour'"`.
+/// Values are SQL literals, written by the test.
+pub async fn insert_order(
+    db: &impl ConnectionTrait,
+    user: impl std::fmt::Display,
+    spec: &str,
+    extra: &str,
+) -> Uuid {
+    let fields: Vec<&str> = spec.split_whitespace().collect();
+    let [symbol, side, order_type, status, quantity, price @ ..] = fields.as_slice() else {
+        panic!("order spec needs SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]: {spec}");
+    };
+    let mut columns = vec![
+        "user_id",
+        "symbol",
+        "side",
+        "order_type",
+        "status",
+        "quantity",
+    ];
+    let mut values = vec![
+        format!("'{user}'"),
+        format!("'{symbol}'"),
+        format!("'{side}'"),
+        format!("'{order_type}'"),
+        format!("'{status}'"),
+        (*quantity).to_owned(),
+    ];
+    if let [price] = price {
+        columns.push("price");
+        values.push((*price).to_owned());
+    }
+    for (column, value) in extra.split("; ").filter_map(|pair| pair.split_once(" = ")) {
+        columns.push(column);
+        values.push(value.to_owned());
+    }
+    scalar(
+        db,
+        &format!(
+            "INSERT INTO orders ({}) VALUES ({}) RETURNING order_id",
+            columns.join(", "),
+            values.join(", ")
+        ),
+    )
+    .await
 }

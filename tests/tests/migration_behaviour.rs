@@ -2,53 +2,11 @@
 
 use sea_orm::DatabaseConnection;
 use tests::db::TestDb;
+use tests::sql::insert_order as order;
 use tests::sql::{exec, lines, scalar, sql_error, try_exec};
 
 const A: &str = "00000000-0000-0000-0000-00000000000a";
 const B: &str = "00000000-0000-0000-0000-00000000000b";
-
-/// Inserts an order and returns its id. `spec` is
-/// `"SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]"`; `extra` lists further
-/// `column = value` pairs, e.g. `"filled_quantity = 1, created_at = now() - interval '1 hour'"`.
-async fn order(db: &DatabaseConnection, user: &str, spec: &str, extra: &str) -> String {
-    let fields: Vec<&str> = spec.split_whitespace().collect();
-    let [symbol, side, order_type, status, quantity, price @ ..] = fields.as_slice() else {
-        panic!("order spec needs SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]: {spec}");
-    };
-    let mut columns = vec![
-        "user_id",
-        "symbol",
-        "side",
-        "order_type",
-        "status",
-        "quantity",
-    ];
-    let mut values = vec![
-        format!("'{user}'"),
-        format!("'{symbol}'"),
-        format!("'{side}'"),
-        format!("'{order_type}'"),
-        format!("'{status}'"),
-        (*quantity).to_owned(),
-    ];
-    if let [price] = price {
-        columns.push("price");
-        values.push((*price).to_owned());
-    }
-    for (column, value) in extra.split(", ").filter_map(|pair| pair.split_once(" = ")) {
-        columns.push(column);
-        values.push(value.to_owned());
-    }
-    scalar(
-        db,
-        &format!(
-            "INSERT INTO orders ({}) VALUES ({}) RETURNING order_id::text",
-            columns.join(", "),
-            values.join(", ")
-        ),
-    )
-    .await
-}
 
 async fn trade(
     db: &DatabaseConnection,
@@ -275,7 +233,7 @@ async fn the_watchlist_follows_stop_orders_in_and_out() {
         c,
         A,
         "BTC/USDT BUY STOP OPEN 5",
-        "order_id = '44444444-4444-4444-4444-444444444444', stop_price = 2",
+        "order_id = '44444444-4444-4444-4444-444444444444'; stop_price = 2",
     )
     .await;
     assert_eq!(watched(c).await, vec!["BTC/USDT|BUY|1.00000000|1.00000000"]);
@@ -295,7 +253,7 @@ async fn btc_book(c: &DatabaseConnection) {
         c,
         A,
         "BTC/USDT BUY LIMIT PARTIALLY_FILLED 3 101",
-        "filled_quantity = 1, created_at = now() - interval '40 minutes'",
+        "filled_quantity = 1; created_at = now() - interval '40 minutes'",
     )
     .await;
     order(c, A, "BTC/USDT SELL LIMIT OPEN 1 105", "").await;
@@ -568,7 +526,7 @@ async fn fill_rate_counts_the_users_recent_orders() {
         c,
         A,
         "ETH/USDT BUY LIMIT FILLED 1 3000",
-        "filled_quantity = 1, created_at = now() - interval '40 days'",
+        "filled_quantity = 1; created_at = now() - interval '40 days'",
     )
     .await;
     let rate = lines(c, &format!("SELECT * FROM get_order_fill_rate('{A}')")).await;

@@ -10,53 +10,11 @@ use serde_json::json;
 use service::ServiceError;
 use service::maintenance::{self, PartitionHealth};
 use tests::db::TestDb;
+use tests::sql::insert_order as order;
 use tests::sql::{column, exec, lines, scalar};
 
 const A: &str = "00000000-0000-0000-0000-00000000000a";
 const B: &str = "00000000-0000-0000-0000-00000000000b";
-
-/// Inserts an order and returns its id. `spec` is
-/// `"SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]"`; `extra` lists further
-/// `column = value` pairs separated by `; `.
-async fn order(db: &DatabaseConnection, user: &str, spec: &str, extra: &str) -> Uuid {
-    let fields: Vec<&str> = spec.split_whitespace().collect();
-    let [symbol, side, order_type, status, quantity, price @ ..] = fields.as_slice() else {
-        panic!("order spec needs SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]: {spec}");
-    };
-    let mut columns = vec![
-        "user_id",
-        "symbol",
-        "side",
-        "order_type",
-        "status",
-        "quantity",
-    ];
-    let mut values = vec![
-        format!("'{user}'"),
-        format!("'{symbol}'"),
-        format!("'{side}'"),
-        format!("'{order_type}'"),
-        format!("'{status}'"),
-        (*quantity).to_owned(),
-    ];
-    if let [price] = price {
-        columns.push("price");
-        values.push((*price).to_owned());
-    }
-    for (column, value) in extra.split("; ").filter_map(|pair| pair.split_once(" = ")) {
-        columns.push(column);
-        values.push(value.to_owned());
-    }
-    scalar(
-        db,
-        &format!(
-            "INSERT INTO orders ({}) VALUES ({}) RETURNING order_id",
-            columns.join(", "),
-            values.join(", ")
-        ),
-    )
-    .await
-}
 
 async fn status(db: &DatabaseConnection, id: Uuid) -> String {
     scalar(

@@ -10,6 +10,7 @@ use service::orders::{self as svc, NewOrder};
 use service::trades::{self, UserTrade};
 use service::{Page, ServiceError, Side};
 use tests::db::TestDb;
+use tests::sql::insert_order as order;
 use tests::sql::{column, exec, scalar};
 
 const BTC: &str = "BTC/USDT";
@@ -22,50 +23,6 @@ fn dec(text: &str) -> Decimal {
 
 fn user(n: u128) -> Uuid {
     Uuid::from_u128(n)
-}
-
-/// Inserts an order and returns its id. `spec` is
-/// `"SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]"`; `extra` lists further
-/// `column = value` pairs separated by `; `, e.g.
-/// `"filled_quantity = 0.25; created_at = now() - interval '1 hour'"`.
-async fn order(db: &DatabaseConnection, who: Uuid, spec: &str, extra: &str) -> Uuid {
-    let fields: Vec<&str> = spec.split_whitespace().collect();
-    let [symbol, side, order_type, status, quantity, price @ ..] = fields.as_slice() else {
-        panic!("order spec needs SYMBOL SIDE TYPE STATUS QUANTITY [PRICE]: {spec}");
-    };
-    let mut columns = vec![
-        "user_id",
-        "symbol",
-        "side",
-        "order_type",
-        "status",
-        "quantity",
-    ];
-    let mut values = vec![
-        format!("'{who}'"),
-        format!("'{symbol}'"),
-        format!("'{side}'"),
-        format!("'{order_type}'"),
-        format!("'{status}'"),
-        (*quantity).to_owned(),
-    ];
-    if let [price] = price {
-        columns.push("price");
-        values.push((*price).to_owned());
-    }
-    for (column, value) in extra.split("; ").filter_map(|pair| pair.split_once(" = ")) {
-        columns.push(column);
-        values.push(value.to_owned());
-    }
-    scalar(
-        db,
-        &format!(
-            "INSERT INTO orders ({}) VALUES ({}) RETURNING order_id",
-            columns.join(", "),
-            values.join(", ")
-        ),
-    )
-    .await
 }
 
 /// A trade between `buyer` and `seller` at `executed_at` (an SQL expression),
