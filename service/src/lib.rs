@@ -54,6 +54,7 @@ pub mod maintenance;
 pub mod market;
 pub mod orders;
 pub mod pagination;
+pub mod pooling;
 pub mod trades;
 
 pub use entity::sea_orm_active_enums::{

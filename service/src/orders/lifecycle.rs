@@ -3,6 +3,7 @@
 use entity::orders;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
+    TransactionSession, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -51,7 +52,7 @@ pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
 /// Errors: [`ServiceError::NotFound`], [`ServiceError::Forbidden`] (another
 /// user's order), [`ServiceError::TerminalStatus`] (already FILLED, CANCELLED,
 /// REJECTED or EXPIRED, also when a match filled it a moment before).
-pub async fn cancel<C: ConnectionTrait>(
+pub async fn cancel<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     user_id: Uuid,
     order_id: Uuid,
@@ -69,20 +70,24 @@ pub async fn cancel<C: ConnectionTrait>(
                 status: order.status,
             });
         }
+        // Each attempt in a transaction of its own (a savepoint when `db` is a
+        // transaction), so a failed attempt leaves a caller's transaction usable.
+        let attempt = db.begin().await?;
         let cancelled = orders::Model::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
             CANCEL,
             [order_id.into(), order.created_at.into()],
         ))
-        .one(db)
+        .one(&attempt)
         .await;
         match cancelled {
             Ok(Some(cancelled)) => {
+                attempt.commit().await?;
                 tracing::debug!(%order_id, "order cancelled");
                 return Ok(cancelled);
             }
-            Ok(None) => continue,
-            Err(err) if is_serialization_failure(&err) => continue,
+            Ok(None) => attempt.rollback().await?,
+            Err(err) if is_serialization_failure(&err) => attempt.rollback().await?,
             Err(err) => return Err(err.into()),
         }
     }

@@ -1,0 +1,315 @@
+//! Running the service behind a transaction-pooling PgBouncer.
+//!
+//! Through a direct connection, or a pooler in session mode, a service calls
+//! the operations of this crate with its `DatabaseConnection` and nothing here
+//! is needed. PgBouncer in **transaction** mode (1.18, Debian's, does not track
+//! prepared statements) hands each transaction to whichever server connection
+//! is free, and that breaks how sqlx talks to PostgreSQL:
+//!
+//! - sqlx prepares every statement SeaORM sends as a *named* statement
+//!   (`sqlx_s_1`, `sqlx_s_2`, … counted per client connection) and executes
+//!   it in a second exchange. Outside a transaction those two exchanges can
+//!   land on different server connections ("prepared statement … does not
+//!   exist"), and a name left on a server connection by one client collides
+//!   with the same name from another ("prepared statement \"sqlx_s_1\" already
+//!   exists").
+//!
+//! [`PoolMode::Transaction`] makes that safe: [`configure`] turns sqlx's
+//! statement cache off (no name is reused across transactions), and
+//! [`Pool::run`] runs each unit of work in one transaction that starts with
+//! `DEALLOCATE ALL`, so the work stays on one server connection and finds no
+//! names left there by other clients. The cost is a few round trips per unit
+//! of work (`BEGIN`, `DEALLOCATE ALL`, a prepare per statement, `COMMIT`).
+//! Migrations are not for this mode: run them on a direct or session-mode
+//! connection.
+//!
+//! ```no_run
+//! use sea_orm::{ConnectOptions, Database};
+//! use service::pooling::{Pool, PoolMode, configure};
+//!
+//! # async fn example() -> Result<(), service::ServiceError> {
+//! let mode: PoolMode = "transaction".parse().expect("a pool mode");
+//! let mut options = ConnectOptions::new("postgres://app@127.0.0.1:6432/trade");
+//! configure(&mut options, mode);
+//! let pool = Pool::new(Database::connect(options).await?, mode);
+//! let book = pool
+//!     .run(async |db| service::market::depth(db, "BTC/USDT", 20).await)
+//!     .await?;
+//! # let _ = book;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use sea_orm::prelude::async_trait::async_trait;
+use sea_orm::{
+    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, TransactionError,
+    TransactionOptions, TransactionTrait,
+};
+
+/// How the pool's connections reach PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Straight to the server, or through a pooler in session mode: each
+    /// client connection keeps its server connection, prepared statements are
+    /// cached. The default.
+    #[default]
+    Direct,
+    /// Through a pooler in transaction mode (PgBouncer `pool_mode =
+    /// transaction`): every unit of work is one transaction, no statement is
+    /// cached (see the module documentation).
+    Transaction,
+}
+
+impl PoolMode {
+    /// The name [`FromStr`] reads: `direct` or `transaction`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolMode::Direct => "direct",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+impl fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A pool mode name that is none of `direct`, `session`, `transaction`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pool mode {0:?}: expected direct, session (the same as direct) or transaction")]
+pub struct UnknownPoolMode(pub String);
+
+impl FromStr for PoolMode {
+    type Err = UnknownPoolMode;
+
+    /// `direct`, `session` (a session-mode pooler needs nothing more than a
+    /// direct connection) or `transaction`, in any case.
+    fn from_str(text: &str) -> Result<PoolMode, UnknownPoolMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "direct" | "session" => Ok(PoolMode::Direct),
+            "transaction" => Ok(PoolMode::Transaction),
+            _ => Err(UnknownPoolMode(text.to_owned())),
+        }
+    }
+}
+
+/// Sets what `mode` needs on the options a pool is opened with: in
+/// transaction mode, sqlx's statement cache off (capacity 0), so no statement
+/// name is used again after the transaction that prepared it.
+pub fn configure(options: &mut ConnectOptions, mode: PoolMode) {
+    if mode == PoolMode::Transaction {
+        options.map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0));
+    }
+}
+
+/// The server-side statements a transaction-mode unit of work clears first:
+/// names other clients prepared on this server connection and left there.
+const CLEAR_STATEMENTS: &str = "DEALLOCATE ALL";
+
+/// A pool and its [`PoolMode`]: [`Pool::run`] gives each unit of work the
+/// connection it needs.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    conn: DatabaseConnection,
+    mode: PoolMode,
+}
+
+impl Pool {
+    /// `conn` used in `mode` (open it with options passed through
+    /// [`configure`]).
+    pub fn new(conn: DatabaseConnection, mode: PoolMode) -> Pool {
+        Pool { conn, mode }
+    }
+
+    /// The pool itself, for what runs outside a unit of work (pool statistics,
+    /// `ping`, closing).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn mode(&self) -> PoolMode {
+        self.mode
+    }
+
+    /// Runs `work` on a [`Scope`]: the pool itself in direct mode; in
+    /// transaction mode one transaction, begun with `DEALLOCATE ALL`,
+    /// committed when `work` returns `Ok` and rolled back when it returns
+    /// `Err`. A failing commit is `work`'s error too, so an `Ok` from here
+    /// means the work is durable.
+    pub async fn run<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&Scope<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbErr>,
+    {
+        match self.mode {
+            PoolMode::Direct => work(&Scope::Pool(&self.conn)).await,
+            PoolMode::Transaction => {
+                let txn = self.conn.begin().await?;
+                txn.execute_unprepared(CLEAR_STATEMENTS).await?;
+                let scope = Scope::Transaction(txn);
+                let outcome = work(&scope).await;
+                scope.finish(outcome).await
+            }
+        }
+    }
+}
+
+/// What a unit of work of [`Pool::run`] runs on: the pool, or the unit's
+/// transaction. Every operation of this crate takes it like a connection.
+#[derive(Debug)]
+pub enum Scope<'a> {
+    Pool(&'a DatabaseConnection),
+    Transaction(DatabaseTransaction),
+}
+
+impl Scope<'_> {
+    /// Ends a transaction scope as `outcome` says: commit on `Ok` (a failing
+    /// commit becomes the error), rollback on `Err`.
+    async fn finish<T, E: From<DbErr>>(self, outcome: Result<T, E>) -> Result<T, E> {
+        let Scope::Transaction(txn) = self else {
+            return outcome;
+        };
+        match outcome {
+            Ok(value) => {
+                txn.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed unit of work");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ConnectionTrait for Scope<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Scope::Pool(conn) => conn.get_database_backend(),
+            Scope::Transaction(txn) => txn.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.execute_raw(stmt).await,
+            Scope::Transaction(txn) => txn.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.execute_unprepared(sql).await,
+            Scope::Transaction(txn) => txn.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.query_one_raw(stmt).await,
+            Scope::Transaction(txn) => txn.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.query_all_raw(stmt).await,
+            Scope::Transaction(txn) => txn.query_all_raw(stmt).await,
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        match self {
+            Scope::Pool(conn) => conn.support_returning(),
+            Scope::Transaction(txn) => txn.support_returning(),
+        }
+    }
+}
+
+#[async_trait]
+impl TransactionTrait for Scope<'_> {
+    type Transaction = DatabaseTransaction;
+
+    /// A transaction on the pool, or a savepoint in the unit's transaction.
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.begin().await,
+            Scope::Transaction(txn) => txn.begin().await,
+        }
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.begin_with_config(isolation_level, access_mode).await,
+            Scope::Transaction(txn) => txn.begin_with_config(isolation_level, access_mode).await,
+        }
+    }
+
+    async fn begin_with_options(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Scope::Pool(conn) => conn.begin_with_options(options).await,
+            Scope::Transaction(txn) => txn.begin_with_options(options).await,
+        }
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: fmt::Display + fmt::Debug + Send,
+    {
+        match self {
+            Scope::Pool(conn) => conn.transaction(callback).await,
+            Scope::Transaction(txn) => txn.transaction(callback).await,
+        }
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: fmt::Display + fmt::Debug + Send,
+    {
+        match self {
+            Scope::Pool(conn) => {
+                conn.transaction_with_config(callback, isolation_level, access_mode)
+                    .await
+            }
+            Scope::Transaction(txn) => {
+                txn.transaction_with_config(callback, isolation_level, access_mode)
+                    .await
+            }
+        }
+    }
+}
