@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use service::pooling::PoolMode;
+
 /// How callers prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
@@ -33,6 +35,10 @@ pub struct Config {
     pub db_acquire_timeout: Duration,
     /// `BACKGROUND_JOBS`, default true: partition maintenance and order expiry.
     pub background_jobs: bool,
+    /// `DB_POOL_MODE`: `direct` (default; also right for a session-mode
+    /// pooler) or `transaction` (PgBouncer `pool_mode = transaction`: every
+    /// request is one transaction, no statement cache).
+    pub db_pool_mode: PoolMode,
 }
 
 /// A variable with a value the api cannot use.
@@ -118,12 +124,32 @@ impl Config {
                 "must be at least 16 characters",
             ));
         }
+        let db_pool_mode = match get("DB_POOL_MODE") {
+            None => PoolMode::Direct,
+            Some(v) => v.parse::<PoolMode>().map_err(|_| {
+                invalid(
+                    "DB_POOL_MODE",
+                    &v,
+                    "expected direct, session or transaction",
+                )
+            })?,
+        };
+        let migrate_on_start = flag("MIGRATE_ON_START", true)?;
+        if migrate_on_start && db_pool_mode == PoolMode::Transaction {
+            return Err(invalid(
+                "MIGRATE_ON_START",
+                "true",
+                "migrations need a direct or session-mode connection, not a transaction-mode \
+                 pooler (DB_POOL_MODE=transaction): set MIGRATE_ON_START=false and run \
+                 `cargo run -p migration -- up` against the server or a session-mode pool",
+            ));
+        }
         Ok(Config {
             database_url: get("DATABASE_URL"),
             bind_addr,
             auth_mode,
             jwt_secret,
-            migrate_on_start: flag("MIGRATE_ON_START", true)?,
+            migrate_on_start,
             db_max_connections: number("DB_MAX_CONNECTIONS", 10, 1..=1000)? as u32,
             db_acquire_timeout: Duration::from_millis(number(
                 "DB_ACQUIRE_TIMEOUT_MS",
@@ -131,6 +157,7 @@ impl Config {
                 1..=600_000,
             )?),
             background_jobs: flag("BACKGROUND_JOBS", true)?,
+            db_pool_mode,
         })
     }
 }
@@ -156,6 +183,25 @@ mod tests {
         assert!(c.migrate_on_start && c.background_jobs);
         assert_eq!(c.database_url, None);
         assert_eq!(c.db_max_connections, 10);
+        assert_eq!(c.db_pool_mode, PoolMode::Direct);
+    }
+
+    #[test]
+    fn transaction_pooling_is_chosen_explicitly_and_refuses_migrating() {
+        let c = config(&[
+            ("DB_POOL_MODE", "Transaction"),
+            ("MIGRATE_ON_START", "false"),
+        ])
+        .expect("valid");
+        assert_eq!(c.db_pool_mode, PoolMode::Transaction);
+        let c = config(&[("DB_POOL_MODE", "session")]).expect("valid");
+        assert_eq!(c.db_pool_mode, PoolMode::Direct);
+        let err = config(&[("DB_POOL_MODE", "transaction")]).expect_err("migrating refused");
+        assert_eq!(err.variable, "MIGRATE_ON_START");
+        assert!(
+            err.to_string().contains("DB_POOL_MODE=transaction"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -166,6 +212,7 @@ mod tests {
             (vec![("MIGRATE_ON_START", "maybe")], "MIGRATE_ON_START"),
             (vec![("DB_MAX_CONNECTIONS", "0")], "DB_MAX_CONNECTIONS"),
             (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
+            (vec![("DB_POOL_MODE", "statement")], "DB_POOL_MODE"),
         ] {
             let err = config(&pairs).expect_err(variable);
             assert_eq!(err.variable, variable);

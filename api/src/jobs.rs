@@ -4,20 +4,23 @@
 
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use service::pooling::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
-pub fn spawn(db: DatabaseConnection, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let maintenance = {
         let db = db.clone();
         every(MAINTENANCE_EVERY, stop.clone(), move || {
             let db = db.clone();
             async move {
-                match service::maintenance::maintain_partitions(&db).await {
+                match db
+                    .run(async |db| service::maintenance::maintain_partitions(db).await)
+                    .await
+                {
                     Ok(health) => {
                         for table in health {
                             tracing::info!(
@@ -37,7 +40,10 @@ pub fn spawn(db: DatabaseConnection, stop: watch::Receiver<bool>) -> Vec<JoinHan
     let expiry = every(EXPIRY_EVERY, stop, move || {
         let db = db.clone();
         async move {
-            match service::maintenance::expire_orders(&db).await {
+            match db
+                .run(async |db| service::maintenance::expire_orders(db).await)
+                .await
+            {
                 Ok(expired) => tracing::info!(
                     job = "expire_orders",
                     expired = expired.len(),

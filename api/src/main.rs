@@ -135,7 +135,12 @@ async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
     let server = Server::start(db.clone(), Auth::new(config.auth_mode, &secret), config)
         .await
         .with_context(|| format!("cannot listen on {} (set BIND_ADDR)", config.bind_addr))?;
-    tracing::info!(addr = %server.addr(), auth = ?config.auth_mode, "trade engine API ready");
+    tracing::info!(
+        addr = %server.addr(),
+        auth = ?config.auth_mode,
+        pool_mode = %config.db_pool_mode,
+        "trade engine API ready"
+    );
     shutdown_signal().await;
     server.shutdown().await.context("shutting down")?;
     db.close().await.ok();

@@ -10,13 +10,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use service::pooling::{Pool, configure};
+
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::routes::router;
 use crate::state::AppState;
 
 /// Opens the bounded pool the api uses: at most `db_max_connections`, and a
-/// request waits at most `db_acquire_timeout` for one (then gets 503).
+/// request waits at most `db_acquire_timeout` for one (then gets 503); set up
+/// for `db_pool_mode` (no statement cache behind a transaction-mode pooler).
 pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -27,6 +30,7 @@ pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, D
         .idle_timeout(Duration::from_secs(300))
         .sqlx_logging(false)
         .connect_lazy(true);
+    configure(&mut options, config.db_pool_mode);
     Database::connect(options).await
 }
 
@@ -55,6 +59,7 @@ impl Server {
         auth: Auth,
         config: &Config,
     ) -> std::io::Result<Server> {
+        let db = Pool::new(db, config.db_pool_mode);
         let state = AppState {
             db: db.clone(),
             auth: Arc::new(auth),

@@ -4,14 +4,17 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
-use sea_orm::DatabaseConnection;
+use service::pooling::Pool;
 
 use crate::auth::Auth;
 
 /// The api's shared state: the pool, the authenticator, the metrics.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
+    /// Each handler's database work runs in `db.run(..)`: on the pool, or in
+    /// one transaction per request behind a transaction-mode pooler
+    /// (`DB_POOL_MODE`).
+    pub db: Pool,
     pub auth: Arc<Auth>,
     pub metrics: PrometheusHandle,
 }

@@ -45,7 +45,11 @@ pub async fn order_book(
             ));
         }
     };
-    let book = market::depth(&state.db, &canonical_symbol(&symbol), depth).await?;
+    let symbol = canonical_symbol(&symbol);
+    let book = state
+        .db
+        .run(async |db| market::depth(db, &symbol, depth).await)
+        .await?;
     Ok(Json(book.into()))
 }
 
@@ -59,11 +63,12 @@ pub async fn ticker(
     State(state): State<AppState>,
     ApiPath(symbol): ApiPath<String>,
 ) -> Result<Json<TickerDto>, ApiError> {
-    Ok(Json(
-        market::ticker(&state.db, &canonical_symbol(&symbol))
-            .await?
-            .into(),
-    ))
+    let symbol = canonical_symbol(&symbol);
+    let ticker = state
+        .db
+        .run(async |db| market::ticker(db, &symbol).await)
+        .await?;
+    Ok(Json(ticker.into()))
 }
 
 /// Query of `GET /api/v1/markets/{symbol}/stats`.
@@ -90,16 +95,25 @@ pub async fn stats(
         None => Period::OneDay,
         Some(text) => text.parse()?,
     };
-    let stats = market::stats(&state.db, &canonical_symbol(&symbol), period).await?;
+    let symbol = canonical_symbol(&symbol);
+    let stats = state
+        .db
+        .run(async |db| market::stats(db, &symbol, period).await)
+        .await?;
     Ok(Json(stats.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/symbols", tag = "market",
     responses((status = 200, description = "Every symbol and its trading parameters", body = [SymbolDto])))]
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Vec<SymbolDto>>, ApiError> {
-    let all = symbols::Entity::find()
-        .order_by_asc(symbols::Column::SymbolId)
-        .all(&state.db)
+    let all = state
+        .db
+        .run(async |db| {
+            symbols::Entity::find()
+                .order_by_asc(symbols::Column::SymbolId)
+                .all(db)
+                .await
+        })
         .await?;
     Ok(Json(all.into_iter().map(Into::into).collect()))
 }
@@ -131,7 +145,10 @@ pub async fn recent_trades(
         .map(canonical_symbol)
         .ok_or_else(|| ApiError::field("symbol", "is required"))?;
     let limit = page_limit(query.limit, 50, 500)?;
-    let trades = service::trades::recent(&state.db, &symbol, limit).await?;
+    let trades = state
+        .db
+        .run(async |db| service::trades::recent(db, &symbol, limit).await)
+        .await?;
     Ok(Json(trades.into_iter().map(Into::into).collect()))
 }
 
@@ -147,7 +164,9 @@ pub async fn trade(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TradeDto>, ApiError> {
     let trade_id = parse_id(&id)?;
-    Ok(Json(
-        service::trades::get(&state.db, trade_id).await?.into(),
-    ))
+    let trade = state
+        .db
+        .run(async |db| service::trades::get(db, trade_id).await)
+        .await?;
+    Ok(Json(trade.into()))
 }

@@ -41,7 +41,10 @@ pub async fn trades(
     let limit = page_limit(query.limit, 50, 500)?;
     let page = page(limit, query.offset, query.cursor.as_deref())?;
     let symbol = query.symbol.as_deref().map(canonical_symbol);
-    let found = service::trades::user_history(&state.db, user_id, symbol.as_deref(), page).await?;
+    let found = state
+        .db
+        .run(async |db| service::trades::user_history(db, user_id, symbol.as_deref(), page).await)
+        .await?;
     Ok((
         next_cursor_header(found.next),
         Json(found.items.into_iter().map(Into::into).collect()),
@@ -79,9 +82,9 @@ pub async fn stats(
             ));
         }
     };
-    Ok(Json(
-        service::market::fill_rate(&state.db, user_id, days)
-            .await?
-            .into(),
-    ))
+    let rate = state
+        .db
+        .run(async |db| service::market::fill_rate(db, user_id, days).await)
+        .await?;
+    Ok(Json(rate.into()))
 }

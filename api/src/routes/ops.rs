@@ -26,11 +26,14 @@ pub async fn health() -> Json<serde_json::Value> {
 pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .db
+        .connection()
         .ping()
         .await
         .map_err(|err| ApiError::Unavailable(err.to_string()))?;
     // The read-only probe never creates the migrations table.
-    let pending = Migrator::get_pending_migrations_read_only(&state.db)
+    let pending = state
+        .db
+        .run(async |db| Migrator::get_pending_migrations_read_only(db).await)
         .await
         .map_err(ApiError::from)?;
     if !pending.is_empty() {
@@ -47,7 +50,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Val
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let pool = state.db.get_postgres_connection_pool();
+    let pool = state.db.connection().get_postgres_connection_pool();
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
     (

@@ -47,7 +47,9 @@ pub async fn place(
         expires_at: None,
         order_source: Some("API".to_owned()),
     };
-    let placed = orders::place(&state.db, order)
+    let placed = state
+        .db
+        .run(async move |db| orders::place(db, order).await)
         .await
         .map_err(|err| match err {
             // For a placement an unknown symbol is a bad parameter, not a missing page.
@@ -89,9 +91,11 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
-    Ok(Json(
-        orders::get(&state.db, user_id, order_id).await?.into(),
-    ))
+    let order = state
+        .db
+        .run(async |db| orders::get(db, user_id, order_id).await)
+        .await?;
+    Ok(Json(order.into()))
 }
 
 #[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "orders",
@@ -111,9 +115,11 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
-    Ok(Json(
-        orders::cancel(&state.db, user_id, order_id).await?.into(),
-    ))
+    let cancelled = state
+        .db
+        .run(async |db| orders::cancel(db, user_id, order_id).await)
+        .await?;
+    Ok(Json(cancelled.into()))
 }
 
 /// Query of `GET /api/v1/orders`.
@@ -189,7 +195,10 @@ pub async fn list(
         symbol: query.symbol.as_deref().map(canonical_symbol),
         status: query.status,
     };
-    let found = orders::list(&state.db, user_id, &filter, page).await?;
+    let found = state
+        .db
+        .run(async |db| orders::list(db, user_id, &filter, page).await)
+        .await?;
     Ok((
         next_cursor_header(found.next),
         Json(found.items.into_iter().map(Into::into).collect()),
