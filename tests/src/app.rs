@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::db::TestDb;
+use crate::faults::{PoolMode, Pooler};
 
 /// How long one request may take before the test fails instead of hanging.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,14 +56,22 @@ pub enum AppDatabase {
     Url(String),
 }
 
-/// What [`spawn_app`] starts: the authentication mode, the pool, the database.
+/// What [`spawn_app`] starts: the authentication mode, the pool, the database,
+/// and whether a PgBouncer in transaction mode stands between them.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
     pub auth_mode: AuthMode,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub database: AppDatabase,
+    /// Through PgBouncer in transaction mode (`DB_POOL_MODE=transaction`).
+    pub transaction_pooler: bool,
 }
+
+/// Server connections of the PgBouncer [`AppOptions::through_transaction_pooler`]
+/// starts: fewer than the api's client connections, so transactions of
+/// different clients share server connections.
+const POOLER_SERVER_CONNECTIONS: u32 = 2;
 
 impl Default for AppOptions {
     /// JWT, five connections, a 5 s acquire timeout, a migrated database.
@@ -72,6 +81,7 @@ impl Default for AppOptions {
             max_connections: 5,
             acquire_timeout: Duration::from_secs(5),
             database: AppDatabase::Migrated,
+            transaction_pooler: false,
         }
     }
 }
@@ -102,6 +112,15 @@ impl AppOptions {
         self.database = database;
         self
     }
+
+    /// The api reaches its test database through a PgBouncer (the Debian
+    /// package, started for this app) in transaction mode, with
+    /// `DB_POOL_MODE=transaction`. Not for [`AppDatabase::Url`], which is
+    /// used as given.
+    pub fn through_transaction_pooler(mut self) -> AppOptions {
+        self.transaction_pooler = true;
+        self
+    }
 }
 
 /// A running api and what a test needs to talk to it. Dropping it stops the
@@ -118,7 +137,8 @@ pub struct TestApp {
     pub pool: DatabaseConnection,
     auth: Auth,
     server: Option<Server>,
-    // Declared last so it is dropped after the server is told to stop.
+    // Declared after the server so they are dropped after it is told to stop.
+    pooler: Option<Pooler>,
     db: Option<TestDb>,
 }
 
@@ -132,10 +152,24 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         AppDatabase::Empty => Some(TestDb::empty().await),
         AppDatabase::Url(_) => None,
     };
-    let database_url = match (&options.database, &db) {
-        (AppDatabase::Url(url), _) => url.clone(),
-        (_, Some(db)) => db.url().to_owned(),
-        (_, None) => unreachable!("a test database exists unless a URL was given"),
+    let pooler = match &db {
+        Some(db) if options.transaction_pooler => Some(Pooler::start(
+            PoolMode::Transaction,
+            server_port(db.url()),
+            POOLER_SERVER_CONNECTIONS,
+        )),
+        _ => None,
+    };
+    let database_url = match (&options.database, &db, &pooler) {
+        (AppDatabase::Url(url), _, _) => url.clone(),
+        (_, Some(db), Some(pooler)) => pooler.url_for(db.url()),
+        (_, Some(db), None) => db.url().to_owned(),
+        (_, None, _) => unreachable!("a test database exists unless a URL was given"),
+    };
+    let pool_mode = if pooler.is_some() {
+        "transaction"
+    } else {
+        "direct"
     };
     let jwt_secret = api::server::random_secret();
     let mode = match options.auth_mode {
@@ -155,6 +189,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
             options.acquire_timeout.as_millis().to_string(),
         ),
         ("BACKGROUND_JOBS", "false".to_owned()),
+        ("DB_POOL_MODE", pool_mode.to_owned()),
     ];
     let config = Config::from_lookup(|name| {
         settings
@@ -191,8 +226,17 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         auth_mode: options.auth_mode,
         pool,
         server: Some(server),
+        pooler,
         db,
     }
+}
+
+/// The port of the server behind `url` (5432 when it names none).
+pub fn server_port(url: &str) -> u16 {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(5432)
 }
 
 impl TestApp {
@@ -202,6 +246,11 @@ impl TestApp {
         self.db
             .as_ref()
             .unwrap_or_else(|| panic!("this app was started on a URL, without a test database"))
+    }
+
+    /// PgBouncer's log, when the app runs through one (for failure messages).
+    pub fn pooler_log(&self) -> Option<String> {
+        self.pooler.as_ref().map(Pooler::log_text)
     }
 
     /// The absolute URL of `path` (which starts with `/`).

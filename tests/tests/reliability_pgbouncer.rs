@@ -1,25 +1,30 @@
 //! The api and the migrations through PgBouncer (issue 7, part 1), the
 //! Debian package's 1.18, started by each test on a free loopback port.
 //!
-//! Finding: the api cannot run through PgBouncer 1.18 in transaction mode.
-//! sqlx 0.9 sends every query SeaORM makes as a named prepared statement
-//! (`sqlx_s_1`, `sqlx_s_2`, … counted per client connection), and turning its
-//! statement cache off (`?statement-cache-capacity=0`) does not change that:
-//! the names are still used, only no longer reused. PgBouncer 1.18 does not
-//! track prepared statements, so two client connections served by one server
-//! connection collide ("prepared statement \"sqlx_s_1\" already exists",
-//! a 500). What works: session mode (tested below, for the api and the
-//! migrations, whose lock is a session-level advisory lock anyway), or
-//! PgBouncer 1.21+ with `max_prepared_statements` set, which tracks
-//! protocol-level prepared statements in transaction mode.
+//! Transaction mode: sqlx 0.9 sends every query SeaORM makes as a named
+//! prepared statement (`sqlx_s_1`, `sqlx_s_2`, … counted per client
+//! connection; with the statement cache off too), prepared in one exchange
+//! and executed in the next. PgBouncer 1.18 does not track prepared
+//! statements, so a plain pool collides ("prepared statement \"sqlx_s_1\"
+//! already exists") or loses its statement between the two exchanges. The api
+//! therefore has `DB_POOL_MODE=transaction` ([`service::pooling`]): every
+//! request is one transaction begun with `DEALLOCATE ALL`, without a
+//! statement cache. The tests below show the collision of a plain pool, the
+//! fix under concurrency, the api's flows in both pooling modes, and
+//! migrations in session mode (what they need: see the README).
+//! `api_http_pgbouncer` runs every HTTP test through transaction mode too.
 
 use std::sync::Arc;
 
+use rust_decimal::Decimal;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde_json::json;
+use service::orders::NewOrder;
+use service::pooling::{self, Pool};
+use service::{OrderType, Side, TimeInForce};
 use tests::app::wire::expect_json;
-use tests::app::{AppDatabase, AppOptions, TestApp, spawn_app};
+use tests::app::{AppDatabase, AppOptions, TestApp, server_port, spawn_app};
 use tests::catalog::snapshot;
 use tests::db::TestDb;
 use tests::faults::{Invariants, PoolMode, Pooler};
@@ -27,24 +32,22 @@ use tests::sql::scalar;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-/// The port of the server behind `url`.
-fn server_port(url: &str) -> u16 {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.port())
-        .unwrap_or(5432)
-}
-
-/// A pool of `connections` on `url`, opened at once.
-async fn pool(url: &str, connections: u32) -> DatabaseConnection {
+/// A pool of `connections` on `url`, opened at once, set up for `mode`.
+async fn pool_in(url: &str, connections: u32, mode: pooling::PoolMode) -> DatabaseConnection {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(connections)
         .min_connections(connections)
         .sqlx_logging(false);
+    pooling::configure(&mut options, mode);
     Database::connect(options)
         .await
         .unwrap_or_else(|err| panic!("{url} connects: {err}"))
+}
+
+/// A plain pool of `connections` on `url`.
+async fn pool(url: &str, connections: u32) -> DatabaseConnection {
+    pool_in(url, connections, pooling::PoolMode::Direct).await
 }
 
 /// One trader's story: rest, get crossed, cancel, list, read the book.
@@ -78,22 +81,9 @@ async fn trade(app: &TestApp, n: usize) {
     app.get_json("/api/v1/me/trades", taker, 200).await;
 }
 
-/// Eight traders at once through PgBouncer in session mode (transaction
-/// mode cannot serve the api, see the next test), with PgBouncer's server
-/// pool (4) as large as the api's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_serves_its_flows_through_pgbouncer_in_session_mode() {
-    let db = TestDb::migrated().await;
-    let pooler = Pooler::start(PoolMode::Session, server_port(db.url()), 4);
-    let url = pooler.url_for(db.url());
-    let app = Arc::new(
-        spawn_app(
-            AppOptions::jwt()
-                .pool(4, std::time::Duration::from_secs(10))
-                .database(AppDatabase::Url(url)),
-        )
-        .await,
-    );
+/// Eight traders at once through `app`, then a FOK order that cannot fill
+/// (its savepoint rolls back); the invariants hold at the end.
+async fn eight_traders(app: Arc<TestApp>, db: &DatabaseConnection, log: impl Fn() -> String) {
     app.get_public_json("/ready", 200).await;
     let mut traders = JoinSet::new();
     for n in 0..8 {
@@ -102,13 +92,9 @@ async fn the_api_serves_its_flows_through_pgbouncer_in_session_mode() {
     }
     while let Some(joined) = traders.join_next().await {
         if let Err(err) = joined {
-            panic!(
-                "a trader failed through PgBouncer: {err}\n{}",
-                pooler.log_text()
-            );
+            panic!("a trader failed through PgBouncer: {err}\n{}", log());
         }
     }
-    // A FOK order that cannot fill, and an idempotent retry: both paths roll back.
     let user = Uuid::new_v4();
     let fok = app
         .place_ok(
@@ -118,19 +104,58 @@ async fn the_api_serves_its_flows_through_pgbouncer_in_session_mode() {
         )
         .await;
     assert_eq!(fok["order"]["status"], "EXPIRED");
-    Invariants::check(db.conn()).await.assert_hold();
+    Invariants::check(db).await.assert_hold();
     if let Ok(app) = Arc::try_unwrap(app) {
         app.shutdown().await;
     }
 }
 
-/// The finding itself: sqlx 0.9 names every prepared statement
+/// Session mode: the api as it runs on a direct connection, with PgBouncer's
+/// server pool (4) as large as the api's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_its_flows_through_pgbouncer_in_session_mode() {
+    let db = TestDb::migrated().await;
+    let pooler = Pooler::start(PoolMode::Session, server_port(db.url()), 4);
+    let url = pooler.url_for(db.url());
+    let app = spawn_app(
+        AppOptions::jwt()
+            .pool(4, std::time::Duration::from_secs(10))
+            .database(AppDatabase::Url(url)),
+    )
+    .await;
+    eight_traders(Arc::new(app), db.conn(), || pooler.log_text()).await;
+}
+
+/// Transaction mode (`DB_POOL_MODE=transaction`): eight api connections'
+/// transactions take turns on PgBouncer's two server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_its_flows_through_pgbouncer_in_transaction_mode() {
+    let app = Arc::new(
+        spawn_app(
+            AppOptions::jwt()
+                .pool(8, std::time::Duration::from_secs(10))
+                .through_transaction_pooler(),
+        )
+        .await,
+    );
+    let direct = app.db().conn().clone();
+    let watched = Arc::downgrade(&app);
+    let log = move || {
+        watched
+            .upgrade()
+            .and_then(|app| app.pooler_log())
+            .unwrap_or_default()
+    };
+    eight_traders(app, &direct, log).await;
+}
+
+/// The collision itself: sqlx 0.9 names every prepared statement
 /// (`sqlx_s_1`, `sqlx_s_2`, … per client connection), with its statement
-/// cache on or off, so two client connections that PgBouncer 1.18 in
+/// cache on or off, so two plain client connections that PgBouncer 1.18 in
 /// transaction mode puts on one server connection collide; the simple query
 /// protocol (no prepared statement) works.
 #[tokio::test]
-async fn sqlx_prepared_statements_collide_in_transaction_mode_and_simple_queries_work() {
+async fn plain_sqlx_prepared_statements_collide_in_transaction_mode() {
     let db = TestDb::migrated().await;
     let pooler = Pooler::start(PoolMode::Transaction, server_port(db.url()), 1);
     let url = pooler.url_for(db.url());
@@ -159,6 +184,93 @@ async fn sqlx_prepared_statements_collide_in_transaction_mode_and_simple_queries
             }
         }
     }
+}
+
+/// The fix: `service::pooling` in transaction mode. Six client pools (two
+/// connections each) over one server connection run prepared statements,
+/// savepoints that commit and savepoints that roll back after an error,
+/// placements and cancels, all at once, and none fails; what each unit
+/// committed is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_in_transaction_mode_shares_server_connections_without_collisions() {
+    let db = TestDb::migrated().await;
+    let pooler = Pooler::start(PoolMode::Transaction, server_port(db.url()), 1);
+    let url = pooler.url_for(db.url());
+    let mut clients = JoinSet::new();
+    for client in 0..6u32 {
+        let url = url.clone();
+        clients.spawn(async move {
+            let pool = Pool::new(
+                pool_in(&url, 2, pooling::PoolMode::Transaction).await,
+                pooling::PoolMode::Transaction,
+            );
+            let user = Uuid::new_v4();
+            for round in 0..10u32 {
+                let price = Decimal::from(40_000 + client * 100 + round);
+                pool.run(async |db| -> Result<(), service::ServiceError> {
+                    let counted = db
+                        .query_one_raw(Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            "SELECT count(*) AS n FROM symbols WHERE symbol <> $1",
+                            [format!("NONE{client}").into()],
+                        ))
+                        .await?;
+                    assert!(counted.is_some(), "a count row");
+                    // A savepoint whose statement fails, rolled back: the
+                    // unit's transaction goes on.
+                    let failing = db.begin().await?;
+                    let refused = failing.execute_unprepared("SELECT 1 / 0").await;
+                    assert!(refused.is_err(), "division by zero is refused");
+                    failing.rollback().await?;
+                    let placed = service::orders::place(
+                        db,
+                        NewOrder {
+                            user_id: user,
+                            symbol: "BTC/USDT".to_owned(),
+                            side: Side::Buy,
+                            order_type: OrderType::Limit,
+                            quantity: Decimal::new(1, 2),
+                            price: Some(price),
+                            stop_price: None,
+                            time_in_force: TimeInForce::Gtc,
+                            client_order_id: Some(format!("c{client}r{round}")),
+                            expires_at: None,
+                            order_source: Some("API".to_owned()),
+                        },
+                    )
+                    .await?;
+                    if round % 2 == 0 {
+                        service::orders::cancel(db, user, placed.order.order_id).await?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|err| panic!("client {client}, round {round}: {err}"));
+            }
+            user
+        });
+    }
+    let mut users = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        match joined {
+            Ok(user) => users.push(user),
+            Err(err) => panic!("a client failed: {err}\n{}", pooler.log_text()),
+        }
+    }
+    for user in users {
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE status = 'OPEN') * 100 \
+                    + count(*) FILTER (WHERE status = 'CANCELLED') \
+             FROM orders WHERE user_id = '{user}'"
+        );
+        let counts: i64 = scalar(db.conn(), &sql).await;
+        assert_eq!(
+            counts,
+            5 * 100 + 5,
+            "five open and five cancelled for {user}"
+        );
+    }
+    Invariants::check(db.conn()).await.assert_hold();
 }
 
 /// A full migrate up, down and up again through PgBouncer in session mode

@@ -4,10 +4,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::spawn_app;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tests::app::wire::{expect_error, expect_json, mentions};
-use tests::app::{AppOptions, TestApp, spawn_app};
+use tests::app::{AppOptions, TestApp};
 use uuid::Uuid;
 
 /// Request headers as (name, value) pairs.

@@ -4,9 +4,10 @@
 //! Fees: the seed symbols charge the maker 0.05 % and the taker 0.1 % of the
 //! notional, in the quote asset.
 
+use crate::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{assert_order, assert_timestamp, assert_trade, expect_error};
-use tests::app::{AppOptions, TestApp, spawn_app};
+use tests::app::{AppOptions, TestApp};
 use uuid::Uuid;
 
 async fn order(app: &TestApp, user: Uuid, order: &Value) -> Value {

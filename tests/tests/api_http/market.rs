@@ -3,11 +3,12 @@
 //! `/me/stats`. Market data needs no credentials; symbols take any form in
 //! paths and queries and come back as `BTC/USDT`.
 
+use crate::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{
     self, assert_decimal, assert_timestamp, assert_trade, expect_error, mentions,
 };
-use tests::app::{AppOptions, TestApp, spawn_app};
+use tests::app::{AppOptions, TestApp};
 use uuid::Uuid;
 
 /// Bids at 49000 (1 + 0.5) and 48000 (2); asks at 51000 (1) and 52000 (0.3).

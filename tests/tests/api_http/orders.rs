@@ -1,12 +1,13 @@
 //! `POST /api/v1/orders` over real HTTP (`shared/spec/api.md`): placing, the
 //! 400s that name their field, malformed bodies, 413, and the 409s.
-//! `api_http_order_reads.rs` has reading, cancelling and listing.
+//! `order_reads.rs` has reading, cancelling and listing.
 
 use std::time::Duration;
 
+use crate::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{self, assert_order, expect_error, mentions};
-use tests::app::{AppOptions, TestApp, spawn_app};
+use tests::app::{AppOptions, TestApp};
 use tests::sql;
 use uuid::Uuid;
 

@@ -1,0 +1,24 @@
+//! The api's HTTP contract (`../shared/spec/api.md`), endpoint by endpoint,
+//! over real sockets, with the api connected straight to its test database
+//! (`DB_POOL_MODE=direct`). `api_http_pgbouncer` runs these same tests with a
+//! PgBouncer in transaction mode in between.
+
+#[path = "api_http/auth.rs"]
+mod auth;
+#[path = "api_http/flows.rs"]
+mod flows;
+#[path = "api_http/market.rs"]
+mod market;
+#[path = "api_http/ops.rs"]
+mod ops;
+#[path = "api_http/order_reads.rs"]
+mod order_reads;
+#[path = "api_http/orders.rs"]
+mod orders;
+
+use tests::app::{AppOptions, TestApp};
+
+/// How this binary's tests start the api: on a direct connection.
+async fn spawn_app(options: AppOptions) -> TestApp {
+    tests::app::spawn_app(options).await
+}
