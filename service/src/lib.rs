@@ -63,6 +63,7 @@ pub use entity::sea_orm_active_enums::{
 };
 pub use error::{Result, ServiceError};
 pub use pagination::{Cursor, Page, Paged};
+pub use pooling::TransactionAware;
 
 /// Statuses of an order that rests in the book (or waits, for a stop order).
 pub const ACTIVE_STATUSES: [OrderStatus; 2] = [OrderStatus::Open, OrderStatus::PartiallyFilled];

@@ -164,6 +164,32 @@ impl Pool {
     }
 }
 
+/// A connection that knows whether it is inside a transaction (where a failed
+/// statement aborts everything after it until a rollback). Operations that
+/// retry a statement, such as [`crate::orders::cancel`], wrap each attempt in
+/// a savepoint there, and spare the round trips on a plain pool.
+pub trait TransactionAware: ConnectionTrait + TransactionTrait {
+    fn in_transaction(&self) -> bool;
+}
+
+impl TransactionAware for DatabaseConnection {
+    fn in_transaction(&self) -> bool {
+        false
+    }
+}
+
+impl TransactionAware for DatabaseTransaction {
+    fn in_transaction(&self) -> bool {
+        true
+    }
+}
+
+impl TransactionAware for Scope<'_> {
+    fn in_transaction(&self) -> bool {
+        matches!(self, Scope::Transaction(_))
+    }
+}
+
 /// What a unit of work of [`Pool::run`] runs on: the pool, or the unit's
 /// transaction. Every operation of this crate takes it like a connection.
 #[derive(Debug)]

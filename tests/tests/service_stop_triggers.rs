@@ -86,6 +86,20 @@ async fn a_triggered_stop_limit_queues_behind_orders_resting_before_the_trigger(
 /// UPDATE with 40001 instead.)
 #[tokio::test]
 async fn a_cancel_racing_a_stop_trigger_cancels_the_triggered_order() {
+    cancel_racing_a_stop_trigger(false).await;
+}
+
+/// The same race with the cancel inside a transaction of the caller's (as
+/// behind a transaction-mode pooler), and the stop order placed 40 days ago,
+/// so the trigger moves its row to another partition and the waiting UPDATE
+/// fails with 40001: that attempt is a savepoint, rolled back, and the retry
+/// in the same transaction cancels.
+#[tokio::test]
+async fn a_cancel_in_a_callers_transaction_racing_a_stop_trigger_cancels_it() {
+    cancel_racing_a_stop_trigger(true).await;
+}
+
+async fn cancel_racing_a_stop_trigger(in_transaction: bool) {
     use sea_orm::TransactionTrait;
     use tests::sql::scalar;
 
@@ -111,6 +125,17 @@ async fn a_cancel_racing_a_stop_trigger_cancels_the_triggered_order() {
         NewOrder::limit(user(4), BTC, Side::Buy, dec("1"), dec("104")),
     )
     .await;
+    if in_transaction {
+        tests::sql::exec(
+            c,
+            &format!(
+                "UPDATE orders SET created_at = created_at - interval '40 days' \
+                 WHERE order_id = '{}'",
+                stop.order.order_id
+            ),
+        )
+        .await;
+    }
 
     // The trigger runs in a transaction held open on a pool of its own.
     let other = db.connect().await;
@@ -129,7 +154,15 @@ async fn a_cancel_racing_a_stop_trigger_cancels_the_triggered_order() {
     // The cancel reads the committed stop, then waits on its row lock.
     let pool = c.clone();
     let stop_id = stop.order.order_id;
-    let cancel = tokio::spawn(async move { svc::cancel(&pool, user(3), stop_id).await });
+    let cancel = tokio::spawn(async move {
+        if !in_transaction {
+            return svc::cancel(&pool, user(3), stop_id).await;
+        }
+        let txn = pool.begin().await?;
+        let cancelled = svc::cancel(&txn, user(3), stop_id).await?;
+        txn.commit().await?;
+        Ok(cancelled)
+    });
     let watcher = db.connect().await;
     let mut waited = 0;
     loop {

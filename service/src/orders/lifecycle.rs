@@ -3,8 +3,10 @@
 use entity::orders;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
-    TransactionSession, TransactionTrait,
+    TransactionSession,
 };
+
+use crate::pooling::TransactionAware;
 use uuid::Uuid;
 
 use crate::error::{Result, ServiceError};
@@ -52,7 +54,7 @@ pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
 /// Errors: [`ServiceError::NotFound`], [`ServiceError::Forbidden`] (another
 /// user's order), [`ServiceError::TerminalStatus`] (already FILLED, CANCELLED,
 /// REJECTED or EXPIRED, also when a match filled it a moment before).
-pub async fn cancel<C: ConnectionTrait + TransactionTrait>(
+pub async fn cancel<C: TransactionAware>(
     db: &C,
     user_id: Uuid,
     order_id: Uuid,
@@ -70,24 +72,26 @@ pub async fn cancel<C: ConnectionTrait + TransactionTrait>(
                 status: order.status,
             });
         }
-        // Each attempt in a transaction of its own (a savepoint when `db` is a
-        // transaction), so a failed attempt leaves a caller's transaction usable.
-        let attempt = db.begin().await?;
-        let cancelled = orders::Model::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            CANCEL,
-            [order_id.into(), order.created_at.into()],
-        ))
-        .one(&attempt)
-        .await;
+        let cancelled = if db.in_transaction() {
+            // In the caller's transaction each attempt is a savepoint, so a
+            // failed one (40001) leaves that transaction usable for the retry.
+            let attempt = db.begin().await?;
+            let cancelled = cancel_row(&attempt, order_id, &order).await;
+            match &cancelled {
+                Ok(Some(_)) => attempt.commit().await?,
+                _ => attempt.rollback().await?,
+            }
+            cancelled
+        } else {
+            cancel_row(db, order_id, &order).await
+        };
         match cancelled {
             Ok(Some(cancelled)) => {
-                attempt.commit().await?;
                 tracing::debug!(%order_id, "order cancelled");
                 return Ok(cancelled);
             }
-            Ok(None) => attempt.rollback().await?,
-            Err(err) if is_serialization_failure(&err) => attempt.rollback().await?,
+            Ok(None) => continue,
+            Err(err) if is_serialization_failure(&err) => continue,
             Err(err) => return Err(err.into()),
         }
     }
@@ -101,6 +105,22 @@ pub async fn cancel<C: ConnectionTrait + TransactionTrait>(
     Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
         "order {order_id} kept changing while it was being cancelled; try again"
     ))))
+}
+
+/// The guarded update of one cancel attempt: the row as cancelled, `None` when
+/// no row matched the key (the order moved), or the database's error.
+async fn cancel_row<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+    order: &orders::Model,
+) -> std::result::Result<Option<orders::Model>, sea_orm::DbErr> {
+    orders::Model::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        CANCEL,
+        [order_id.into(), order.created_at.into()],
+    ))
+    .one(db)
+    .await
 }
 
 /// Reads and cancel attempts before giving up on an order that keeps moving.
