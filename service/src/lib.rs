@@ -45,7 +45,7 @@ pub mod statements {
     pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
     pub use crate::market::stats::STATS;
     pub use crate::orders::book::{
-        ASKS, BIDS, BOOK_LOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS,
+        BOOK_LOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
     };
     pub use crate::orders::lifecycle::CANCEL;
     pub use crate::trades::history::HISTORY_PAGE;

@@ -44,7 +44,7 @@ where
     book::lock_book(&txn, &symbol.symbol).await?;
     let now = book::clock(&txn).await?;
     validate::expiry(&order, now)?;
-    let last_price = book::last_trade_price(&txn, &symbol.symbol).await?;
+    let last_price = book::last_trade_price(&txn, &symbol.symbol, now).await?;
     validate::price_band(&order, &symbol, last_price)?;
 
     let mut engine = Engine {

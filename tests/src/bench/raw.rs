@@ -6,9 +6,10 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::sqlx::{self, PgPool, Row};
+use service::Side;
 pub use service::statements::{
-    ASKS, BEST_BID_ASK, BIDS, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, RECENT_LAST_PRICE, STATS,
-    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS,
+    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER,
+    TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
 };
 use uuid::Uuid;
 
@@ -100,18 +101,18 @@ pub async fn place(
         .try_get(0)?;
     let last = sqlx::query(RECENT_LAST_PRICE)
         .bind(symbol)
+        .bind(now - chrono::TimeDelta::days(1))
         .fetch_optional(&mut *tx)
         .await?;
     let _ = last;
-    let makers = sqlx::query(if buy { ASKS } else { BIDS })
+    let makers_side = if buy { Side::Sell } else { Side::Buy };
+    let mut makers = sqlx::query(resting_statement(makers_side, limit.is_some(), false))
         .bind(symbol)
-        .bind(32i64)
-        .bind(None::<Decimal>)
-        .bind(None::<DateTime<Utc>>)
-        .bind(None::<Uuid>)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(32i64);
+    if let Some(limit) = limit {
+        makers = makers.bind(limit);
+    }
+    let makers = makers.fetch_all(&mut *tx).await?;
     let order_id = Uuid::new_v4();
     let mut filled = Decimal::ZERO;
     let mut notional = Decimal::ZERO;
