@@ -159,8 +159,14 @@ impl Resting {
     }
 }
 
-/// One shape of the walk over the resting orders of a side: `$1` symbol, `$2`
-/// batch size, then the shape's own parameters. Locked, so a concurrent cancel
+/// Resting orders read (and locked) per round trip while walking the book: the
+/// `LIMIT` of the walk's statements, written into them (a parameter there
+/// makes PostgreSQL's estimate for its generic plan worse than for a custom
+/// one, so it would plan every execution again).
+pub(crate) const BATCH: u64 = 32;
+
+/// One shape of the walk over the resting orders of a side: `$1` symbol, then
+/// the shape's own parameters, at most [`BATCH`] rows. Locked, so a concurrent cancel
 /// waits for this placement. The predicates are those of
 /// `IDX_orders_matching`, which serves the walk.
 macro_rules! resting_sql {
@@ -178,15 +184,15 @@ macro_rules! resting_sql {
     ORDER BY price ",
             $order,
             ", created_at ASC, order_id ASC
-    LIMIT $2
+    LIMIT 32
     FOR UPDATE"
         )
     };
 }
 
 /// The asks, best (lowest) first, oldest first within a price: the first
-/// batch; up to the taker's limit `$3`; after the cursor `($3 price,
-/// $4 created_at, $5 order_id)`; both (`$3` limit, cursor `$4`–`$6`).
+/// batch; up to the taker's limit `$2`; after the cursor `($2 price,
+/// $3 created_at, $4 order_id)`; both (`$2` limit, cursor `$3`–`$5`).
 ///
 /// Four statements per side rather than one with `($n IS NULL OR …)`
 /// branches: without the branches PostgreSQL's cached generic plan is as good
@@ -194,38 +200,38 @@ macro_rules! resting_sql {
 /// every `orders` partition (≈ 2 ms of the ≈ 3 ms a resting placement took on
 /// the server; see docs/performance.md).
 const ASKS_FIRST: &str = resting_sql!("SELL", "ASC", "");
-const ASKS_UP_TO: &str = resting_sql!("SELL", "ASC", "\n      AND price <= $3");
+const ASKS_UP_TO: &str = resting_sql!("SELL", "ASC", "\n      AND price <= $2");
 const ASKS_AFTER: &str = resting_sql!(
     "SELL",
     "ASC",
-    "\n      AND (price > $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
+    "\n      AND (price > $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))"
 );
 const ASKS_AFTER_UP_TO: &str = resting_sql!(
     "SELL",
     "ASC",
-    "\n      AND price <= $3
-      AND (price > $4 OR (price = $4 AND (created_at, order_id) > ($5, $6)))"
+    "\n      AND price <= $2
+      AND (price > $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
 );
 
 /// The bids, best (highest) first; as the asks otherwise, the limit a floor.
 const BIDS_FIRST: &str = resting_sql!("BUY", "DESC", "");
-const BIDS_DOWN_TO: &str = resting_sql!("BUY", "DESC", "\n      AND price >= $3");
+const BIDS_DOWN_TO: &str = resting_sql!("BUY", "DESC", "\n      AND price >= $2");
 const BIDS_AFTER: &str = resting_sql!(
     "BUY",
     "DESC",
-    "\n      AND (price < $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
+    "\n      AND (price < $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))"
 );
 const BIDS_AFTER_DOWN_TO: &str = resting_sql!(
     "BUY",
     "DESC",
-    "\n      AND price >= $3
-      AND (price < $4 OR (price = $4 AND (created_at, order_id) > ($5, $6)))"
+    "\n      AND price >= $2
+      AND (price < $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
 );
 
 /// The statement that reads the resting orders of `side`, with or without the
 /// taker's limit price, for the first batch or after a cursor. Its parameters:
-/// symbol, batch size, the limit price if `limited`, then the cursor's price,
-/// created_at and order_id if `after`.
+/// symbol, the limit price if `limited`, then the cursor's price, created_at
+/// and order_id if `after`.
 pub fn resting_statement(side: Side, limited: bool, after: bool) -> &'static str {
     match (side, limited, after) {
         (Side::Sell, false, false) => ASKS_FIRST,
@@ -239,7 +245,7 @@ pub fn resting_statement(side: Side, limited: bool, after: bool) -> &'static str
     }
 }
 
-/// The next `batch` resting orders of `side` in price-time priority after
+/// The next [`BATCH`] resting orders of `side` in price-time priority after
 /// `after`, priced no worse than `limit` for the taker.
 pub(crate) async fn resting<C: ConnectionTrait>(
     db: &C,
@@ -247,10 +253,9 @@ pub(crate) async fn resting<C: ConnectionTrait>(
     side: Side,
     limit: Option<Decimal>,
     after: Option<&Resting>,
-    batch: u64,
 ) -> Result<Vec<Resting>> {
     let sql = resting_statement(side, limit.is_some(), after.is_some());
-    let mut values: Vec<Value> = vec![symbol.into(), (batch as i64).into()];
+    let mut values: Vec<Value> = vec![symbol.into()];
     if let Some(limit) = limit {
         values.push(limit.into());
     }
@@ -345,14 +350,17 @@ pub(crate) struct MakerUpdate {
     pub status: OrderStatus,
 }
 
-/// All makers of one match in one statement.
+/// All makers of one match in one statement. The `= ANY($2)` repeats the join
+/// on `created_at` so each execution's plan prunes to the makers' partitions
+/// at plan time instead of planning the update over every partition.
 pub const UPDATE_MAKERS: &str = "UPDATE orders AS o
     SET filled_quantity = v.filled_quantity,
         average_price = v.average_price,
         status = v.status::order_status_enum
     FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::text[])
         AS v(order_id, created_at, filled_quantity, average_price, status)
-    WHERE o.order_id = v.order_id AND o.created_at = v.created_at";
+    WHERE o.order_id = v.order_id AND o.created_at = v.created_at
+      AND o.created_at = ANY($2::timestamptz[])";
 
 pub(crate) async fn update_makers<C: ConnectionTrait>(
     db: &C,
@@ -401,5 +409,25 @@ pub(crate) fn status_text(status: OrderStatus) -> &'static str {
         OrderStatus::Cancelled => "CANCELLED",
         OrderStatus::Rejected => "REJECTED",
         OrderStatus::Expired => "EXPIRED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_walk_statement_reads_one_batch() {
+        for side in [Side::Buy, Side::Sell] {
+            for limited in [false, true] {
+                for after in [false, true] {
+                    let sql = resting_statement(side, limited, after);
+                    assert!(sql.contains(&format!("LIMIT {BATCH}\n")), "{sql}");
+                    let params = 1 + usize::from(limited) + 3 * usize::from(after);
+                    assert!(sql.contains(&format!("${params}")), "{sql}");
+                    assert!(!sql.contains(&format!("${}", params + 1)), "{sql}");
+                }
+            }
+        }
     }
 }

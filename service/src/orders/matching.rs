@@ -10,13 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::book::{self, MakerUpdate, Resting};
+use super::book::{self, BATCH, MakerUpdate, Resting};
 use super::{Execution, NewOrder, Placement, validate};
 use crate::error::{Result, ServiceError};
 use crate::{OrderStatus, OrderType, Side, TimeInForce};
-
-/// Resting orders read (and locked) per round trip while walking the book.
-const BATCH: u64 = 32;
 
 /// Places `order`: validates it, matches it, triggers the stop orders its
 /// trades reach, and commits, all or nothing.
@@ -198,7 +195,6 @@ impl<T: ConnectionTrait> Engine<'_, T> {
                 crate::opposite(taker.side),
                 taker.limit,
                 after.as_ref(),
-                BATCH,
             )
             .await?;
             let exhausted = (batch.len() as u64) < BATCH;

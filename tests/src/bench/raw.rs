@@ -106,9 +106,8 @@ pub async fn place(
         .await?;
     let _ = last;
     let makers_side = if buy { Side::Sell } else { Side::Buy };
-    let mut makers = sqlx::query(resting_statement(makers_side, limit.is_some(), false))
-        .bind(symbol)
-        .bind(32i64);
+    let mut makers =
+        sqlx::query(resting_statement(makers_side, limit.is_some(), false)).bind(symbol);
     if let Some(limit) = limit {
         makers = makers.bind(limit);
     }
