@@ -39,6 +39,10 @@ pub struct Config {
     /// pooler) or `transaction` (PgBouncer `pool_mode = transaction`: every
     /// request is one transaction, no statement cache).
     pub db_pool_mode: PoolMode,
+    /// `DB_STATEMENT_TIMEOUT_MS`, default 10000; 0 turns it off. A statement
+    /// that runs longer (e.g. waiting on someone's lock) is cancelled and the
+    /// request answered 503.
+    pub db_statement_timeout: Option<Duration>,
 }
 
 /// A variable with a value the api cannot use.
@@ -158,6 +162,10 @@ impl Config {
             )?),
             background_jobs: flag("BACKGROUND_JOBS", true)?,
             db_pool_mode,
+            db_statement_timeout: match number("DB_STATEMENT_TIMEOUT_MS", 10_000, 0..=3_600_000)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         })
     }
 }
@@ -184,6 +192,9 @@ mod tests {
         assert_eq!(c.database_url, None);
         assert_eq!(c.db_max_connections, 10);
         assert_eq!(c.db_pool_mode, PoolMode::Direct);
+        assert_eq!(c.db_statement_timeout, Some(Duration::from_secs(10)));
+        let off = config(&[("DB_STATEMENT_TIMEOUT_MS", "0")]).expect("valid");
+        assert_eq!(off.db_statement_timeout, None);
     }
 
     #[test]
@@ -213,6 +224,10 @@ mod tests {
             (vec![("DB_MAX_CONNECTIONS", "0")], "DB_MAX_CONNECTIONS"),
             (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
             (vec![("DB_POOL_MODE", "statement")], "DB_POOL_MODE"),
+            (
+                vec![("DB_STATEMENT_TIMEOUT_MS", "-1")],
+                "DB_STATEMENT_TIMEOUT_MS",
+            ),
         ] {
             let err = config(&pairs).expect_err(variable);
             assert_eq!(err.variable, variable);

@@ -42,6 +42,10 @@ pub enum ApiError {
     /// 503: the database cannot be reached now; retry later.
     #[error("database unavailable")]
     Unavailable(String),
+    /// 503: a statement ran past `DB_STATEMENT_TIMEOUT_MS` (e.g. waiting on a
+    /// lock) and was cancelled; nothing of the request was stored.
+    #[error("database timeout")]
+    Timeout(String),
     /// 500: a fault of ours; logged, never shown.
     #[error("internal error")]
     Internal(String),
@@ -70,7 +74,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +91,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "see /api/v1/openapi.json for the routes".to_owned(),
             ApiError::PayloadTooLarge(limit) => format!("the limit is {limit} bytes"),
             ApiError::Unavailable(_) => "the database cannot be reached; retry later".to_owned(),
+            ApiError::Timeout(_) => "the database did not finish the request within \
+                                     DB_STATEMENT_TIMEOUT_MS; nothing was stored, retry later"
+                .to_owned(),
             ApiError::Internal(_) => "see the server log".to_owned(),
         }
     }
@@ -119,21 +126,21 @@ pub fn is_outage(err: &DbErr) -> bool {
 /// Whether PostgreSQL refused a text value no text column can hold (SQLSTATE
 /// 22021, e.g. the NUL character): the client's input, not a fault of ours.
 pub fn is_unstorable_text(err: &DbErr) -> bool {
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            match e.as_ref() {
-                sea_orm::sqlx::Error::Database(db) => db.code().as_deref() == Some("22021"),
-                _ => false,
-            }
-        }
-        _ => false,
-    }
+    service::error::sqlstate(err).as_deref() == Some("22021")
+}
+
+/// Whether PostgreSQL cancelled a statement (SQLSTATE 57014), which for the
+/// api means `DB_STATEMENT_TIMEOUT_MS` ran out.
+pub fn is_statement_timeout(err: &DbErr) -> bool {
+    service::error::sqlstate(err).as_deref() == Some("57014")
 }
 
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> ApiError {
         if is_outage(&err) {
             ApiError::Unavailable(err.to_string())
+        } else if is_statement_timeout(&err) {
+            ApiError::Timeout(err.to_string())
         } else if is_unstorable_text(&err) {
             ApiError::bad_request(
                 "invalid text",
@@ -191,6 +198,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
             ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "database unavailable"),
+            ApiError::Timeout(cause) => tracing::warn!(cause = %cause, "statement timeout"),
             _ => {}
         }
         let mut details = Map::new();

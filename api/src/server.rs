@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use service::pooling::{Pool, configure};
+use service::pooling::{Pool, configure, set_statement_timeout};
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -31,6 +31,9 @@ pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, D
         .sqlx_logging(false)
         .connect_lazy(true);
     configure(&mut options, config.db_pool_mode);
+    if let Some(timeout) = config.db_statement_timeout {
+        set_statement_timeout(&mut options, config.db_pool_mode, timeout);
+    }
     Database::connect(options).await
 }
 
@@ -59,7 +62,10 @@ impl Server {
         auth: Auth,
         config: &Config,
     ) -> std::io::Result<Server> {
-        let db = Pool::new(db, config.db_pool_mode);
+        let mut db = Pool::new(db, config.db_pool_mode);
+        if let Some(timeout) = config.db_statement_timeout {
+            db = db.with_statement_timeout(timeout);
+        }
         let state = AppState {
             db: db.clone(),
             auth: Arc::new(auth),

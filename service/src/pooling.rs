@@ -44,6 +44,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sea_orm::prelude::async_trait::async_trait;
 use sea_orm::{
@@ -110,6 +111,31 @@ pub fn configure(options: &mut ConnectOptions, mode: PoolMode) {
     }
 }
 
+/// Gives every statement on the pool's connections at most `timeout`
+/// (PostgreSQL's `statement_timeout`; it then fails with SQLSTATE 57014).
+///
+/// In direct mode each new connection runs `SET statement_timeout`; in
+/// transaction mode a session setting would reach other clients, so this does
+/// nothing here and [`Pool::with_statement_timeout`] sets it for each unit of
+/// work (`SET LOCAL`). Set both. This takes sqlx's `after_connect` hook.
+pub fn set_statement_timeout(options: &mut ConnectOptions, mode: PoolMode, timeout: Duration) {
+    if mode == PoolMode::Direct {
+        let sql = format!("SET statement_timeout = {}", timeout.as_millis());
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            let sql = sql.clone();
+            pool.after_connect(move |conn, _| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    use sea_orm::sqlx::Executor;
+                    conn.execute(sea_orm::sqlx::AssertSqlSafe(sql))
+                        .await
+                        .map(|_| ())
+                })
+            })
+        });
+    }
+}
+
 /// The server-side statements a transaction-mode unit of work clears first:
 /// names other clients prepared on this server connection and left there.
 const CLEAR_STATEMENTS: &str = "DEALLOCATE ALL";
@@ -120,13 +146,31 @@ const CLEAR_STATEMENTS: &str = "DEALLOCATE ALL";
 pub struct Pool {
     conn: DatabaseConnection,
     mode: PoolMode,
+    /// Opens each transaction-mode unit of work.
+    begin_unit: String,
 }
 
 impl Pool {
     /// `conn` used in `mode` (open it with options passed through
     /// [`configure`]).
     pub fn new(conn: DatabaseConnection, mode: PoolMode) -> Pool {
-        Pool { conn, mode }
+        Pool {
+            conn,
+            mode,
+            begin_unit: CLEAR_STATEMENTS.to_owned(),
+        }
+    }
+
+    /// In transaction mode, each unit of work's statements get at most
+    /// `timeout` (`SET LOCAL statement_timeout`, sent with `DEALLOCATE ALL`,
+    /// no extra round trip). In direct mode this changes nothing: use
+    /// [`set_statement_timeout`] on the connect options.
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Pool {
+        self.begin_unit = format!(
+            "{CLEAR_STATEMENTS}; SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        );
+        self
     }
 
     /// The pool itself, for what runs outside a unit of work (pool statistics,
@@ -155,7 +199,7 @@ impl Pool {
             PoolMode::Direct => work(&Scope::Pool(&self.conn)).await,
             PoolMode::Transaction => {
                 let txn = self.conn.begin().await?;
-                txn.execute_unprepared(CLEAR_STATEMENTS).await?;
+                txn.execute_unprepared(&self.begin_unit).await?;
                 let scope = Scope::Transaction(txn);
                 let outcome = work(&scope).await;
                 scope.finish(outcome).await

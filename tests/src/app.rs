@@ -66,6 +66,8 @@ pub struct AppOptions {
     pub database: AppDatabase,
     /// Through PgBouncer in transaction mode (`DB_POOL_MODE=transaction`).
     pub transaction_pooler: bool,
+    /// `DB_STATEMENT_TIMEOUT_MS`; `None` leaves the api's default.
+    pub statement_timeout: Option<Duration>,
 }
 
 /// Server connections of the PgBouncer [`AppOptions::through_transaction_pooler`]
@@ -82,6 +84,7 @@ impl Default for AppOptions {
             acquire_timeout: Duration::from_secs(5),
             database: AppDatabase::Migrated,
             transaction_pooler: false,
+            statement_timeout: None,
         }
     }
 }
@@ -110,6 +113,12 @@ impl AppOptions {
     /// The database the pool opens.
     pub fn database(mut self, database: AppDatabase) -> AppOptions {
         self.database = database;
+        self
+    }
+
+    /// `DB_STATEMENT_TIMEOUT_MS`.
+    pub fn statement_timeout(mut self, timeout: Duration) -> AppOptions {
+        self.statement_timeout = Some(timeout);
         self
     }
 
@@ -177,7 +186,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         AuthMode::TrustedHeader => "trusted-header",
     };
     // Through the README's variable names, so the test also covers them.
-    let settings = [
+    let mut settings = vec![
         ("DATABASE_URL", database_url.clone()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
         ("AUTH_MODE", mode.to_owned()),
@@ -191,6 +200,9 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         ("BACKGROUND_JOBS", "false".to_owned()),
         ("DB_POOL_MODE", pool_mode.to_owned()),
     ];
+    if let Some(timeout) = options.statement_timeout {
+        settings.push(("DB_STATEMENT_TIMEOUT_MS", timeout.as_millis().to_string()));
+    }
     let config = Config::from_lookup(|name| {
         settings
             .iter()

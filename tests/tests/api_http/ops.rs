@@ -303,6 +303,44 @@ async fn a_saturated_pool_answers_503_after_the_acquire_timeout() {
     app.get_public_json("/api/v1/orderbook/BTC-USDT", 200).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_blocked_past_the_statement_timeout_is_503_and_stores_nothing() {
+    let app = spawn_app(AppOptions::jwt().statement_timeout(Duration::from_millis(500))).await;
+    let alice = Uuid::new_v4();
+    // A session of the test's holds a lock every request below needs.
+    let blocker = app.db().connect_single().await;
+    tests::sql::exec(
+        &blocker,
+        "BEGIN; LOCK TABLE symbols IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    for attempt in ["read", "placement"] {
+        let started = Instant::now();
+        let answer = if attempt == "read" {
+            app.get_public("/api/v1/symbols").await
+        } else {
+            app.place_order(
+                alice,
+                &json!({"symbol": "BTC/USDT", "side": "BUY", "type": "LIMIT",
+                        "quantity": "0.01", "price": "50000"}),
+            )
+            .await
+        };
+        let err = expect_error(answer, 503).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+            "the {attempt} was cut off after {took:?}"
+        );
+        assert_eq!(err["code"], "Service Unavailable", "{err}");
+        assert!(mentions(&err, "DB_STATEMENT_TIMEOUT_MS"), "{err}");
+    }
+    tests::sql::exec(&blocker, "COMMIT").await;
+    let stored: i64 = tests::sql::scalar(app.db().conn(), "SELECT count(*) FROM orders").await;
+    assert_eq!(stored, 0, "the timed-out placement stored nothing");
+    app.get_public_json("/api/v1/symbols", 200).await;
+}
+
 #[tokio::test]
 async fn a_database_outage_is_503_within_seconds_not_a_hang() {
     // Port 1 on loopback: nothing listens, every connection attempt fails.
