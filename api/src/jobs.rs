@@ -1,6 +1,7 @@
 //! Background jobs: partition maintenance at start and hourly, order expiry
-//! every minute. Each run is logged; a failed run is logged and retried at the
-//! next tick.
+//! every minute. Each run is one transaction without the statement timeout
+//! (a large backlog may take long); it is logged, and a failed run is logged
+//! and retried at the next tick.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
             let db = db.clone();
             async move {
                 match db
-                    .run(async |db| service::maintenance::maintain_partitions(db).await)
+                    .run_unbounded(async |db| service::maintenance::maintain_partitions(db).await)
                     .await
                 {
                     Ok(health) => {
@@ -41,7 +42,7 @@ pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let db = db.clone();
         async move {
             match db
-                .run(async |db| service::maintenance::expire_orders(db).await)
+                .run_unbounded(async |db| service::maintenance::expire_orders(db).await)
                 .await
             {
                 Ok(expired) => tracing::info!(

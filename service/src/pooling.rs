@@ -197,16 +197,48 @@ impl Pool {
     {
         match self.mode {
             PoolMode::Direct => work(&Scope::Pool(&self.conn)).await,
-            PoolMode::Transaction => {
-                let txn = self.conn.begin().await?;
-                txn.execute_unprepared(&self.begin_unit).await?;
-                let scope = Scope::Transaction(txn);
-                let outcome = work(&scope).await;
-                scope.finish(outcome).await
-            }
+            PoolMode::Transaction => self.in_transaction(&self.begin_unit, work).await,
         }
     }
+
+    /// Runs `work` without a statement timeout, for maintenance that may take
+    /// long (partition upkeep, expiring a large backlog): always in one
+    /// transaction that sets `statement_timeout = 0` for itself (and, in
+    /// transaction mode, begins with `DEALLOCATE ALL`); committed on `Ok`,
+    /// rolled back on `Err`.
+    pub async fn run_unbounded<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&Scope<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbErr>,
+    {
+        let begin = match self.mode {
+            PoolMode::Direct => NO_TIMEOUT.to_owned(),
+            PoolMode::Transaction => format!("{CLEAR_STATEMENTS}; {NO_TIMEOUT}"),
+        };
+        self.in_transaction(&begin, work).await
+    }
+
+    /// `work` in a transaction that first runs `begin` (simple protocol).
+    async fn in_transaction<T, E>(
+        &self,
+        begin: &str,
+        work: impl AsyncFnOnce(&Scope<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbErr>,
+    {
+        let txn = self.conn.begin().await?;
+        txn.execute_unprepared(begin).await?;
+        let scope = Scope::Transaction(txn);
+        let outcome = work(&scope).await;
+        scope.finish(outcome).await
+    }
 }
+
+/// Lifts the statement timeout for the rest of a transaction.
+const NO_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
 
 /// A connection that knows whether it is inside a transaction (where a failed
 /// statement aborts everything after it until a rollback). Operations that
