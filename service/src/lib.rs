@@ -45,7 +45,8 @@ pub mod statements {
     pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
     pub use crate::market::stats::STATS;
     pub use crate::orders::book::{
-        BOOK_LOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
+        BOOK_LOCK, LOCK_BOOK_READ_CLOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS,
+        resting_statement,
     };
     pub use crate::orders::lifecycle::CANCEL;
     pub use crate::trades::history::HISTORY_PAGE;

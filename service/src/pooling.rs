@@ -23,6 +23,12 @@
 //! Migrations are not for this mode: run them on a direct or session-mode
 //! connection.
 //!
+//! A statement timeout, in either mode: [`set_statement_timeout`] on the
+//! connect options (a `SET` per connection, direct mode) and
+//! [`Pool::with_statement_timeout`] (a `SET LOCAL` per unit of work,
+//! transaction mode); [`Pool::run_unbounded`] runs long maintenance without
+//! it.
+//!
 //! ```no_run
 //! use sea_orm::{ConnectOptions, Database};
 //! use service::pooling::{Pool, PoolMode, configure};

@@ -587,3 +587,42 @@ async fn a_client_order_id_used_again_names_the_first_order() {
     .await;
     assert_eq!(stored, 2);
 }
+
+/// A placement reads the clock it stamps once it holds the symbol's book lock
+/// (lock and clock are one statement): one that waited for another
+/// transaction's lock is stamped after that transaction let go, never before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_that_waited_for_the_book_lock_is_stamped_after_it() {
+    use sea_orm::TransactionTrait;
+    use sea_orm::prelude::DateTimeWithTimeZone;
+
+    let db = TestDb::migrated().await;
+    let other = db.connect().await;
+    let holder = other.begin().await.expect("a transaction");
+    exec(
+        &holder,
+        "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
+    )
+    .await;
+    let pool = db.conn().clone();
+    let placing = tokio::spawn(async move {
+        svc::place(
+            &pool,
+            NewOrder::limit(user(1), "BTC/USDT", Side::Buy, dec("1"), dec("100")),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!placing.is_finished(), "the placement waits for the lock");
+    let released: DateTimeWithTimeZone = scalar(&holder, "SELECT clock_timestamp()").await;
+    holder.commit().await.expect("commit");
+    let placed = placing
+        .await
+        .expect("the task ran")
+        .unwrap_or_else(|err| panic!("the placement: {err}"));
+    assert!(
+        placed.order.created_at > released,
+        "stamped {} though the lock was held until {released}",
+        placed.order.created_at
+    );
+}

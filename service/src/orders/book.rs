@@ -91,12 +91,27 @@ struct Clock {
     now: DateTime<FixedOffset>,
 }
 
-/// The database's clock (not the transaction's start), read after the book
-/// lock: later than anything an earlier placement on the symbol stamped.
-pub(crate) async fn clock<C: ConnectionTrait>(db: &C) -> Result<DateTime<FixedOffset>> {
-    let clock = Clock::find_by_statement(statement("SELECT clock_timestamp() AS now", []))
-        .one(db)
-        .await?;
+/// Takes the symbol's book lock (`$1` [`BOOK_LOCK`], `$2` symbol), then reads
+/// the database's clock, in one round trip. The lock is taken in a subquery
+/// the outer select reads from (a volatile call keeps it from being pulled
+/// up), so the clock is read after the lock is granted.
+pub const LOCK_BOOK_READ_CLOCK: &str = "SELECT clock_timestamp() AS now
+    FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS locked";
+
+/// Serializes placements on `symbol` until the transaction ends (other
+/// symbols go on in parallel) and returns the database's clock (not the
+/// transaction's start), read once the lock is held: later than anything an
+/// earlier placement on the symbol stamped.
+pub(crate) async fn lock_book_and_read_clock<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+) -> Result<DateTime<FixedOffset>> {
+    let clock = Clock::find_by_statement(statement(
+        LOCK_BOOK_READ_CLOCK,
+        [BOOK_LOCK.into(), symbol.into()],
+    ))
+    .one(db)
+    .await?;
     clock
         .map(|c| c.now)
         .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("clock".into())))

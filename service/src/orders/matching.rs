@@ -38,8 +38,7 @@ where
             });
         }
     }
-    book::lock_book(&txn, &symbol.symbol).await?;
-    let now = book::clock(&txn).await?;
+    let now = book::lock_book_and_read_clock(&txn, &symbol.symbol).await?;
     validate::expiry(&order, now)?;
     let last_price = book::last_trade_price(&txn, &symbol.symbol, now).await?;
     validate::price_band(&order, &symbol, last_price)?;

@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
 pub use service::statements::{
-    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER,
-    TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
+    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LOCK_BOOK_READ_CLOCK, RECENT_LAST_PRICE,
+    STATS, TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
 };
 use uuid::Uuid;
 
@@ -90,12 +90,9 @@ pub async fn place(
 ) -> sqlx::Result<(Uuid, DateTime<Utc>)> {
     let mut tx = pool.begin().await?;
     sqlx::query(SYMBOL).bind(symbol).fetch_one(&mut *tx).await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+    let now: DateTime<Utc> = sqlx::query(LOCK_BOOK_READ_CLOCK)
         .bind(BOOK_LOCK)
         .bind(symbol)
-        .execute(&mut *tx)
-        .await?;
-    let now: DateTime<Utc> = sqlx::query("SELECT clock_timestamp() AS now")
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
