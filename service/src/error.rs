@@ -82,13 +82,13 @@ impl ServiceError {
     }
 }
 
-/// The SQLSTATE and constraint name of a database error, when it is one.
 /// The SQLSTATE of an error PostgreSQL answered with (`"40001"`, `"57014"`,
 /// …); `None` for errors that did not come from the server.
 pub fn sqlstate(err: &DbErr) -> Option<String> {
     database_refusal(err).map(|(code, _)| code)
 }
 
+/// The SQLSTATE and constraint name of a database error, when it is one.
 pub(crate) fn database_refusal(err: &DbErr) -> Option<(String, Option<String>)> {
     let sqlx = match err {
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,

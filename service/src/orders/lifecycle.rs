@@ -127,7 +127,7 @@ async fn cancel_row<C: ConnectionTrait>(
 const CANCEL_ATTEMPTS: usize = 3;
 
 fn is_serialization_failure(err: &sea_orm::DbErr) -> bool {
-    crate::error::database_refusal(err).is_some_and(|(code, _)| code == "40001")
+    crate::error::sqlstate(err).as_deref() == Some("40001")
 }
 
 #[derive(FromQueryResult)]
