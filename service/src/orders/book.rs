@@ -174,11 +174,19 @@ impl Resting {
     }
 }
 
+/// The walk's batch size as a literal, so `concat!` can write it into the
+/// statements of [`resting_sql`]; [`BATCH`] is the same number.
+macro_rules! batch {
+    () => {
+        32
+    };
+}
+
 /// Resting orders read (and locked) per round trip while walking the book: the
 /// `LIMIT` of the walk's statements, written into them (a parameter there
 /// makes PostgreSQL's estimate for its generic plan worse than for a custom
 /// one, so it would plan every execution again).
-pub(crate) const BATCH: u64 = 32;
+pub(crate) const BATCH: u64 = batch!();
 
 /// One shape of the walk over the resting orders of a side: `$1` symbol, then
 /// the shape's own parameters, at most [`BATCH`] rows. Locked, so a concurrent cancel
@@ -199,7 +207,9 @@ macro_rules! resting_sql {
     ORDER BY price ",
             $order,
             ", created_at ASC, order_id ASC
-    LIMIT 32
+    LIMIT ",
+            batch!(),
+            "
     FOR UPDATE"
         )
     };
