@@ -17,6 +17,26 @@ fn user(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 
+/// A trade at 100 (user 1 sells to user 2), then user 3's STOP_LIMIT buy of 1
+/// with stop 103 and limit 104, untriggered; returns the stop's placement.
+async fn book_with_a_stop(c: &sea_orm::DatabaseConnection) -> Placement {
+    place(
+        c,
+        NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("100")),
+    )
+    .await;
+    place(
+        c,
+        NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("100")),
+    )
+    .await; // last 100
+    place(
+        c,
+        NewOrder::stop_limit(user(3), BTC, Side::Buy, dec("1"), dec("104"), dec("103")),
+    )
+    .await
+}
+
 async fn place(db: &sea_orm::DatabaseConnection, order: NewOrder) -> Placement {
     svc::place(db, order.clone())
         .await
@@ -32,21 +52,7 @@ async fn place(db: &sea_orm::DatabaseConnection, order: NewOrder) -> Placement {
 async fn a_triggered_stop_limit_queues_behind_orders_resting_before_the_trigger() {
     let db = TestDb::migrated().await;
     let c = db.conn();
-    place(
-        c,
-        NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("100")),
-    )
-    .await;
-    place(
-        c,
-        NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("100")),
-    )
-    .await; // last 100
-    let stop = place(
-        c,
-        NewOrder::stop_limit(user(3), BTC, Side::Buy, dec("1"), dec("104"), dec("103")),
-    )
-    .await;
+    let stop = book_with_a_stop(c).await;
     // A bid at 104 placed after the stop, before the trigger.
     let resting = place(
         c,
@@ -105,21 +111,7 @@ async fn cancel_racing_a_stop_trigger(in_transaction: bool) {
 
     let db = TestDb::migrated().await;
     let c = db.conn();
-    place(
-        c,
-        NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("100")),
-    )
-    .await;
-    place(
-        c,
-        NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("100")),
-    )
-    .await; // last 100
-    let stop = place(
-        c,
-        NewOrder::stop_limit(user(3), BTC, Side::Buy, dec("1"), dec("104"), dec("103")),
-    )
-    .await;
+    let stop = book_with_a_stop(c).await;
     place(
         c,
         NewOrder::limit(user(4), BTC, Side::Buy, dec("1"), dec("104")),
