@@ -2,9 +2,8 @@
 //! body `{"error", "code", "details": {"error", …}}` in one place.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sea_orm::{DbErr, RuntimeErr};
 use serde_json::{Map, Value, json};
 use service::ServiceError;
 
@@ -46,6 +45,21 @@ pub enum ApiError {
     /// lock) and was cancelled; nothing of the request was stored.
     #[error("database timeout")]
     Timeout(String),
+    /// 503: a serialization failure or deadlock persisted through the
+    /// service's retries; nothing was stored.
+    #[error("database busy")]
+    Busy(String),
+    /// 503: more requests in flight than `MAX_CONCURRENT_REQUESTS`; shed at
+    /// once instead of queueing.
+    #[error("server overloaded")]
+    Overloaded,
+    /// 503: the request ran past `REQUEST_TIMEOUT_MS`.
+    #[error("request timeout")]
+    RequestTimeout(std::time::Duration),
+    /// 429: the caller (a user, or a client address when anonymous) is over
+    /// its rate limit; `retry_after` says when the next request is allowed.
+    #[error("rate limit exceeded")]
+    TooManyRequests { retry_after: std::time::Duration },
     /// 500: a fault of ours; logged, never shown.
     #[error("internal error")]
     Internal(String),
@@ -74,7 +88,12 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::Timeout(_)
+            | ApiError::Busy(_)
+            | ApiError::Overloaded
+            | ApiError::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,60 +113,32 @@ impl ApiError {
             ApiError::Timeout(_) => "the database did not finish the request within \
                                      DB_STATEMENT_TIMEOUT_MS; nothing was stored, retry later"
                 .to_owned(),
+            ApiError::Busy(_) => "the database was busy with conflicting work; nothing was \
+                                  stored, retry later"
+                .to_owned(),
+            ApiError::Overloaded => "too many requests in flight; retry later".to_owned(),
+            ApiError::RequestTimeout(limit) => format!(
+                "the request did not finish within {} ms (REQUEST_TIMEOUT_MS); retry later",
+                limit.as_millis()
+            ),
+            ApiError::TooManyRequests { retry_after } => format!(
+                "too many requests; retry in {} s",
+                retry_seconds(*retry_after)
+            ),
             ApiError::Internal(_) => "see the server log".to_owned(),
         }
     }
-}
 
-/// Whether a database error means "not reachable now" (503) rather than a fault.
-pub fn is_outage(err: &DbErr) -> bool {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            use sea_orm::sqlx::Error;
-            match e.as_ref() {
-                Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
-                    true
-                }
-                Error::Database(db) => {
-                    // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now,
-                    // 08xxx connection exceptions, 53300 too many connections.
-                    db.code().is_some_and(|code| {
-                        code.starts_with("08") || code.starts_with("57P") || code == "53300"
-                    })
-                }
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Whether PostgreSQL refused a text value no text column can hold (SQLSTATE
-/// 22021, e.g. the NUL character): the client's input, not a fault of ours.
-pub fn is_unstorable_text(err: &DbErr) -> bool {
-    service::error::sqlstate(err).as_deref() == Some("22021")
-}
-
-/// Whether PostgreSQL cancelled a statement (SQLSTATE 57014), which for the
-/// api means `DB_STATEMENT_TIMEOUT_MS` ran out.
-pub fn is_statement_timeout(err: &DbErr) -> bool {
-    service::error::sqlstate(err).as_deref() == Some("57014")
-}
-
-impl From<DbErr> for ApiError {
-    fn from(err: DbErr) -> ApiError {
-        if is_outage(&err) {
-            ApiError::Unavailable(err.to_string())
-        } else if is_statement_timeout(&err) {
-            ApiError::Timeout(err.to_string())
-        } else if is_unstorable_text(&err) {
-            ApiError::bad_request(
-                "invalid text",
-                "text must not contain the NUL character (\\u0000)",
-            )
-        } else {
-            ApiError::Internal(err.to_string())
+    /// Seconds a client should wait before retrying, for `Retry-After`.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after } => Some(retry_seconds(*retry_after)),
+            ApiError::Unavailable(_)
+            | ApiError::Timeout(_)
+            | ApiError::Busy(_)
+            | ApiError::Overloaded
+            | ApiError::RequestTimeout(_) => Some(1),
+            _ => None,
         }
     }
 }
@@ -187,7 +178,25 @@ impl From<ServiceError> for ApiError {
                     extra,
                 }
             }
-            ServiceError::Database(db) => ApiError::from(db),
+            ServiceError::TooManyRestingOrders { limit, .. } => {
+                let mut extra = Map::new();
+                extra.insert("limit".to_owned(), Value::from(limit));
+                ApiError::Conflict {
+                    message: "too many resting orders".to_owned(),
+                    detail: text,
+                    extra,
+                }
+            }
+            ServiceError::TransitionRefused { .. } => ApiError::Conflict {
+                message: "order cannot change".to_owned(),
+                detail: text,
+                extra: Map::new(),
+            },
+            ServiceError::InvalidText { reason } => ApiError::bad_request("invalid text", reason),
+            ServiceError::Unavailable(_) => ApiError::Unavailable(text),
+            ServiceError::Timeout(_) => ApiError::Timeout(text),
+            ServiceError::Contention { .. } => ApiError::Busy(text),
+            ServiceError::Database(_) => ApiError::Internal(text),
         }
     }
 }
@@ -199,6 +208,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
             ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "database unavailable"),
             ApiError::Timeout(cause) => tracing::warn!(cause = %cause, "statement timeout"),
+            ApiError::Busy(cause) => tracing::warn!(cause = %cause, "database contention"),
             _ => {}
         }
         let mut details = Map::new();
@@ -211,6 +221,17 @@ impl IntoResponse for ApiError {
             "code": status.canonical_reason().unwrap_or("Error"),
             "details": details,
         });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
+}
+
+/// Whole seconds, rounded up, at least 1: `Retry-After` has no fractions.
+fn retry_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }

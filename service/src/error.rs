@@ -52,18 +52,72 @@ pub enum ServiceError {
         existing_order_id: Uuid,
     },
 
-    /// The database failed or refused in a way no other variant describes
-    /// (unreachable, timed out, serialization failure, ...).
+    /// The order would take the user past the cap on resting orders (open
+    /// LIMIT orders and waiting stop orders, over all symbols).
+    #[error("user {user_id} already has {limit} resting orders, the most allowed")]
+    TooManyRestingOrders { user_id: Uuid, limit: u64 },
+
+    /// The status-transition trigger refused a change (the order is FILLED,
+    /// CANCELLED, REJECTED or EXPIRED): someone else finished it first.
+    #[error("status change refused: {message}")]
+    TransitionRefused { message: String },
+
+    /// Text the database cannot store (e.g. the NUL character): the caller's
+    /// input, not a fault.
+    #[error("invalid text: {reason}")]
+    InvalidText { reason: String },
+
+    /// The database cannot be reached now (connection refused or lost, pool
+    /// exhausted, server shutting down, too many connections); retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbErr),
+
+    /// A statement ran past `statement_timeout` or waited past `lock_timeout`;
+    /// nothing of the operation was stored.
+    #[error("database timeout: {0}")]
+    Timeout(#[source] DbErr),
+
+    /// A serialization failure or deadlock (40001, 40P01) that persisted
+    /// through `attempts` tries; nothing was stored, retry later.
+    #[error("database contention persisted through {attempts} attempts: {source}")]
+    Contention {
+        attempts: u32,
+        #[source]
+        source: DbErr,
+    },
+
+    /// The database failed in a way no other variant describes: a fault.
     #[error("database error: {0}")]
     Database(#[source] DbErr),
 }
 
 impl ServiceError {
-    /// True for the two conflicts: a terminal status, a reused client_order_id.
+    /// True for the conflicts: a terminal status (also as refused by the
+    /// status-transition trigger), a reused client_order_id, the resting cap.
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            ServiceError::TerminalStatus { .. } | ServiceError::DuplicateClientOrderId { .. }
+            ServiceError::TerminalStatus { .. }
+                | ServiceError::DuplicateClientOrderId { .. }
+                | ServiceError::TransitionRefused { .. }
+                | ServiceError::TooManyRestingOrders { .. }
+        )
+    }
+
+    /// True when trying the same operation again may succeed: a
+    /// serialization failure or deadlock.
+    pub fn is_contention(&self) -> bool {
+        matches!(self, ServiceError::Contention { .. })
+    }
+
+    /// True when the database could not do the work now (unreachable, timed
+    /// out, contended), as opposed to a refusal or a fault: worth a later retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Unavailable(_)
+                | ServiceError::Timeout(_)
+                | ServiceError::Contention { .. }
         )
     }
 
@@ -101,6 +155,40 @@ pub(crate) fn database_refusal(err: &DbErr) -> Option<(String, Option<String>)> 
     ))
 }
 
+/// Whether a database error means "not reachable now" rather than a refusal
+/// or a fault.
+fn is_outage(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
+                    true
+                }
+                // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now,
+                // 08xxx connection exceptions, 53300 too many connections.
+                Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The server's message of a database error (`Cannot change status of a
+/// filled order`), or the whole error when it has none.
+fn database_message(err: &DbErr) -> String {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .map_or_else(|| err.to_string(), |db| db.message().to_owned()),
+        _ => err.to_string(),
+    }
+}
+
 /// Named constraints of the schema, and the request field each one guards.
 const CHECKS: &[(&str, &str)] = &[
     ("chk_quantity_positive", "quantity"),
@@ -116,10 +204,34 @@ impl From<DbErr> for ServiceError {
     /// Maps the schema's named refusals to their variants; anything else is
     /// [`ServiceError::Database`].
     fn from(err: DbErr) -> ServiceError {
+        if is_outage(&err) {
+            return ServiceError::Unavailable(err);
+        }
         let Some((code, constraint)) = database_refusal(&err) else {
             return ServiceError::Database(err);
         };
         match (code.as_str(), constraint.as_deref()) {
+            // statement_timeout (query_canceled), lock_timeout (lock_not_available).
+            ("57014" | "55P03", _) => ServiceError::Timeout(err),
+            // serialization_failure, deadlock_detected.
+            ("40001" | "40P01", _) => ServiceError::Contention {
+                attempts: 1,
+                source: err,
+            },
+            // character_not_in_repertoire (NUL), invalid_text_representation.
+            ("22021", _) => ServiceError::InvalidText {
+                reason: "text must not contain the NUL character (\\u0000)".to_owned(),
+            },
+            ("22P02", _) => ServiceError::InvalidText {
+                reason: database_message(&err),
+            },
+            ("23514", Some("trg_validate_order_status_transition")) => {
+                ServiceError::TransitionRefused {
+                    message: database_message(&err),
+                }
+            }
+            // get_trading_volume's refusal of an unknown period (D12).
+            ("22023", _) => ServiceError::argument("period", database_message(&err)),
             ("23503", Some("FK_orders_symbol" | "FK_trades_symbol")) => {
                 ServiceError::UnknownSymbol("(refused by the database)".to_owned())
             }

@@ -3,8 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use entity::symbols;
-use sea_orm::{EntityTrait, QueryOrder};
 use serde::Deserialize;
 use service::market::{self, Period};
 use utoipa::IntoParams;
@@ -108,12 +106,7 @@ pub async fn stats(
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Vec<SymbolDto>>, ApiError> {
     let all = state
         .db
-        .run(async |db| {
-            symbols::Entity::find()
-                .order_by_asc(symbols::Column::SymbolId)
-                .all(db)
-                .await
-        })
+        .run(async |db| market::symbols(db).await)
         .await?;
     Ok(Json(all.into_iter().map(Into::into).collect()))
 }

@@ -6,6 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use migration::{Migrator, MigratorTrait};
 use serde_json::json;
+use service::ServiceError;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
@@ -29,13 +30,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Val
         .connection()
         .ping()
         .await
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+        .map_err(|err| ApiError::from(ServiceError::from(err)))?;
     // The read-only probe never creates the migrations table.
     let pending = state
         .db
-        .run(async |db| Migrator::get_pending_migrations_read_only(db).await)
-        .await
-        .map_err(ApiError::from)?;
+        .run(async |db| {
+            Migrator::get_pending_migrations_read_only(db)
+                .await
+                .map_err(ServiceError::from)
+        })
+        .await?;
     if !pending.is_empty() {
         let names: Vec<&str> = pending.iter().map(|m| m.name()).collect();
         return Err(ApiError::NotReady(format!(

@@ -54,3 +54,12 @@ pub(crate) async fn ensure_symbol<C: ConnectionTrait>(db: &C, symbol: &str) -> R
     .map(|_| ())
     .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))
 }
+
+/// Every symbol and its trading parameters, in the order they were created.
+pub async fn symbols<C: ConnectionTrait>(db: &C) -> Result<Vec<entity::symbols::Model>> {
+    use sea_orm::{EntityTrait, QueryOrder};
+    Ok(entity::symbols::Entity::find()
+        .order_by_asc(entity::symbols::Column::SymbolId)
+        .all(db)
+        .await?)
+}
