@@ -1,8 +1,11 @@
 //! Configuration from the environment (and `.env`), with the names of the
 //! README's table. Every bad value is an error that names the variable.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use service::pooling::PoolMode;
 
@@ -14,6 +17,57 @@ pub enum AuthMode {
     /// `X-User-ID: <uuid>`, set by a gateway that authenticated the user.
     TrustedHeader,
 }
+
+/// `TRUSTED_PROXIES`: the networks (CIDRs, or single addresses) whose
+/// requests may carry `X-User-ID`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` (an IPv4-mapped IPv6 address counts as its IPv4 form) is
+    /// inside one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    /// `10.0.0.0/8, 192.168.1.7, ::1`: comma-separated, at least one.
+    fn from_str(text: &str) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let net = item
+                .parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{item:?} is not a CIDR such as 10.0.0.0/8 or an address"))?;
+            nets.push(net);
+        }
+        if nets.is_empty() {
+            return Err("expected comma-separated CIDRs such as 10.0.0.0/8".to_owned());
+        }
+        Ok(TrustedProxies(nets))
+    }
+}
+
+/// Request rate limits: a token bucket per user (and per client address for
+/// anonymous calls). `None` turns one off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once on top of the sustained rate.
+    pub burst: u32,
+}
+
+/// The shortest JWT secret accepted: 32 bytes, HS256's key size.
+pub const MIN_JWT_SECRET: usize = 32;
 
 /// The api's settings.
 #[derive(Clone, Debug)]
@@ -43,6 +97,37 @@ pub struct Config {
     /// that runs longer (e.g. waiting on someone's lock) is cancelled and the
     /// request answered 503.
     pub db_statement_timeout: Option<Duration>,
+    /// `TRUSTED_PROXIES`; required in trusted-header mode on a non-loopback
+    /// `BIND_ADDR`.
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// `HEADER_READ_TIMEOUT_MS`, default 10000: a client that has not sent
+    /// its whole request head by then is disconnected.
+    pub header_read_timeout: Duration,
+    /// `REQUEST_TIMEOUT_MS`, default 30000: a request still running then is
+    /// answered 503.
+    pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS`, default 256: more in flight are answered
+    /// 503 with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+    /// `RATE_LIMIT_PER_SECOND` / `RATE_LIMIT_BURST` (defaults 20 / 40) for each
+    /// authenticated user; `RATE_LIMIT_PER_SECOND=0` turns it off.
+    pub user_rate_limit: Option<RateLimit>,
+    /// `ANONYMOUS_RATE_LIMIT_PER_SECOND` / `ANONYMOUS_RATE_LIMIT_BURST`
+    /// (defaults 10 / 20) for each client address without credentials; 0 off.
+    pub anonymous_rate_limit: Option<RateLimit>,
+    /// `MAX_RESTING_ORDERS_PER_USER`, default 200: open LIMIT orders and
+    /// waiting stop orders of one user, over all symbols.
+    pub max_resting_orders_per_user: u64,
+    /// `JOB_LOCK_TIMEOUT_MS`, default 5000: the background jobs give up a lock
+    /// wait after this long and try again at their next tick.
+    pub job_lock_timeout: Duration,
+}
+
+impl Config {
+    /// Whether the server listens on a loopback address only.
+    pub fn loopback_only(&self) -> bool {
+        self.bind_addr.ip().is_loopback()
+    }
 }
 
 /// A variable with a value the api cannot use.
@@ -120,12 +205,45 @@ impl Config {
         };
         let jwt_secret = get("JWT_SECRET");
         if let Some(secret) = &jwt_secret
-            && secret.len() < 16
+            && secret.len() < MIN_JWT_SECRET
         {
             return Err(invalid(
                 "JWT_SECRET",
                 "(hidden)",
-                "must be at least 16 characters",
+                &format!(
+                    "must be at least {MIN_JWT_SECRET} bytes, e.g. the output of `openssl rand -hex 32`"
+                ),
+            ));
+        }
+        if jwt_secret.is_none() && auth_mode == AuthMode::Jwt && !bind_addr.ip().is_loopback() {
+            return Err(invalid(
+                "JWT_SECRET",
+                "",
+                &format!(
+                    "must be set when BIND_ADDR ({bind_addr}) is not a loopback address: tokens \
+                     signed with a per-run random secret cannot be minted by anyone else"
+                ),
+            ));
+        }
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<TrustedProxies>()
+                    .map_err(|reason| invalid("TRUSTED_PROXIES", &v, &reason))?,
+            ),
+        };
+        if auth_mode == AuthMode::TrustedHeader
+            && trusted_proxies.is_none()
+            && !bind_addr.ip().is_loopback()
+        {
+            return Err(invalid(
+                "TRUSTED_PROXIES",
+                "",
+                &format!(
+                    "must be set in trusted-header mode when BIND_ADDR ({bind_addr}) is not a \
+                     loopback address: name the gateway's addresses (CIDRs), or anyone who can \
+                     reach the port could claim to be any user"
+                ),
             ));
         }
         let db_pool_mode = match get("DB_POOL_MODE") {
@@ -148,7 +266,36 @@ impl Config {
                  `cargo run -p migration -- up` against the server or a session-mode pool",
             ));
         }
+        let rate_limit = |rate: &'static str, burst: &'static str, defaults: (u64, u64)| {
+            let per_second = number(rate, defaults.0, 0..=1_000_000)? as u32;
+            let burst = number(burst, defaults.1.max(1), 1..=1_000_000)? as u32;
+            Ok::<_, ConfigError>((per_second > 0).then_some(RateLimit { per_second, burst }))
+        };
         Ok(Config {
+            trusted_proxies,
+            header_read_timeout: Duration::from_millis(number(
+                "HEADER_READ_TIMEOUT_MS",
+                10_000,
+                100..=600_000,
+            )?),
+            request_timeout: Duration::from_millis(number(
+                "REQUEST_TIMEOUT_MS",
+                30_000,
+                100..=3_600_000,
+            )?),
+            max_concurrent_requests: number("MAX_CONCURRENT_REQUESTS", 256, 1..=100_000)? as usize,
+            user_rate_limit: rate_limit("RATE_LIMIT_PER_SECOND", "RATE_LIMIT_BURST", (20, 40))?,
+            anonymous_rate_limit: rate_limit(
+                "ANONYMOUS_RATE_LIMIT_PER_SECOND",
+                "ANONYMOUS_RATE_LIMIT_BURST",
+                (10, 20),
+            )?,
+            max_resting_orders_per_user: number("MAX_RESTING_ORDERS_PER_USER", 200, 1..=1_000_000)?,
+            job_lock_timeout: Duration::from_millis(number(
+                "JOB_LOCK_TIMEOUT_MS",
+                5_000,
+                1..=600_000,
+            )?),
             database_url: get("DATABASE_URL"),
             bind_addr,
             auth_mode,

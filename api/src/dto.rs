@@ -117,7 +117,9 @@ impl From<orders::Model> for OrderDto {
     }
 }
 
-/// A trade as clients see it.
+/// A trade as anyone may see it (`GET /api/v1/trades`, `GET
+/// /api/v1/trades/{id}`): public market data names no user, no order and no
+/// fee.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TradeDto {
     pub id: Uuid,
@@ -128,22 +130,22 @@ pub struct TradeDto {
     #[serde(serialize_with = "serialize_decimal")]
     #[schema(value_type = String)]
     pub quantity: Decimal,
-    pub buyer_order_id: Uuid,
-    pub seller_order_id: Uuid,
-    pub buyer_user_id: Uuid,
-    pub seller_user_id: Uuid,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub buyer_fee: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub seller_fee: Decimal,
-    pub buyer_fee_asset: String,
-    pub seller_fee_asset: String,
+    /// The side of the order that took liquidity.
+    #[schema(value_type = String, example = "BUY")]
+    pub taker_side: Side,
     pub is_buyer_maker: bool,
     #[serde(serialize_with = "serialize_timestamp")]
     #[schema(value_type = String, format = DateTime)]
     pub executed_at: DateTime<FixedOffset>,
+}
+
+/// The taker's side of a trade whose buyer was (or was not) the maker.
+fn taker_side(is_buyer_maker: bool) -> Side {
+    if is_buyer_maker {
+        Side::Sell
+    } else {
+        Side::Buy
+    }
 }
 
 impl From<trades::Model> for TradeDto {
@@ -153,64 +155,110 @@ impl From<trades::Model> for TradeDto {
             symbol: t.symbol,
             price: t.price,
             quantity: t.quantity,
-            buyer_order_id: t.buyer_order_id,
-            seller_order_id: t.seller_order_id,
-            buyer_user_id: t.buyer_user_id,
-            seller_user_id: t.seller_user_id,
-            buyer_fee: t.buyer_fee,
-            seller_fee: t.seller_fee,
-            buyer_fee_asset: t.buyer_fee_asset,
-            seller_fee_asset: t.seller_fee_asset,
+            taker_side: taker_side(t.is_buyer_maker),
             is_buyer_maker: t.is_buyer_maker,
             executed_at: t.executed_at,
         }
     }
 }
 
-/// `201` of `POST /api/v1/orders`: the order after matching and its trades.
+/// `201` of `POST /api/v1/orders`: the order after matching and its trades,
+/// seen from the caller's side.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlacementDto {
     pub order: OrderDto,
-    pub trades: Vec<TradeDto>,
+    pub trades: Vec<OwnTradeDto>,
 }
 
-/// A trade seen from the caller's side (`GET /api/v1/me/trades`).
+impl From<service::orders::Placement> for PlacementDto {
+    fn from(placed: service::orders::Placement) -> PlacementDto {
+        let order_id = placed.order.order_id;
+        PlacementDto {
+            order: placed.order.into(),
+            trades: placed
+                .trades
+                .into_iter()
+                .map(|trade| OwnTradeDto::of_order(trade, order_id))
+                .collect(),
+        }
+    }
+}
+
+/// A trade seen from the caller's side (a placement's trades, `GET
+/// /api/v1/me/trades`): the public fields, plus the caller's own order, side,
+/// fee and maker flag; never the counterparty's user or order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserTradeDto {
+pub struct OwnTradeDto {
     pub id: Uuid,
-    pub order_id: Uuid,
     pub symbol: String,
-    #[schema(value_type = String)]
-    pub side: Side,
     #[serde(serialize_with = "serialize_decimal")]
     #[schema(value_type = String)]
     pub price: Decimal,
     #[serde(serialize_with = "serialize_decimal")]
     #[schema(value_type = String)]
     pub quantity: Decimal,
+    #[schema(value_type = String, example = "BUY")]
+    pub taker_side: Side,
+    pub is_buyer_maker: bool,
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub executed_at: DateTime<FixedOffset>,
+    /// The caller's order this trade filled.
+    pub order_id: Uuid,
+    /// The caller's side: BUY when the caller bought.
+    #[schema(value_type = String)]
+    pub side: Side,
+    /// The caller's fee, in `fee_asset`.
     #[serde(serialize_with = "serialize_decimal")]
     #[schema(value_type = String)]
     pub fee: Decimal,
     pub fee_asset: String,
+    /// True when the caller's order was resting (the maker).
     pub is_maker: bool,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub executed_at: DateTime<FixedOffset>,
 }
 
-impl From<service::trades::UserTrade> for UserTradeDto {
-    fn from(t: service::trades::UserTrade) -> UserTradeDto {
-        UserTradeDto {
+impl OwnTradeDto {
+    /// `trade` seen from the side of the order `order_id`.
+    pub fn of_order(trade: trades::Model, order_id: Uuid) -> OwnTradeDto {
+        let bought = trade.buyer_order_id == order_id;
+        let (side, fee, fee_asset) = if bought {
+            (Side::Buy, trade.buyer_fee, trade.buyer_fee_asset)
+        } else {
+            (Side::Sell, trade.seller_fee, trade.seller_fee_asset)
+        };
+        OwnTradeDto {
+            id: trade.trade_id,
+            symbol: trade.symbol,
+            price: trade.price,
+            quantity: trade.quantity,
+            taker_side: taker_side(trade.is_buyer_maker),
+            is_buyer_maker: trade.is_buyer_maker,
+            executed_at: trade.executed_at,
+            order_id,
+            side,
+            fee,
+            fee_asset,
+            is_maker: bought == trade.is_buyer_maker,
+        }
+    }
+}
+
+impl From<service::trades::UserTrade> for OwnTradeDto {
+    fn from(t: service::trades::UserTrade) -> OwnTradeDto {
+        let is_buyer_maker = (t.side == Side::Buy) == t.is_maker;
+        OwnTradeDto {
             id: t.trade_id,
-            order_id: t.order_id,
             symbol: t.symbol,
-            side: t.side,
             price: t.price,
             quantity: t.quantity,
+            taker_side: taker_side(is_buyer_maker),
+            is_buyer_maker,
+            executed_at: t.executed_at,
+            order_id: t.order_id,
+            side: t.side,
             fee: t.fee,
             fee_asset: t.fee_asset,
             is_maker: t.is_maker,
-            executed_at: t.executed_at,
         }
     }
 }

@@ -153,7 +153,28 @@ fn parse_decimal(text: &str) -> Result<Decimal, String> {
     if !valid {
         return Err(format!("{text:?} is not a plain decimal number"));
     }
-    Decimal::from_str(text).map_err(|_| format!("{text:?} is not a decimal within range"))
+    let value =
+        Decimal::from_str(text).map_err(|_| format!("{text:?} is not a decimal within range"))?;
+    // Decimal keeps 28 significant digits and rounds the rest away silently:
+    // a value it cannot hold exactly is refused, never stored rounded.
+    if plain_digits(text) != plain_digits(&value.to_string()) {
+        return Err(format!(
+            "{text:?} has more significant digits than the 28 that are kept exactly"
+        ));
+    }
+    Ok(value)
+}
+
+/// The digits of a plain decimal without sign, leading zeros of the whole
+/// part or trailing zeros of the fraction: `"-007.50"` → `"7.5"`.
+fn plain_digits(text: &str) -> String {
+    let unsigned = text.trim_start_matches(['+', '-']);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    format!(
+        "{}.{}",
+        whole.trim_start_matches('0'),
+        fraction.trim_end_matches('0')
+    )
 }
 
 /// A decimal as the shortest string that keeps its value: `"1.5"`, `"0"`.
@@ -219,6 +240,18 @@ mod tests {
         assert!(parse_decimal(&"9".repeat(40)).is_err());
         assert_eq!(parse_decimal("-0").map(|d| d.is_zero()), Ok(true));
         assert_eq!(parse_decimal("0.000000001").map(|d| d.scale()), Ok(9));
+        // 30 significant digits: Decimal would round it to 1.
+        let rounded = parse_decimal("1.00000000000000000000000000001").expect_err("inexact");
+        assert!(rounded.contains("significant digits"), "{rounded}");
+        assert!(parse_decimal(&format!("0.{}1", "0".repeat(28))).is_err());
+        assert_eq!(
+            parse_decimal("0007.500000000000000000000000000000").map(|d| d.normalize().to_string()),
+            Ok("7.5".to_owned())
+        );
+        assert_eq!(
+            parse_decimal("-12345678901234567890.12345678"),
+            Ok(Decimal::from_str("-12345678901234567890.12345678").expect("28 digits"))
+        );
     }
 
     #[test]

@@ -75,6 +75,10 @@ fn token(user_id: Uuid, hours: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The user of the token printed when no `JWT_SECRET` is set.
+const DEMO_USER: Uuid = Uuid::from_u128(0xde30);
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The embedded cluster's folder: `EMBEDDED_PGDATA`, else `.pgdata` at the
 /// repository root (git-ignored).
 fn embedded_dir() -> PathBuf {
@@ -119,20 +123,19 @@ async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
             .context("applying pending migrations (set MIGRATE_ON_START=false to skip)")?;
         tracing::info!("migrations are up to date");
     }
-    let secret = match &config.jwt_secret {
-        Some(secret) => secret.clone(),
-        None => {
-            let secret = random_secret();
-            if config.auth_mode == AuthMode::Jwt {
-                tracing::warn!(
-                    "JWT_SECRET is not set: this run uses a random secret. Mint a token with: \
-                     JWT_SECRET={secret} cargo run -p api -- token <user-uuid>"
-                );
-            }
-            secret
-        }
+    // Without JWT_SECRET (allowed on a loopback address only, see Config)
+    // the run signs with a random secret that is never shown; a token for a
+    // demo user is printed instead, so the api can be tried at once.
+    let (secret, demo_token) = match &config.jwt_secret {
+        Some(secret) => (secret.clone(), false),
+        None => (random_secret(), config.auth_mode == AuthMode::Jwt),
     };
-    let server = Server::start(db.clone(), Auth::new(config.auth_mode, &secret), config)
+    let auth = Auth::new(config.auth_mode, &secret);
+    let demo = demo_token
+        .then(|| auth.mint(DEMO_USER, DEMO_TOKEN_TTL))
+        .transpose()
+        .context("cannot sign the demo token")?;
+    let server = Server::start(db.clone(), auth, config)
         .await
         .with_context(|| format!("cannot listen on {} (set BIND_ADDR)", config.bind_addr))?;
     tracing::info!(
@@ -141,6 +144,13 @@ async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
         pool_mode = %config.db_pool_mode,
         "trade engine API ready"
     );
+    if let Some(token) = demo {
+        println!(
+            "JWT_SECRET is not set: this run signs tokens with a random secret that is never \
+             shown. A token for the demo user {DEMO_USER}, valid {} hours:\n{token}",
+            DEMO_TOKEN_TTL.as_secs() / 3600
+        );
+    }
     shutdown_signal().await;
     server.shutdown().await.context("shutting down")?;
     db.close().await.ok();

@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -23,10 +24,27 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The method as a metrics label: the standard methods by name, anything else
+/// (`PROBE1`, …) as one `OTHER`, so no client can add series at will.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Counts and times every request by method, route and status, and logs it.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -35,7 +53,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     let latency = started.elapsed();
     let status = response.status().as_u16().to_string();
     let labels = [
-        ("method", method.clone()),
+        ("method", method.to_owned()),
         ("route", route.clone()),
         ("status", status.clone()),
     ];

@@ -18,7 +18,7 @@ use crate::routes::{market, me, ops, orders};
     ),
     components(schemas(
         dto::PlaceOrderRequest, dto::OrderDto, dto::TradeDto, dto::PlacementDto,
-        dto::UserTradeDto, dto::LevelDto, dto::OrderBookDto, dto::TickerDto,
+        dto::OwnTradeDto, dto::LevelDto, dto::OrderBookDto, dto::TickerDto,
         dto::MarketStatsDto, dto::FillRateDto, dto::SymbolDto, dto::ErrorBody,
     )),
     modifiers(&Security),

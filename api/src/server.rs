@@ -5,17 +5,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tower::ServiceExt;
 
 use service::pooling::{Pool, configure, set_statement_timeout};
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::routes::router;
+use crate::routes::router_with;
 use crate::state::AppState;
+use crate::throttle::Throttle;
 
 /// Opens the bounded pool the api uses: at most `db_max_connections`, and a
 /// request waits at most `db_acquire_timeout` for one (then gets 503); set up
@@ -62,30 +69,38 @@ impl Server {
         auth: Auth,
         config: &Config,
     ) -> std::io::Result<Server> {
+        Server::start_with_routes(db, auth, config, Router::new()).await
+    }
+
+    /// [`start`](Self::start) with `extra` routes served beside the
+    /// contract's, under the same layers (timeouts, limits, panic guard,
+    /// metrics): for embedding the api in a larger service, and for tests.
+    pub async fn start_with_routes(
+        db: DatabaseConnection,
+        auth: Auth,
+        config: &Config,
+        extra: Router<AppState>,
+    ) -> std::io::Result<Server> {
         let mut db = Pool::new(db, config.db_pool_mode);
         if let Some(timeout) = config.db_statement_timeout {
             db = db.with_statement_timeout(timeout);
         }
         let state = AppState {
             db: db.clone(),
-            auth: Arc::new(auth),
+            auth: Arc::new(auth.with_trusted_proxies(config.trusted_proxies.clone())),
             metrics: crate::metrics::handle(),
+            throttle: Arc::new(Throttle::new(config)),
         };
+        let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let mut on_stop = stopped.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move {
-                    while !*on_stop.borrow_and_update() {
-                        if on_stop.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .await
-        });
+        let http = tokio::spawn(accept_loop(
+            listener,
+            app,
+            config.header_read_timeout,
+            stopped.clone(),
+        ));
         let jobs = if config.background_jobs {
             crate::jobs::spawn(db, stopped)
         } else {
@@ -114,6 +129,76 @@ impl Server {
         match self.http.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Accepts connections until `stop` turns true, then lets every open
+/// connection finish its request in flight and closes it.
+///
+/// hyper's HTTP/1 server directly rather than `axum::serve`, for what that
+/// does not expose: a header-read timeout (a client that sends half a request
+/// head and waits is cut off) and the peer address for `TRUSTED_PROXIES` and
+/// the per-address rate limit.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of file descriptors, a connection reset before accept, …:
+                    // this connection is lost, the server goes on.
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request)
+                });
+                let connection = http
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                let mut stop = stop.clone();
+                connections.spawn(async move {
+                    tokio::pin!(connection);
+                    let outcome = tokio::select! {
+                        outcome = connection.as_mut() => outcome,
+                        () = stopped(&mut stop) => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(error) = outcome {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use service::pooling::Pool;
 
 use crate::auth::Auth;
+use crate::throttle::Throttle;
 
 /// The api's shared state: the pool, the authenticator, the metrics.
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub struct AppState {
     pub db: Pool,
     pub auth: Arc<Auth>,
     pub metrics: PrometheusHandle,
+    /// The per-user and per-address request rate limits.
+    pub throttle: Arc<Throttle>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {

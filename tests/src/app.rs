@@ -31,6 +31,8 @@ use std::time::Duration;
 use api::auth::Auth;
 use api::config::{AuthMode, Config};
 use api::server::{Server, connect};
+use api::state::AppState;
+use axum::Router;
 use reqwest::{RequestBuilder, Response};
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
@@ -68,6 +70,13 @@ pub struct AppOptions {
     pub transaction_pooler: bool,
     /// `DB_STATEMENT_TIMEOUT_MS`; `None` leaves the api's default.
     pub statement_timeout: Option<Duration>,
+    /// More settings by their README names (`REQUEST_TIMEOUT_MS`, …), over
+    /// the test defaults. The rate limits are off unless set here: the tests
+    /// send requests far faster than any client should.
+    pub settings: Vec<(&'static str, String)>,
+    /// Routes served beside the contract's, under the same layers (e.g. a
+    /// handler that panics, for the panic guard).
+    pub extra_routes: Router<AppState>,
 }
 
 /// Server connections of the PgBouncer [`AppOptions::through_transaction_pooler`]
@@ -85,6 +94,8 @@ impl Default for AppOptions {
             database: AppDatabase::Migrated,
             transaction_pooler: false,
             statement_timeout: None,
+            settings: Vec::new(),
+            extra_routes: Router::new(),
         }
     }
 }
@@ -119,6 +130,18 @@ impl AppOptions {
     /// `DB_STATEMENT_TIMEOUT_MS`.
     pub fn statement_timeout(mut self, timeout: Duration) -> AppOptions {
         self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `name` (a README variable) to `value` for this app.
+    pub fn setting(mut self, name: &'static str, value: impl Into<String>) -> AppOptions {
+        self.settings.push((name, value.into()));
+        self
+    }
+
+    /// Serves `routes` beside the contract's, under the same layers.
+    pub fn extra_routes(mut self, routes: Router<AppState>) -> AppOptions {
+        self.extra_routes = routes;
         self
     }
 
@@ -185,8 +208,10 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         AuthMode::Jwt => "jwt",
         AuthMode::TrustedHeader => "trusted-header",
     };
-    // Through the README's variable names, so the test also covers them.
-    let mut settings = vec![
+    // Through the README's variable names, so the test also covers them. The
+    // test's own settings come first: the first match wins.
+    let mut settings = options.settings.clone();
+    settings.extend([
         ("DATABASE_URL", database_url.clone()),
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
         ("AUTH_MODE", mode.to_owned()),
@@ -199,7 +224,9 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         ),
         ("BACKGROUND_JOBS", "false".to_owned()),
         ("DB_POOL_MODE", pool_mode.to_owned()),
-    ];
+        ("RATE_LIMIT_PER_SECOND", "0".to_owned()),
+        ("ANONYMOUS_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+    ]);
     if let Some(timeout) = options.statement_timeout {
         settings.push(("DB_STATEMENT_TIMEOUT_MS", timeout.as_millis().to_string()));
     }
@@ -215,10 +242,11 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         .unwrap_or_else(|err| panic!("the api's pool opens on {database_url}: {err}"));
     let server = tokio::time::timeout(
         LIFECYCLE_TIMEOUT,
-        Server::start(
+        Server::start_with_routes(
             pool.clone(),
             Auth::new(options.auth_mode, &jwt_secret),
             &config,
+            options.extra_routes.clone(),
         ),
     )
     .await

@@ -7,6 +7,10 @@
 mod auth;
 #[path = "api_http/flows.rs"]
 mod flows;
+// The api's own defences do not depend on how it reaches the database, so
+// only this binary runs them.
+#[path = "api_http/hardening.rs"]
+mod hardening;
 #[path = "api_http/market.rs"]
 mod market;
 #[path = "api_http/ops.rs"]

@@ -51,6 +51,8 @@ impl ApiProcess {
             .env("BACKGROUND_JOBS", "false")
             .env("DB_MAX_CONNECTIONS", "8")
             .env("DB_ACQUIRE_TIMEOUT_MS", "5000")
+            // Each client places as fast as it can: no rate limit.
+            .env("RATE_LIMIT_PER_SECOND", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

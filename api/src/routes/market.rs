@@ -15,9 +15,11 @@ use crate::state::AppState;
 
 /// Query of `GET /api/v1/orderbook/{symbol}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DepthQuery {
-    /// Price levels per side, 1..=100, default 50.
+    /// Price levels per side.
+    #[param(minimum = 1, maximum = 100, default = 50)]
     depth: Option<u64>,
 }
 
@@ -71,9 +73,11 @@ pub async fn ticker(
 
 /// Query of `GET /api/v1/markets/{symbol}/stats`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
-    /// 1h, 4h, 24h (default), 7d or 30d.
+    /// The window: 1h, 4h, 24h, 7d or 30d.
+    #[param(pattern = "^(1h|4h|24h|7d|30d)$", default = "24h")]
     period: Option<String>,
 }
 
@@ -104,20 +108,20 @@ pub async fn stats(
 #[utoipa::path(get, path = "/api/v1/symbols", tag = "market",
     responses((status = 200, description = "Every symbol and its trading parameters", body = [SymbolDto])))]
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Vec<SymbolDto>>, ApiError> {
-    let all = state
-        .db
-        .run(async |db| market::symbols(db).await)
-        .await?;
+    let all = state.db.run(async |db| market::symbols(db).await).await?;
     Ok(Json(all.into_iter().map(Into::into).collect()))
 }
 
 /// Query of `GET /api/v1/trades`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecentTradesQuery {
-    /// Required: BTC/USDT, BTC-USDT, any case.
+    /// BTC/USDT, BTC-USDT, any case.
+    #[param(required = true, value_type = String, example = "BTC-USDT")]
     symbol: Option<String>,
-    /// 1..=500, default 50.
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<u64>,
 }
 

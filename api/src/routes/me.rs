@@ -8,18 +8,24 @@ use utoipa::IntoParams;
 
 use super::orders::{next_cursor_header, page, page_limit};
 use crate::auth::AuthUser;
-use crate::dto::{FillRateDto, UserTradeDto};
+use crate::dto::{FillRateDto, OwnTradeDto};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, canonical_symbol};
 use crate::state::AppState;
 
 /// Query of `GET /api/v1/me/trades`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MyTradesQuery {
+    /// Only this symbol's trades: BTC/USDT, BTC-USDT, any case.
+    #[param(example = "BTC-USDT")]
     symbol: Option<String>,
-    /// 1..=500, default 50.
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<u64>,
+    /// Rows to skip; not with `cursor`.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64, default = 0)]
     offset: Option<u64>,
     /// From the `X-Next-Cursor` header of the previous page.
     cursor: Option<String>,
@@ -28,7 +34,7 @@ pub struct MyTradesQuery {
 #[utoipa::path(get, path = "/api/v1/me/trades", tag = "me",
     params(MyTradesQuery),
     responses(
-        (status = 200, description = "The caller's trades from their side, newest first", body = [UserTradeDto]),
+        (status = 200, description = "The caller's trades from their side, newest first", body = [OwnTradeDto]),
         (status = 400, body = crate::dto::ErrorBody),
         (status = 401, body = crate::dto::ErrorBody),
     ),
@@ -37,7 +43,7 @@ pub async fn trades(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiQuery(query): ApiQuery<MyTradesQuery>,
-) -> Result<(HeaderMap, Json<Vec<UserTradeDto>>), ApiError> {
+) -> Result<(HeaderMap, Json<Vec<OwnTradeDto>>), ApiError> {
     let limit = page_limit(query.limit, 50, 500)?;
     let page = page(limit, query.offset, query.cursor.as_deref())?;
     let symbol = query.symbol.as_deref().map(canonical_symbol);
@@ -53,9 +59,11 @@ pub async fn trades(
 
 /// Query of `GET /api/v1/me/stats`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MyStatsQuery {
-    /// 1..=3650, default 30.
+    /// The window in days.
+    #[param(minimum = 1, maximum = 3650, default = 30)]
     days: Option<u32>,
 }
 

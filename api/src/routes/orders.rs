@@ -66,13 +66,7 @@ pub async fn place(
             .sum::<usize>();
     metrics::counter!("orders_placed_total").increment(1);
     metrics::counter!("trades_executed_total").increment(trade_count as u64);
-    Ok((
-        StatusCode::CREATED,
-        Json(PlacementDto {
-            order: placed.order.into(),
-            trades: placed.trades.into_iter().map(Into::into).collect(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(PlacementDto::from(placed))))
 }
 
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
@@ -124,15 +118,20 @@ pub async fn cancel(
 
 /// Query of `GET /api/v1/orders`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersQuery {
     /// `BTC/USDT`, `BTC-USDT`, any case.
+    #[param(example = "BTC-USDT")]
     symbol: Option<String>,
-    #[param(value_type = Option<String>)]
+    /// PENDING, OPEN, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED or EXPIRED.
+    #[param(value_type = Option<String>, example = "OPEN")]
     status: Option<OrderStatus>,
-    /// 1..=100, default 50.
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 50)]
     limit: Option<u64>,
-    /// Default 0; not with `cursor`.
+    /// Rows to skip; not with `cursor`.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64, default = 0)]
     offset: Option<u64>,
     /// From the `X-Next-Cursor` header of the previous page.
     cursor: Option<String>,

@@ -259,43 +259,83 @@ pub fn assert_order(order: &Value) {
     }
 }
 
-/// The contract's trade object.
+/// The fields of a public trade: no user, no order, no fee.
+pub const PUBLIC_TRADE_FIELDS: [&str; 7] = [
+    "id",
+    "symbol",
+    "price",
+    "quantity",
+    "taker_side",
+    "is_buyer_maker",
+    "executed_at",
+];
+
+/// What an own trade (a placement's, `/me/trades`) adds to the public fields:
+/// the caller's order, side, fee and maker flag.
+pub const OWN_TRADE_FIELDS: [&str; 5] = ["order_id", "side", "fee", "fee_asset", "is_maker"];
+
+/// The contract's public trade object: exactly the public fields, so no
+/// user, order or fee of anyone leaks to an anonymous reader.
 pub fn assert_trade(trade: &Value) {
-    assert_has_keys(
-        trade,
-        &[
-            "id",
-            "symbol",
-            "price",
-            "quantity",
-            "buyer_order_id",
-            "seller_order_id",
-            "buyer_user_id",
-            "seller_user_id",
-            "buyer_fee",
-            "seller_fee",
-            "buyer_fee_asset",
-            "seller_fee_asset",
-            "is_buyer_maker",
-            "executed_at",
-        ],
-        "trade",
-    );
-    for field in [
-        "id",
-        "buyer_order_id",
-        "seller_order_id",
-        "buyer_user_id",
-        "seller_user_id",
-    ] {
-        assert_uuid(&trade[field], &format!("trade.{field}"));
-    }
+    let map = assert_has_keys(trade, &PUBLIC_TRADE_FIELDS, "trade");
+    let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected = PUBLIC_TRADE_FIELDS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "a public trade has only the public fields");
+    assert_public_values(trade);
+}
+
+fn assert_public_values(trade: &Value) {
+    assert_uuid(&trade["id"], "trade.id");
     assert_symbol(&trade["symbol"]);
-    for field in ["price", "quantity", "buyer_fee", "seller_fee"] {
+    for field in ["price", "quantity"] {
         assert_decimal(&trade[field], &format!("trade.{field}"));
     }
-    assert!(trade["is_buyer_maker"].is_boolean(), "{trade}");
+    let buyer_maker = trade["is_buyer_maker"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("is_buyer_maker is a boolean: {trade}"));
+    let taker = if buyer_maker { "SELL" } else { "BUY" };
+    assert_eq!(trade["taker_side"], taker, "the taker's side: {trade}");
     assert_timestamp(&trade["executed_at"], "trade.executed_at");
+}
+
+/// A trade seen from the caller's side: the public fields and the caller's
+/// own, and nothing of the counterparty.
+pub fn assert_own_trade(trade: &Value) {
+    let own: Vec<&str> = PUBLIC_TRADE_FIELDS
+        .iter()
+        .chain(OWN_TRADE_FIELDS.iter())
+        .copied()
+        .collect();
+    let map = assert_has_keys(trade, &own, "own trade");
+    assert_eq!(
+        map.len(),
+        own.len(),
+        "an own trade has no other fields: {trade}"
+    );
+    assert_public_values(trade);
+    assert_uuid(&trade["order_id"], "trade.order_id");
+    assert_decimal(&trade["fee"], "trade.fee");
+    let side = trade["side"].as_str().unwrap_or_default();
+    assert!(["BUY", "SELL"].contains(&side), "trade.side: {trade}");
+    let maker = trade["is_maker"].as_bool().unwrap_or_default();
+    let buyer_maker = trade["is_buyer_maker"].as_bool().unwrap_or_default();
+    assert_eq!(
+        maker,
+        (side == "BUY") == buyer_maker,
+        "is_maker agrees: {trade}"
+    );
+}
+
+/// The public view of an own trade: what `GET /api/v1/trades` shows of it.
+pub fn public_view(trade: &Value) -> Value {
+    Value::Object(
+        PUBLIC_TRADE_FIELDS
+            .iter()
+            .map(|field| ((*field).to_owned(), trade[*field].clone()))
+            .collect(),
+    )
 }
 
 /// A symbol in the database form (`BTC/USDT`), as every response carries it.

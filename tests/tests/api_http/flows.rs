@@ -6,7 +6,9 @@
 
 use crate::spawn_app;
 use serde_json::{Value, json};
-use tests::app::wire::{assert_order, assert_timestamp, assert_trade, expect_error};
+use tests::app::wire::{
+    assert_order, assert_own_trade, assert_timestamp, assert_trade, expect_error, public_view,
+};
 use tests::app::{AppOptions, TestApp};
 use uuid::Uuid;
 
@@ -76,19 +78,23 @@ async fn a_limit_sell_is_filled_by_a_market_buy() {
     let trades = placed["trades"].as_array().expect("trades");
     assert_eq!(trades.len(), 1, "{placed}");
     let trade = &trades[0];
-    assert_trade(trade);
+    // The buyer's own view: its order, side and fee; nothing of the seller.
+    assert_own_trade(trade);
     assert_eq!(trade["symbol"], "BTC/USDT");
     assert_eq!(trade["price"], "50000");
     assert_eq!(trade["quantity"], "1");
-    assert_eq!(trade["buyer_order_id"], buy["id"]);
-    assert_eq!(trade["seller_order_id"], sell["id"]);
-    assert_eq!(trade["buyer_user_id"], bob.to_string());
-    assert_eq!(trade["seller_user_id"], alice.to_string());
+    assert_eq!(trade["order_id"], buy["id"]);
+    assert_eq!(trade["side"], "BUY");
+    assert_eq!(trade["taker_side"], "BUY");
     assert_eq!(trade["is_buyer_maker"], false);
-    assert_eq!(trade["buyer_fee"], "50", "taker: 0.1 % of 50000");
-    assert_eq!(trade["seller_fee"], "25", "maker: 0.05 % of 50000");
-    assert_eq!(trade["buyer_fee_asset"], "USDT");
-    assert_eq!(trade["seller_fee_asset"], "USDT");
+    assert_eq!(trade["is_maker"], false);
+    assert_eq!(trade["fee"], "50", "taker: 0.1 % of 50000");
+    assert_eq!(trade["fee_asset"], "USDT");
+    let text = placed.to_string();
+    assert!(
+        !text.contains(&alice.to_string()) && !text.contains(sell["id"].as_str().unwrap_or("-")),
+        "the placement names neither the seller nor the seller's order: {placed}"
+    );
 
     let sell = order(&app, alice, &sell).await;
     assert_eq!(sell["status"], "FILLED");
@@ -96,7 +102,7 @@ async fn a_limit_sell_is_filled_by_a_market_buy() {
     assert_eq!(sell["average_price"], "50000");
     assert_eq!(&order(&app, bob, buy).await, buy);
 
-    assert_eq!(recent_trades(&app).await, vec![trade.clone()]);
+    assert_eq!(recent_trades(&app).await, vec![public_view(trade)]);
     let book = book(&app).await;
     assert_eq!((&book["bids"], &book["asks"]), (&json!([]), &json!([])));
     let ticker = ticker(&app).await;
@@ -131,38 +137,25 @@ async fn a_market_buy_sweeps_two_price_levels() {
     assert_eq!(buy["average_price"], "50037.5");
 
     let trades = placed["trades"].as_array().expect("trades").clone();
-    let fills: Vec<(&Value, &Value, &Value, &Value, &Value)> = trades
+    let fills: Vec<(&Value, &Value, &Value, &Value)> = trades
         .iter()
-        .map(|t| {
-            (
-                &t["price"],
-                &t["quantity"],
-                &t["seller_order_id"],
-                &t["buyer_fee"],
-                &t["seller_fee"],
-            )
-        })
+        .map(|t| (&t["price"], &t["quantity"], &t["order_id"], &t["fee"]))
         .collect();
     assert_eq!(
         fills,
         vec![
-            (
-                &json!("50000"),
-                &json!("0.5"),
-                &cheap["id"],
-                &json!("25"),
-                &json!("12.5")
-            ),
-            (
-                &json!("50100"),
-                &json!("0.3"),
-                &dear["id"],
-                &json!("15.03"),
-                &json!("7.515")
-            ),
+            (&json!("50000"), &json!("0.5"), &buy["id"], &json!("25")),
+            (&json!("50100"), &json!("0.3"), &buy["id"], &json!("15.03")),
         ],
-        "the cheaper level first, each at its maker's price"
+        "the cheaper level first, each at its maker's price, with the buyer's taker fee"
     );
+    for (maker, order, fee) in [(alice, &cheap, "12.5"), (carol, &dear, "7.515")] {
+        let own = app.get_json("/api/v1/me/trades", maker, 200).await;
+        assert_own_trade(&own[0]);
+        assert_eq!(own[0]["order_id"], order["id"]);
+        assert_eq!(own[0]["fee"], fee, "the maker's fee");
+        assert_eq!(own[0]["is_maker"], true);
+    }
 
     let cheap = order(&app, alice, &cheap).await;
     assert_eq!(cheap["status"], "FILLED");
@@ -172,7 +165,7 @@ async fn a_market_buy_sweeps_two_price_levels() {
     assert_eq!(dear["average_price"], "50100");
     assert!(dear["filled_at"].is_null(), "{dear}");
 
-    let newest_first: Vec<Value> = trades.iter().rev().cloned().collect();
+    let newest_first: Vec<Value> = trades.iter().rev().map(public_view).collect();
     assert_eq!(recent_trades(&app).await, newest_first);
     let book = book(&app).await;
     assert_eq!(book["bids"], json!([]));
@@ -212,12 +205,12 @@ async fn a_limit_buy_crossing_a_cheaper_sell_executes_at_the_sells_price() {
     assert_eq!(trades[0]["price"], "50000");
     assert_eq!(trades[0]["quantity"], "1");
     assert_eq!(trades[0]["is_buyer_maker"], false);
-    assert_eq!(trades[0]["buyer_fee"], "50");
-    assert_eq!(trades[0]["seller_fee"], "25");
+    assert_eq!(trades[0]["fee"], "50");
 
     assert_eq!(order(&app, alice, &sell).await["status"], "FILLED");
     assert_eq!(&order(&app, bob, buy).await, buy);
-    assert_eq!(recent_trades(&app).await, trades.clone());
+    let public: Vec<Value> = trades.iter().map(public_view).collect();
+    assert_eq!(recent_trades(&app).await, public);
     let book = book(&app).await;
     assert_eq!(
         book["bids"],

@@ -27,7 +27,9 @@ async fn three_trades(app: &TestApp, alice: Uuid, bob: Uuid) -> Vec<Value> {
     for price in ["50000", "50010", "50020"] {
         app.limit(alice, "SELL", "1", price).await;
         let placed = app.market(bob, "BUY", "1").await;
-        trades.push(placed["trades"][0].clone());
+        let own = &placed["trades"][0];
+        wire::assert_own_trade(own);
+        trades.push(wire::public_view(own));
     }
     trades
 }
@@ -293,7 +295,14 @@ async fn my_trades_are_seen_from_my_side_and_page_by_cursor() {
     assert_eq!(last["quantity"], "1");
     assert_eq!(last["fee"], "25.01", "maker: 0.05 % of 50020");
     assert_eq!(last["fee_asset"], "USDT");
-    assert_eq!(last["order_id"], trades[2]["seller_order_id"]);
+    wire::assert_own_trade(last);
+    let sells = app
+        .get_json("/api/v1/orders?status=FILLED", alice, 200)
+        .await;
+    assert_eq!(
+        last["order_id"], sells[0]["id"],
+        "alice's newest filled sell"
+    );
     assert_timestamp(&last["executed_at"], "executed_at");
 
     let bobs = app

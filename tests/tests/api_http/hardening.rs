@@ -1,0 +1,319 @@
+//! The api's defences, over real HTTP: range-checked paging, exact decimals,
+//! a bounded metrics registry, one identity per request, the peer check of
+//! trusted-header mode, timeouts, load shedding, rate limits and the panic
+//! guard.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::state::AppState;
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+use tests::app::AppOptions;
+use tests::app::wire::{self, expect_error, mentions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use uuid::Uuid;
+
+use super::spawn_app;
+
+/// How long a test waits for something the server must do by itself.
+const WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn offsets_and_cursors_beyond_what_postgresql_takes_are_400s_naming_them() {
+    let app = spawn_app(AppOptions::trusted_header()).await;
+    let user = Uuid::new_v4();
+    for path in ["/api/v1/orders", "/api/v1/me/trades"] {
+        for (query, field) in [
+            ("offset=9223372036854775808", "offset"),
+            ("offset=18446744073709551615", "offset"),
+            ("offset=18446744073709551616", "offset"),
+            (
+                "cursor=-1000000000000000000.0000000000000000000000000000abcd",
+                "cursor",
+            ),
+            (
+                "cursor=9223372036854775807.0000000000000000000000000000abcd",
+                "cursor",
+            ),
+        ] {
+            let body = expect_error(app.get(&format!("{path}?{query}"), user).await, 400).await;
+            assert!(mentions(&body, field), "{path}?{query}: {body}");
+        }
+        // The largest offset PostgreSQL takes is served (an empty page).
+        let last = app
+            .get_json(&format!("{path}?offset=9223372036854775807"), user, 200)
+            .await;
+        assert_eq!(last, json!([]), "{path}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_decimal_with_more_digits_than_kept_exactly_is_refused_not_rounded() {
+    let app = spawn_app(AppOptions::trusted_header()).await;
+    let user = Uuid::new_v4();
+    for (field, value) in [
+        ("quantity", "1.00000000000000000000000000001"),
+        ("price", "50000.0000000000000000000000001"),
+        ("quantity", "0.000000001"),
+    ] {
+        let mut order = json!({"symbol": "BTC-USDT", "side": "BUY", "type": "LIMIT",
+                               "quantity": "1", "price": "50000"});
+        order[field] = json!(value);
+        let body = expect_error(app.place_order(user, &order).await, 400).await;
+        assert!(mentions(&body, field), "{field}={value}: {body}");
+    }
+    let listed = app.get_json("/api/v1/orders", user, 200).await;
+    assert_eq!(listed, json!([]), "nothing was stored");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn made_up_methods_share_one_metrics_label() {
+    let app = spawn_app(AppOptions::jwt()).await;
+    for n in 0..5 {
+        let method = reqwest::Method::from_bytes(format!("PROBE{n}").as_bytes()).expect("method");
+        let response = app
+            .send(app.client.request(method, app.url("/api/v1/symbols")))
+            .await;
+        assert_eq!(response.status(), 405);
+    }
+    let metrics = wire::read(app.get_public("/metrics").await).await.text;
+    assert!(!metrics.contains("PROBE"), "no series per made-up method");
+    assert!(
+        metrics.contains(r#"method="OTHER""#),
+        "made-up methods are counted as OTHER"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_user_headers_are_refused() {
+    let app = spawn_app(AppOptions::trusted_header()).await;
+    let (alice, bob) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let body = expect_error(
+        app.get_raw(
+            "/api/v1/orders",
+            &[("X-User-ID", &alice), ("X-User-ID", &bob)],
+        )
+        .await,
+        401,
+    )
+    .await;
+    assert!(wire::reason(&body).contains("more than once"), "{body}");
+    let same_twice = app
+        .get_raw(
+            "/api/v1/orders",
+            &[("X-User-ID", &alice), ("X-User-ID", &alice)],
+        )
+        .await;
+    assert_eq!(same_twice.status(), 401, "even the same value twice");
+    let once = app
+        .get_raw("/api/v1/orders", &[("X-User-ID", &alice)])
+        .await;
+    assert_eq!(once.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_headers_are_taken_only_from_trusted_proxies() {
+    let outside =
+        spawn_app(AppOptions::trusted_header().setting("TRUSTED_PROXIES", "10.0.0.0/8")).await;
+    let user = Uuid::new_v4();
+    let body = expect_error(outside.get("/api/v1/orders", user).await, 401).await;
+    assert!(wire::reason(&body).contains("trusted_proxies"), "{body}");
+    // Market data needs no identity and stays public.
+    outside.get_public_json("/api/v1/symbols", 200).await;
+    outside.shutdown().await;
+
+    let inside = spawn_app(
+        AppOptions::trusted_header().setting("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1/32"),
+    )
+    .await;
+    inside.get_json("/api/v1/orders", user, 200).await;
+    inside.shutdown().await;
+}
+
+/// Sends `head` on a fresh connection and waits for the server to close it;
+/// returns what it answered (possibly nothing) and how long it took.
+async fn close_after(app: &tests::app::TestApp, head: &str) -> (String, Duration) {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WITHIN, stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the server closed the connection within {WITHIN:?}"
+    );
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let app = spawn_app(AppOptions::jwt().setting("HEADER_READ_TIMEOUT_MS", "300")).await;
+    let (answer, waited) = close_after(&app, "GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(
+        waited >= Duration::from_millis(250),
+        "not before the timeout: {waited:?}"
+    );
+    assert!(
+        !answer.contains("200 OK"),
+        "no answer to half a head: {answer:?}"
+    );
+    // A whole head is answered as usual.
+    let (answer, _) = close_after(
+        &app,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    app.shutdown().await;
+}
+
+/// A route whose handler tells `entered` it runs, then waits for a permit
+/// of `release` (a permit added before the wait is not lost).
+fn held_route(entered: mpsc::UnboundedSender<()>, release: Arc<Semaphore>) -> Router<AppState> {
+    Router::new().route(
+        "/test/held",
+        get(move || {
+            let (entered, release) = (entered.clone(), release.clone());
+            async move {
+                let _ = entered.send(());
+                match release.acquire().await {
+                    Ok(_) => "released",
+                    Err(_) => "closed",
+                }
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_request_past_the_request_timeout_is_a_503_with_the_contracts_body() {
+    let (entered, mut entered_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let app = spawn_app(
+        AppOptions::jwt()
+            .setting("REQUEST_TIMEOUT_MS", "300")
+            .extra_routes(held_route(entered, release)),
+    )
+    .await;
+    let reply = wire::read(app.get_public("/test/held").await).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    wire::assert_error_body(&reply.json(), 503);
+    assert!(reply.text.contains("REQUEST_TIMEOUT_MS"), "{}", reply.text);
+    assert!(reply.header("retry-after").is_some());
+    assert!(entered_rx.recv().await.is_some(), "the handler did run");
+    app.get_public_json("/health", 200).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
+    let (entered, mut entered_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let app = Arc::new(
+        spawn_app(
+            AppOptions::jwt()
+                .setting("MAX_CONCURRENT_REQUESTS", "2")
+                .extra_routes(held_route(entered, release.clone())),
+        )
+        .await,
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let app = app.clone();
+        held.push(tokio::spawn(async move {
+            wire::read(app.get_public("/test/held").await).await
+        }));
+    }
+    // Both slots are taken once both handlers run.
+    for _ in 0..2 {
+        assert!(entered_rx.recv().await.is_some());
+    }
+    let started = Instant::now();
+    let shed = wire::read(app.get_public("/health").await).await;
+    assert_eq!(shed.status, 503, "{}", shed.text);
+    wire::assert_error_body(&shed.json(), 503);
+    assert_eq!(shed.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shed at once, not queued"
+    );
+    release.add_permits(2);
+    for request in held {
+        let reply = request.await.expect("the held request");
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    app.get_public_json("/health", 200).await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
+    async fn panics() -> &'static str {
+        panic!("forced by the test")
+    }
+    let routes = Router::new().route("/test/panic", get(panics));
+    let app = spawn_app(AppOptions::jwt().extra_routes(routes)).await;
+    for _ in 0..3 {
+        let body = expect_error(app.get_public("/test/panic").await, 500).await;
+        assert!(
+            !body.to_string().contains("forced by the test"),
+            "the panic's text stays in the log: {body}"
+        );
+        app.get_public_json("/health", 200).await;
+    }
+    let metrics = wire::read(app.get_public("/metrics").await).await.text;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(r#"route="/test/panic""#) && l.contains(r#"status="500""#)),
+        "the 500 is counted"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_user_and_per_address_and_recover() {
+    let app = spawn_app(
+        AppOptions::trusted_header()
+            .setting("RATE_LIMIT_PER_SECOND", "1")
+            .setting("RATE_LIMIT_BURST", "3")
+            .setting("ANONYMOUS_RATE_LIMIT_PER_SECOND", "1")
+            .setting("ANONYMOUS_RATE_LIMIT_BURST", "2"),
+    )
+    .await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    for _ in 0..3 {
+        app.get_json("/api/v1/orders", alice, 200).await;
+    }
+    let limited = wire::read(app.get("/api/v1/orders", alice).await).await;
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    wire::assert_error_body(&limited.json(), 429);
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Another user has a bucket of its own.
+    app.get_json("/api/v1/orders", bob, 200).await;
+    // Anonymous callers are limited by address.
+    for _ in 0..2 {
+        app.get_public_json("/api/v1/symbols", 200).await;
+    }
+    let anonymous = wire::read(app.get_public("/api/v1/symbols").await).await;
+    assert_eq!(anonymous.status, 429, "{}", anonymous.text);
+    // The wait Retry-After names is the limit's own window, not a guess.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    app.get_json("/api/v1/orders", alice, 200).await;
+    app.shutdown().await;
+}
