@@ -345,6 +345,51 @@ mod tests {
     }
 
     #[test]
+    fn non_loopback_addresses_need_a_secret_and_trusted_proxies() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = config(&[("BIND_ADDR", "0.0.0.0:8080"), ("JWT_SECRET", secret)]).expect("valid");
+        assert!(!c.loopback_only());
+        let c = config(&[
+            ("BIND_ADDR", "0.0.0.0:8080"),
+            ("AUTH_MODE", "trusted-header"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7, ::1"),
+        ])
+        .expect("valid");
+        let proxies = c.trusted_proxies.expect("set");
+        assert!(proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(proxies.contains("::ffff:10.1.2.3".parse().expect("mapped ip")));
+        assert!(proxies.contains("192.168.1.7".parse().expect("ip")));
+        assert!(!proxies.contains("192.168.1.8".parse().expect("ip")));
+        assert!(!proxies.contains("11.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn limits_have_the_readmes_defaults_and_zero_turns_a_rate_limit_off() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_concurrent_requests, 256);
+        assert_eq!(
+            c.user_rate_limit,
+            Some(RateLimit {
+                per_second: 20,
+                burst: 40
+            })
+        );
+        assert_eq!(
+            c.anonymous_rate_limit,
+            Some(RateLimit {
+                per_second: 10,
+                burst: 20
+            })
+        );
+        assert_eq!(c.max_resting_orders_per_user, 200);
+        assert_eq!(c.job_lock_timeout, Duration::from_secs(5));
+        let off = config(&[("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
+        assert_eq!(off.user_rate_limit, None);
+    }
+
+    #[test]
     fn transaction_pooling_is_chosen_explicitly_and_refuses_migrating() {
         let c = config(&[
             ("DB_POOL_MODE", "Transaction"),
@@ -370,6 +415,26 @@ mod tests {
             (vec![("MIGRATE_ON_START", "maybe")], "MIGRATE_ON_START"),
             (vec![("DB_MAX_CONNECTIONS", "0")], "DB_MAX_CONNECTIONS"),
             (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
+            (vec![("JWT_SECRET", &"x".repeat(31))], "JWT_SECRET"),
+            (vec![("BIND_ADDR", "0.0.0.0:8080")], "JWT_SECRET"),
+            (
+                vec![
+                    ("BIND_ADDR", "0.0.0.0:8080"),
+                    ("AUTH_MODE", "trusted-header"),
+                ],
+                "TRUSTED_PROXIES",
+            ),
+            (vec![("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
+            (vec![("TRUSTED_PROXIES", " , ")], "TRUSTED_PROXIES"),
+            (
+                vec![("HEADER_READ_TIMEOUT_MS", "0")],
+                "HEADER_READ_TIMEOUT_MS",
+            ),
+            (
+                vec![("MAX_CONCURRENT_REQUESTS", "0")],
+                "MAX_CONCURRENT_REQUESTS",
+            ),
+            (vec![("RATE_LIMIT_BURST", "0")], "RATE_LIMIT_BURST"),
             (vec![("DB_POOL_MODE", "statement")], "DB_POOL_MODE"),
             (
                 vec![("DB_STATEMENT_TIMEOUT_MS", "-1")],

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use api::auth::Auth;
 use api::config::{AuthMode, Config};
 use api::embedded::EmbeddedPostgres;
-use api::server::{Server, connect, random_secret, shutdown_signal};
+use api::server::{DEMO_TOKEN_TTL, DEMO_USER, Server, authenticator, connect, shutdown_signal};
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
 use tracing_subscriber::EnvFilter;
@@ -75,10 +75,6 @@ fn token(user_id: Uuid, hours: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The user of the token printed when no `JWT_SECRET` is set.
-const DEMO_USER: Uuid = Uuid::from_u128(0xde30);
-const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
-
 /// The embedded cluster's folder: `EMBEDDED_PGDATA`, else `.pgdata` at the
 /// repository root (git-ignored).
 fn embedded_dir() -> PathBuf {
@@ -123,18 +119,7 @@ async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
             .context("applying pending migrations (set MIGRATE_ON_START=false to skip)")?;
         tracing::info!("migrations are up to date");
     }
-    // Without JWT_SECRET (allowed on a loopback address only, see Config)
-    // the run signs with a random secret that is never shown; a token for a
-    // demo user is printed instead, so the api can be tried at once.
-    let (secret, demo_token) = match &config.jwt_secret {
-        Some(secret) => (secret.clone(), false),
-        None => (random_secret(), config.auth_mode == AuthMode::Jwt),
-    };
-    let auth = Auth::new(config.auth_mode, &secret);
-    let demo = demo_token
-        .then(|| auth.mint(DEMO_USER, DEMO_TOKEN_TTL))
-        .transpose()
-        .context("cannot sign the demo token")?;
+    let (auth, demo) = authenticator(config).context("cannot sign the demo token")?;
     let server = Server::start(db.clone(), auth, config)
         .await
         .with_context(|| format!("cannot listen on {} (set BIND_ADDR)", config.bind_addr))?;

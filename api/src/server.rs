@@ -53,6 +53,29 @@ pub fn random_secret() -> String {
     )
 }
 
+/// The user of the token printed when no `JWT_SECRET` is set.
+pub const DEMO_USER: uuid::Uuid = uuid::Uuid::from_u128(0xde30);
+/// How long that token is valid.
+pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The run's authenticator. Without `JWT_SECRET` (which [`Config`] allows on
+/// a loopback address only) it signs with a random secret that is never
+/// shown anywhere, and in JWT mode also returns a token for [`DEMO_USER`] to
+/// print, so the api can be tried at once.
+pub fn authenticator(
+    config: &Config,
+) -> Result<(Auth, Option<String>), jsonwebtoken::errors::Error> {
+    let Some(secret) = &config.jwt_secret else {
+        let auth = Auth::new(config.auth_mode, &random_secret());
+        let demo = match config.auth_mode {
+            crate::config::AuthMode::Jwt => Some(auth.mint(DEMO_USER, DEMO_TOKEN_TTL)?),
+            crate::config::AuthMode::TrustedHeader => None,
+        };
+        return Ok((auth, demo));
+    };
+    Ok((Auth::new(config.auth_mode, secret), None))
+}
+
 /// A running api.
 pub struct Server {
     addr: SocketAddr,
@@ -222,5 +245,56 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
         () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+    use crate::auth::Caller;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+        .expect("a valid configuration")
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+        headers.insert("authorization", value);
+        headers
+    }
+
+    #[test]
+    fn without_a_secret_a_demo_token_is_made_and_the_secret_stays_hidden() {
+        let (auth, demo) = authenticator(&config(&[])).expect("signs");
+        let token = demo.expect("a demo token in JWT mode");
+        assert_eq!(auth.caller(&bearer(&token), None), Caller::User(DEMO_USER));
+        // Each run has its own secret: another run's token is refused.
+        let (other, _) = authenticator(&config(&[])).expect("signs");
+        assert!(matches!(
+            other.caller(&bearer(&token), None),
+            Caller::Refused(_)
+        ));
+        let (_, none) = authenticator(&config(&[("AUTH_MODE", "trusted-header")])).expect("ok");
+        assert_eq!(none, None, "no token in trusted-header mode");
+    }
+
+    #[test]
+    fn with_a_secret_no_demo_token_is_made() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (auth, demo) = authenticator(&config(&[("JWT_SECRET", secret)])).expect("ok");
+        assert_eq!(demo, None);
+        let token = Auth::new(crate::config::AuthMode::Jwt, secret)
+            .mint(DEMO_USER, Duration::from_secs(60))
+            .expect("mint");
+        assert_eq!(auth.caller(&bearer(&token), None), Caller::User(DEMO_USER));
     }
 }

@@ -81,7 +81,7 @@ pub struct StatsQuery {
     period: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/markets/{symbol}/stats", tag = "market",
+#[utoipa::path(get, path = "/api/v1/markets/{symbol}/stats", tag = "market", operation_id = "market_stats",
     params(("symbol" = String, Path, description = "BTC/USDT, BTC-USDT, any case"), StatsQuery),
     responses(
         (status = 200, body = MarketStatsDto),

@@ -31,7 +31,7 @@ pub struct MyTradesQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/me/trades", tag = "me",
+#[utoipa::path(get, path = "/api/v1/me/trades", tag = "me", operation_id = "my_trades",
     params(MyTradesQuery),
     responses(
         (status = 200, description = "The caller's trades from their side, newest first", body = [OwnTradeDto]),
@@ -67,7 +67,7 @@ pub struct MyStatsQuery {
     days: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/v1/me/stats", tag = "me",
+#[utoipa::path(get, path = "/api/v1/me/stats", tag = "me", operation_id = "my_fill_rate",
     params(MyStatsQuery),
     responses(
         (status = 200, body = FillRateDto),

@@ -317,3 +317,60 @@ async fn rate_limits_are_per_user_and_per_address_and_recover() {
     app.get_json("/api/v1/orders", alice, 200).await;
     app.shutdown().await;
 }
+
+/// Validates `document` with openapi-spec-validator (Python; `.ci/run`
+/// installs it), the validator client generators trust.
+fn validate_openapi(document: &serde_json::Value) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("openapi-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+    let path = dir.join("openapi.json");
+    std::fs::write(&path, document.to_string()).map_err(|err| err.to_string())?;
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\n\
+             from openapi_spec_validator import validate\n\
+             validate(json.load(open(sys.argv[1])))\n",
+        ])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output.map_err(|err| format!("python3 cannot run: {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_passes_a_real_validator() {
+    let app = spawn_app(AppOptions::jwt()).await;
+    let document = app.get_public_json("/api/v1/openapi.json", 200).await;
+    if let Err(problems) = validate_openapi(&document) {
+        panic!(
+            "openapi-spec-validator rejects /api/v1/openapi.json (install it with \
+             `python3 -m pip install openapi-spec-validator`):\n{problems}"
+        );
+    }
+    // Query parameters are in the query, typed and bounded.
+    let list = &document["paths"]["/api/v1/orders"]["get"]["parameters"];
+    let limit = list
+        .as_array()
+        .and_then(|params| params.iter().find(|p| p["name"] == "limit"))
+        .unwrap_or_else(|| panic!("a limit parameter: {list}"));
+    assert_eq!(limit["in"], "query", "{limit}");
+    assert_eq!(limit["required"], json!(false), "{limit}");
+    assert_eq!(limit["schema"]["maximum"], json!(100), "{limit}");
+    assert_eq!(limit["schema"]["default"], json!(50), "{limit}");
+    // The validator does catch the old mistake: the same parameter declared
+    // in the path of a route that has no such segment.
+    let mut broken = document.clone();
+    broken["paths"]["/api/v1/orders"]["get"]["parameters"][0]["in"] = json!("path");
+    broken["paths"]["/api/v1/orders"]["get"]["parameters"][0]["required"] = json!(true);
+    assert!(
+        validate_openapi(&broken).is_err(),
+        "a path parameter the path does not have is refused"
+    );
+    app.shutdown().await;
+}
