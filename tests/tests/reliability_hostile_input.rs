@@ -1,4 +1,4 @@
-//! Hostile input (issue 7, part 2): generated and mutated bodies, paths,
+//! Hostile input: generated and mutated bodies, paths,
 //! query strings and headers on every endpoint are answered with a success or
 //! the contract's JSON error, never a 5xx and never a dropped connection; the
 //! numeric edge cases and metacharacters of every field are refused cleanly or
@@ -34,6 +34,8 @@ const HOSTILE_JSON: &[&str] = &[
     r#""0.000000001""#,
     r#""99999999999999999999""#,
     r#""999999999999.99999999""#,
+    r#""1.00000000000000000000000000001""#,
+    r#""12345678901234567890.123456789012345""#,
     r#""1000000000000""#,
     r#""NaN""#,
     r#""Infinity""#,
@@ -91,6 +93,17 @@ const HOSTILE_TEXT: &[&str] = &[
     "-1",
     "0",
     "101",
+    // Offsets at and beyond what PostgreSQL's bigint and the driver take.
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    // Well-formed cursors at and beyond PostgreSQL's timestamp range.
+    "-1000000000000000000.0000000000000000000000000000abcd",
+    "9223372036854775807.0000000000000000000000000000abcd",
+    "-210866803200000000.0000000000000000000000000000abcd",
+    "9224318015999999999.0000000000000000000000000000abcd",
+    "1764000000000000.0000000000000000000000000000abcd",
     "NaN",
     "",
     " ",
@@ -398,6 +411,8 @@ async fn numeric_edge_cases_are_refused_or_stored_exactly() {
         "0.000000001",
         "99999999999999999999",
         "999999999999.99999999",
+        "1.00000000000000000000000000001",
+        "0.10000000000000000000000000000001",
         "0",
         "-1",
         "NaN",
