@@ -374,3 +374,99 @@ async fn the_openapi_document_passes_a_real_validator() {
     );
     app.shutdown().await;
 }
+
+/// Makes the next `budget` order inserts fail with a serialization failure
+/// (40001), as PostgreSQL raises it: a sequence counts the attempts, and is
+/// not rolled back with them.
+const FORCE_40001: &str = "
+    CREATE TABLE fault_budget (budget bigint NOT NULL);
+    INSERT INTO fault_budget VALUES (0);
+    CREATE SEQUENCE fault_40001;
+    CREATE FUNCTION fail_40001() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF nextval('fault_40001') <= (SELECT budget FROM fault_budget) THEN
+            RAISE EXCEPTION 'forced by the test' USING ERRCODE = 'serialization_failure';
+        END IF;
+        RETURN NEW;
+    END $fn$;
+    CREATE TRIGGER fail_40001 BEFORE INSERT ON orders
+        FOR EACH ROW EXECUTE FUNCTION fail_40001();";
+
+#[tokio::test]
+async fn a_serialization_failure_is_retried_then_answered_503() {
+    let app = spawn_app(AppOptions::trusted_header()).await;
+    let db = app.db().conn();
+    tests::sql::exec(db, FORCE_40001).await;
+    let user = Uuid::new_v4();
+    let order = |id: &str| {
+        json!({"symbol": "BTC-USDT", "side": "BUY", "type": "LIMIT", "quantity": "0.01",
+               "price": "40000", "client_order_id": id})
+    };
+
+    // Two failures: the service's retries absorb them.
+    tests::sql::exec(db, "UPDATE fault_budget SET budget = 2").await;
+    let placed = wire::expect_json(app.place_order(user, &order("retried")).await, 201).await;
+    assert_eq!(placed["order"]["client_order_id"], "retried");
+    let attempts: i64 = tests::sql::scalar(db, "SELECT last_value FROM fault_40001").await;
+    assert_eq!(
+        attempts, 3,
+        "two failed attempts, then the one that committed"
+    );
+
+    // More failures than retries: 503 with Retry-After, nothing stored.
+    tests::sql::exec(
+        db,
+        "UPDATE fault_budget SET budget = 1000; ALTER SEQUENCE fault_40001 RESTART",
+    )
+    .await;
+    let reply = wire::read(app.place_order(user, &order("refused")).await).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    wire::assert_error_body(&reply.json(), 503);
+    assert_eq!(reply.header("retry-after").as_deref(), Some("1"));
+    let stored: Vec<String> = tests::sql::column(
+        db,
+        "SELECT client_order_id FROM orders WHERE client_order_id IS NOT NULL ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        stored,
+        vec!["retried".to_owned()],
+        "the refused one left nothing"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn resting_orders_past_the_users_cap_are_a_409_naming_it() {
+    let app =
+        spawn_app(AppOptions::trusted_header().setting("MAX_RESTING_ORDERS_PER_USER", "3")).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    for price in ["39000", "39001", "39002"] {
+        app.limit(alice, "BUY", "0.01", price).await;
+    }
+    let capped = json!({"symbol": "ETH-USDT", "side": "BUY", "type": "LIMIT",
+                        "quantity": "0.01", "price": "3000"});
+    let body = expect_error(app.place_order(alice, &capped).await, 409).await;
+    assert_eq!(body["details"]["limit"], 3, "{body}");
+    assert!(wire::reason(&body).contains("3 resting"), "{body}");
+    // A stop order would wait in the book too.
+    let stop = json!({"symbol": "BTC-USDT", "side": "SELL", "type": "STOP", "quantity": "0.01",
+                      "stop_price": "30000"});
+    expect_error(app.place_order(alice, &stop).await, 409).await;
+    // Another user is not affected, and an order that cannot rest still trades.
+    app.limit(bob, "SELL", "0.01", "40002").await;
+    let ioc = json!({"symbol": "BTC-USDT", "side": "BUY", "type": "LIMIT", "quantity": "0.01",
+                     "price": "40002", "time_in_force": "IOC"});
+    let crossed = wire::expect_json(app.place_order(alice, &ioc).await, 201).await;
+    assert_eq!(crossed["order"]["status"], "FILLED", "{crossed}");
+    // Cancelling one frees a place.
+    let open = app.get_json("/api/v1/orders?status=OPEN", alice, 200).await;
+    let id = open[0]["id"].as_str().expect("an id");
+    wire::expect_json(
+        app.delete(&format!("/api/v1/orders/{id}"), alice).await,
+        200,
+    )
+    .await;
+    wire::expect_json(app.place_order(alice, &capped).await, 201).await;
+    app.shutdown().await;
+}
