@@ -27,7 +27,8 @@
 //! The port only names the socket file. It is not stored: each start takes one
 //! that is free on 127.0.0.1 (the `embedded PostgreSQL ready` log line and the
 //! fourth line of `postmaster.pid` say which). To connect by hand:
-//! `psql -h <folder> -p <port> -U postgres trade`.
+//! `psql -h <folder> -p <port> -U postgres trade`, with the folder's absolute
+//! path (libpq takes only a `-h` starting with `/` for a socket folder).
 //!
 //! A socket path is limited by the OS (107 bytes on Linux, 103 on macOS), and
 //! the client connects to `<folder>/.s.PGSQL.<port>` by its absolute path, so a
@@ -436,7 +437,8 @@ impl EmbeddedPostgres {
     async fn start_server(&mut self) -> Result<(), EmbeddedError> {
         // The port only names the socket file in our own folder, so any number
         // would do; one free on 127.0.0.1 is one no other server answers on, so
-        // `psql -p <port>` without `-h` reaches nothing rather than a stranger.
+        // a TCP client aimed at it (by habit, or a check that nothing listens
+        // there) reaches nothing rather than a stranger.
         self.port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|listener| listener.local_addr())
             .map_err(|source| EmbeddedError::NoFreePort { source })?
