@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -57,6 +57,22 @@ async fn scalar(url: &str, sql: &'static str) -> Option<i32> {
     row
 }
 
+async fn text(url: &str, sql: &'static str) -> Option<String> {
+    let db = Database::connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("{url} accepts connections: {error}"));
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap_or_else(|error| panic!("{sql} runs: {error}"))
+        .and_then(|row| {
+            row.try_get_by_index::<Option<String>>(0)
+                .expect("a text column")
+        });
+    db.close().await.expect("the connection closes");
+    row
+}
+
 async fn execute(url: &str, sql: &'static str) {
     let db = Database::connect(url)
         .await
@@ -85,7 +101,12 @@ async fn a_cluster_is_created_once_reused_and_stopped() {
     );
     assert_eq!(
         first.database_url(),
-        format!("postgres://postgres@127.0.0.1:{}/trade", first.port())
+        format!(
+            "postgres://postgres@localhost/trade?host={}&port={}&sslmode=disable",
+            data_dir.display(),
+            first.port()
+        ),
+        "the URL names the socket folder (the scratch path needs no escaping)"
     );
     assert!(
         data_dir.join("PG_VERSION").is_file(),
@@ -165,6 +186,219 @@ async fn a_cluster_is_created_once_reused_and_stopped() {
         !data_dir.join("postmaster.pid").exists(),
         "no server is left behind"
     );
+}
+
+fn folder_mode(dir: &Path) -> u32 {
+    fs::metadata(dir)
+        .expect("the data folder exists")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Whether a TCP connection to 127.0.0.1:`port` fails. The port was free on
+/// 127.0.0.1 when the cluster chose it, so only the cluster could answer.
+fn tcp_refused(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// What any account on the machine could use to get in: a TCP listener, or a
+/// socket in a folder others may enter.
+async fn assert_reachable_only_through_the_socket(postgres: &EmbeddedPostgres) {
+    let url = postgres.database_url();
+    assert_eq!(
+        text(url, "SELECT inet_server_addr()::text").await,
+        None,
+        "database_url() connects over the Unix socket, not TCP"
+    );
+    assert_eq!(
+        text(url, "SHOW listen_addresses").await.as_deref(),
+        Some(""),
+        "the server listens on no TCP address"
+    );
+    assert!(
+        tcp_refused(postgres.port()),
+        "nothing answers TCP on 127.0.0.1:{}",
+        postgres.port()
+    );
+    let socket = postgres
+        .data_dir()
+        .join(format!(".s.PGSQL.{}", postgres.port()));
+    assert!(
+        fs::symlink_metadata(&socket).is_ok_and(|meta| meta.file_type().is_socket()),
+        "the socket is {}",
+        socket.display()
+    );
+    assert_eq!(
+        folder_mode(postgres.data_dir()),
+        0o700,
+        "only the owner may enter the data folder, and so reach the socket"
+    );
+}
+
+#[tokio::test]
+async fn the_cluster_is_reachable_only_through_the_socket_in_its_folder() {
+    let scratch = Scratch::new("private");
+    let data_dir = scratch.path.join("pgdata");
+
+    let postgres = start(&data_dir).await;
+
+    assert_reachable_only_through_the_socket(&postgres).await;
+    let url = postgres.database_url();
+    assert_eq!(
+        text(url, "SHOW unix_socket_directories").await.as_deref(),
+        Some("."),
+        "the socket folder is the data folder, relative to it"
+    );
+    assert!(
+        scalar(
+            url,
+            "SELECT count(*)::int4 FROM pg_hba_file_rules WHERE type LIKE 'host%'"
+        )
+        .await
+        .is_some_and(|rules| rules > 0),
+        "initdb wrote host rules, so the next check has something to check"
+    );
+    assert_eq!(
+        scalar(
+            url,
+            "SELECT count(*)::int4 FROM pg_hba_file_rules \
+             WHERE type LIKE 'host%' AND auth_method <> 'reject'"
+        )
+        .await,
+        Some(0),
+        "every TCP connection is rejected, even if TCP is turned on"
+    );
+    let hba = fs::read_to_string(data_dir.join("pg_hba.conf")).expect("pg_hba.conf is readable");
+    let host_trust: Vec<&str> = hba
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("host") && line.split_whitespace().any(|w| w == "trust"))
+        .collect();
+    assert!(
+        host_trust.is_empty(),
+        "host lines trusting anyone: {host_trust:?}"
+    );
+    assert_eq!(
+        scalar(
+            url,
+            "SELECT count(*)::int4 FROM pg_hba_file_rules \
+             WHERE type = 'local' AND auth_method = 'trust'"
+        )
+        .await
+        .map(|rules| rules > 0),
+        Some(true),
+        "the socket trusts whoever reaches it, which the folder's mode limits"
+    );
+    postgres.stop().await.expect("the cluster stops");
+}
+
+/// A cluster created before this change: `trust` for TCP too, and
+/// `listen_addresses = '127.0.0.1'` in its `postgresql.conf`.
+#[tokio::test]
+async fn a_cluster_from_the_tcp_days_starts_without_a_tcp_listener() {
+    let scratch = Scratch::new("legacy");
+    let data_dir = scratch.path.join("pgdata");
+    start(&data_dir)
+        .await
+        .stop()
+        .await
+        .expect("the cluster stops");
+    let settings = data_dir.join("postgresql.conf");
+    let mut conf = fs::read_to_string(&settings).expect("the settings are readable");
+    conf.push_str("\nlisten_addresses = '127.0.0.1'\n");
+    fs::write(&settings, conf).expect("the settings are written");
+    let hba_file = data_dir.join("pg_hba.conf");
+    let hba = fs::read_to_string(&hba_file).expect("pg_hba.conf is readable");
+    fs::write(&hba_file, format!("host all all 127.0.0.1/32 trust\n{hba}"))
+        .expect("pg_hba.conf is written");
+
+    let postgres = start(&data_dir).await;
+
+    assert!(!postgres.created() && postgres.started());
+    let url = postgres.database_url();
+    assert_eq!(
+        text(
+            url,
+            "SELECT setting FROM pg_file_settings \
+             WHERE name = 'listen_addresses' ORDER BY seqno DESC LIMIT 1"
+        )
+        .await
+        .as_deref(),
+        Some("127.0.0.1"),
+        "the old setting is the file's last word"
+    );
+    assert_reachable_only_through_the_socket(&postgres).await;
+    postgres.stop().await.expect("the cluster stops");
+}
+
+#[tokio::test]
+async fn a_data_folder_opened_to_others_is_made_private_again() {
+    let scratch = Scratch::new("opened");
+    let data_dir = scratch.path.join("pgdata");
+    start(&data_dir)
+        .await
+        .stop()
+        .await
+        .expect("the cluster stops");
+    fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))
+        .expect("the folder is opened up");
+
+    let postgres = start(&data_dir).await;
+
+    assert_eq!(folder_mode(&data_dir), 0o700);
+    assert_eq!(scalar(postgres.database_url(), "SELECT 1").await, Some(1));
+    postgres.stop().await.expect("the cluster stops");
+}
+
+/// The longest accepted folder works end to end, with characters a URL must
+/// escape; one byte more is refused in one line, before anything is created.
+#[tokio::test]
+async fn the_socket_path_must_fit_the_os_limit() {
+    #[cfg(target_os = "linux")]
+    const LIMIT: usize = 107;
+    #[cfg(not(target_os = "linux"))]
+    const LIMIT: usize = 103;
+    let scratch = Scratch::new("long");
+    // `<folder>/.s.PGSQL.<port>` with the longest port, 65535.
+    let folder_of = |total: usize| {
+        let prefix = "pg data+&%#=?";
+        let base = scratch.path.as_os_str().len() + 1;
+        let fill = total - "/.s.PGSQL.65535".len() - base - prefix.len();
+        scratch.path.join(format!("{prefix}{}", "x".repeat(fill)))
+    };
+    let (longest, too_long) = (folder_of(LIMIT), folder_of(LIMIT + 1));
+
+    let error = EmbeddedPostgres::start(&too_long)
+        .await
+        .expect_err("a socket path over the limit is refused");
+    let message = error.to_string();
+    assert!(
+        matches!(error, EmbeddedError::SocketPathTooLong { length, limit, .. } if length == LIMIT + 1 && limit == LIMIT),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    for expected in [too_long.display().to_string(), "EMBEDDED_PGDATA".to_owned()] {
+        assert!(
+            message.contains(&expected),
+            "{expected:?} missing from: {message}"
+        );
+    }
+    assert!(!too_long.exists(), "nothing is created");
+
+    let postgres = start(&longest).await;
+    assert_eq!(
+        text(
+            postgres.database_url(),
+            "SELECT current_setting('data_directory')"
+        )
+        .await
+        .as_deref(),
+        longest.to_str(),
+        "the escaped URL reaches the cluster in {}",
+        longest.display()
+    );
+    postgres.stop().await.expect("the cluster stops");
 }
 
 /// As root the server runs as `postgres`, which must be able to reach the

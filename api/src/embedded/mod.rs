@@ -2,23 +2,38 @@
 //! project-local PostgreSQL cluster from the server binaries installed on the
 //! machine.
 //!
-//! # Folder layout
+//! # Folder layout and access
 //!
 //! [`EmbeddedPostgres::start`] takes the cluster's data folder (the api passes
 //! `<repo>/.pgdata`, which `.gitignore` lists). It is an ordinary PostgreSQL
 //! data directory, created by `initdb` on first run with
 //!
 //! * the superuser `postgres`, UTF8 and the C locale, `trust` authentication
-//!   for connections from this machine only;
-//! * `listen_addresses = '127.0.0.1'` and `unix_socket_directories = '.'`
-//!   appended to its `postgresql.conf`: TCP on loopback only, and the Unix
-//!   socket inside the folder (relative, so the folder may move and the socket
-//!   path never outgrows the OS limit; `psql -h <folder> -p <port> -U postgres`);
+//!   over the Unix socket and `reject` for every TCP connection, so turning
+//!   TCP on later lets nobody in until `pg_hba.conf` says how;
+//! * `listen_addresses = ''`, `unix_socket_directories = '.'` and
+//!   `unix_socket_permissions = 0700` appended to its `postgresql.conf`, and
+//!   passed on the server's command line as well (so a cluster created by an
+//!   older version, whose `postgresql.conf` says `listen_addresses =
+//!   '127.0.0.1'`, starts without TCP too): no TCP listener at all, only the
+//!   socket `.s.PGSQL.<port>` inside the folder;
+//! * mode 0700, checked on every start (a folder opened to others is closed
+//!   again), so the socket is reachable only by the folder's owner (and root);
 //! * `server.log`, the server's log, appended to on every start;
 //! * the database `trade`, created when missing, which
-//!   [`EmbeddedPostgres::database_url`] names.
+//!   [`EmbeddedPostgres::database_url`] names:
+//!   `postgres://postgres@localhost/trade?host=<folder>&port=<port>&sslmode=disable`.
 //!
-//! The port is not stored: each start takes a free one on 127.0.0.1.
+//! The port only names the socket file. It is not stored: each start takes one
+//! that is free on 127.0.0.1 (the `embedded PostgreSQL ready` log line and the
+//! fourth line of `postmaster.pid` say which). To connect by hand:
+//! `psql -h <folder> -p <port> -U postgres trade`, with the folder's absolute
+//! path (libpq takes only a `-h` starting with `/` for a socket folder).
+//!
+//! A socket path is limited by the OS (107 bytes on Linux, 103 on macOS), and
+//! the client connects to `<folder>/.s.PGSQL.<port>` by its absolute path, so a
+//! data folder whose absolute path is too long is refused before anything is
+//! created, with an error naming the path.
 //!
 //! # Reuse
 //!
@@ -27,7 +42,9 @@
 //! left behind by a killed process), [`EmbeddedPostgres::start`] attaches to it
 //! on the port recorded in `postmaster.pid`, and that handle never stops it:
 //! [`EmbeddedPostgres::stop`] and drop only stop a server this process started.
-//! A stale `postmaster.pid` is `pg_ctl`'s to clean up.
+//! A stale `postmaster.pid` is `pg_ctl`'s to clean up. A running server started
+//! by an older version may still listen on TCP; a warning says so, and the
+//! next start (after `pg_ctl stop -D <folder>`) has no TCP listener.
 //!
 //! # Running as root
 //!
@@ -35,8 +52,9 @@
 //! (recursively) to the `postgres` account, and `initdb` and `pg_ctl` run as
 //! that account through `runuser -u postgres --` (or `su -s /bin/sh postgres
 //! -c` where `runuser` is missing). Every parent folder must let that account
-//! through; the error names the first one that does not. As a normal user the
-//! binaries run directly and the folder stays the user's.
+//! through; the error names the first one that does not. Root still reaches the
+//! socket in the `postgres`-owned 0700 folder. As a normal user the binaries run
+//! directly and the folder, the socket and the server are the user's own.
 //!
 //! # Reset
 //!
@@ -75,9 +93,20 @@ const SUPERUSER: &str = "postgres";
 const SERVICE_ACCOUNT: &str = "postgres";
 const DATABASE: &str = "trade";
 const LOG_FILE: &str = "server.log";
-const SETTINGS: &str = "\n# Written by the trade engine's embedded mode (api/src/embedded/).\n\
-                        listen_addresses = '127.0.0.1'\n\
-                        unix_socket_directories = '.'\n";
+/// Appended to a new cluster's `postgresql.conf`; see [`SERVER_OPTIONS`].
+const SETTINGS: &str = "\n# Written by the trade engine's embedded mode (api/src/embedded/):\n\
+                        # no TCP, only the owner's Unix socket inside this folder.\n\
+                        listen_addresses = ''\n\
+                        unix_socket_directories = '.'\n\
+                        unix_socket_permissions = 0700\n";
+/// The same settings on the server's command line (`pg_ctl -o`, read by a
+/// shell), where they override `postgresql.conf`: clusters created before
+/// [`SETTINGS`] said `listen_addresses = '127.0.0.1'`, and a later edit of the
+/// file must not open TCP or move the socket the database URL points at.
+/// `unix_socket_directories` is relative to the data folder, so the server's
+/// own socket path never outgrows the OS limit.
+const SERVER_OPTIONS: &str =
+    "-c listen_addresses= -c unix_socket_directories=. -c unix_socket_permissions=0700";
 const DATABASE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)";
 const CREATE_DATABASE: &str = "CREATE DATABASE trade";
 
@@ -171,9 +200,44 @@ pub enum EmbeddedError {
     /// `pg_ctl stop` failed; `detail` is the end of its output.
     #[error("PostgreSQL in {} did not stop: {detail}", dir.display())]
     StopFailed { dir: PathBuf, detail: String },
+    /// The data folder is open to other accounts and could not be closed.
+    #[error(
+        "the PostgreSQL data folder {} is open to other accounts (mode {mode:o}) and could not \
+         be made private: {source}; run `chmod 700 {}`",
+        dir.display(), dir.display()
+    )]
+    FolderNotPrivate {
+        dir: PathBuf,
+        mode: u32,
+        source: io::Error,
+    },
+    /// The socket path `<data folder>/.s.PGSQL.<port>` would not fit the OS limit.
+    #[error(
+        "the PostgreSQL socket path {}/.s.PGSQL.<port> can be {length} bytes, over the OS \
+         limit of {limit}; choose a shorter EMBEDDED_PGDATA",
+        dir.display()
+    )]
+    SocketPathTooLong {
+        dir: PathBuf,
+        length: usize,
+        limit: usize,
+    },
+    /// The data folder's path is not UTF-8, so no database URL can name its socket.
+    #[error(
+        "the PostgreSQL data folder path {} is not UTF-8, which a database URL cannot carry; \
+         choose another EMBEDDED_PGDATA",
+        dir.display()
+    )]
+    PathNotUtf8 { dir: PathBuf },
     /// The server refused a connection or the query that creates `trade`.
-    #[error("the embedded PostgreSQL on port {port} failed: {}", one_line(&source.to_string()))]
-    Database { port: u16, source: sqlx::Error },
+    #[error(
+        "the embedded PostgreSQL at {} failed: {}",
+        socket.display(), one_line(&source.to_string())
+    )]
+    Database {
+        socket: PathBuf,
+        source: sqlx::Error,
+    },
 }
 
 /// Where [`find_server_binaries`] looks, in this order.
@@ -219,6 +283,8 @@ impl EmbeddedPostgres {
                 dir: dir.to_path_buf(),
                 source,
             })?;
+        // Before anything is created: a folder whose socket cannot be reached is useless.
+        check_socket_dir(&data_dir)?;
         let runner = Runner::detect()?;
         let created = prepare_folder(&data_dir, bin_dir, &runner).await?;
         let mut postgres = Self {
@@ -234,19 +300,24 @@ impl EmbeddedPostgres {
         if created {
             postgres.initdb().await?;
         }
-        match postgres.running_port().await? {
-            Some(port) => {
-                tracing::info!(data_dir = %postgres.data_dir.display(), port, "attaching to the running embedded PostgreSQL");
-                postgres.port = port;
+        match postgres.running_server().await? {
+            Some(running) => {
+                tracing::info!(data_dir = %postgres.data_dir.display(), port = running.port, "attaching to the running embedded PostgreSQL");
+                if !running.listen_address.is_empty() {
+                    tracing::warn!(
+                        data_dir = %postgres.data_dir.display(),
+                        listen_address = %running.listen_address,
+                        "the running embedded PostgreSQL, started by an older version, still listens on TCP; \
+                         stop it (`pg_ctl stop -D <folder>`) so the next start has only the Unix socket"
+                    );
+                }
+                postgres.port = running.port;
             }
             None => postgres.start_server().await?,
         }
-        postgres.database_url = format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{DATABASE}",
-            postgres.port
-        );
+        postgres.database_url = database_url(&postgres.data_dir, postgres.port)?;
         // On error the handle drops here, stopping a server it started.
-        create_database(postgres.port).await?;
+        create_database(&postgres.data_dir, postgres.port).await?;
         tracing::info!(
             data_dir = %postgres.data_dir.display(),
             port = postgres.port,
@@ -257,12 +328,15 @@ impl EmbeddedPostgres {
         Ok(postgres)
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/trade`.
+    /// `postgres://postgres@localhost/trade?host=<data dir>&port=<port>&sslmode=disable`:
+    /// the Unix socket in the data folder (the `host` parameter, an absolute
+    /// folder path, percent-encoded), which sqlx and SeaORM accept as they are.
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
 
-    /// The TCP port on 127.0.0.1.
+    /// The number in the socket file's name, `<data dir>/.s.PGSQL.<port>`; the
+    /// server has no TCP listener, on this port or any other.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -316,8 +390,10 @@ impl EmbeddedPostgres {
             "-E",
             "UTF8",
             "--no-locale",
-            "-A",
-            "trust"
+            // The socket is the only way in, guarded by the 0700 folder; TCP,
+            // should anyone turn it on, admits nobody until configured.
+            "--auth-local=trust",
+            "--auth-host=reject"
         ];
         let initdb = self.bin_dir.join("initdb");
         let output = self
@@ -341,8 +417,8 @@ impl EmbeddedPostgres {
             })
     }
 
-    /// The port of the server already running on this folder, if one is.
-    async fn running_port(&self) -> Result<Option<u16>, EmbeddedError> {
+    /// The server already running on this folder, if one is.
+    async fn running_server(&self) -> Result<Option<RunningServer>, EmbeddedError> {
         let pid_file = self.data_dir.join("postmaster.pid");
         if !pid_file.exists() {
             return Ok(None);
@@ -353,13 +429,16 @@ impl EmbeddedPostgres {
         if !status.status.success() {
             return Ok(None);
         }
-        // postmaster.pid: pid, data folder, start time, port, …
         Ok(fs::read_to_string(&pid_file)
             .ok()
-            .and_then(|pid| pid.lines().nth(3).and_then(|port| port.trim().parse().ok())))
+            .and_then(|pid| RunningServer::parse(&pid)))
     }
 
     async fn start_server(&mut self) -> Result<(), EmbeddedError> {
+        // The port only names the socket file in our own folder, so any number
+        // would do; one free on 127.0.0.1 is one no other server answers on, so
+        // a TCP client aimed at it (by habit, or a check that nothing listens
+        // there) reaches nothing rather than a stranger.
         self.port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|listener| listener.local_addr())
             .map_err(|source| EmbeddedError::NoFreePort { source })?
@@ -370,7 +449,7 @@ impl EmbeddedPostgres {
         let (dir, wait, port) = (
             &self.data_dir,
             PG_CTL_WAIT_SECONDS.to_string(),
-            format!("-p {}", self.port),
+            format!("-p {} {SERVER_OPTIONS}", self.port),
         );
         let args = os_args!["start", "-w", "-t", wait, "-D", dir, "-l", &log, "-o", port];
         let output = self.pg_ctl("pg_ctl start", args).await;
@@ -400,7 +479,13 @@ impl EmbeddedPostgres {
         };
         // A server still coming up on our port is ours (pg_ctl gave up waiting):
         // leave none behind. One on another port belongs to someone else.
-        if self.running_port().await.ok().flatten() == Some(self.port) {
+        if self
+            .running_server()
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|running| running.port == self.port)
+        {
             self.started = true;
         }
         Err(failure)

@@ -34,6 +34,7 @@ pub(super) async fn prepare_folder(
         }
         Err(error) => return Err(not_writable(error)),
     };
+    make_private(data_dir, !needs_initdb)?;
     let Some((uid, gid)) = runner.account() else {
         return Ok(needs_initdb);
     };
@@ -107,10 +108,128 @@ pub(super) async fn check_version(
     })
 }
 
-/// Waits until the server accepts connections, then creates `trade` if missing.
-pub(super) async fn create_database(port: u16) -> Result<(), EmbeddedError> {
+/// Closes the data folder to everyone but its owner: the socket inside it
+/// admits whoever reaches it (`trust`), so the folder's mode is the access
+/// control. PostgreSQL itself accepts 0700 and 0750; 0750 would let the
+/// folder's group in. `existing` only decides whether that is worth a warning:
+/// a folder just created by `create_dir_all` is 0755 under the usual umask.
+pub(super) fn make_private(data_dir: &Path, existing: bool) -> Result<(), EmbeddedError> {
+    let mode = fs::metadata(data_dir)
+        .map_err(|source| EmbeddedError::FolderNotWritable {
+            dir: data_dir.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        EmbeddedError::FolderNotPrivate {
+            dir: data_dir.to_path_buf(),
+            mode,
+            source,
+        }
+    })?;
+    if existing {
+        tracing::warn!(data_dir = %data_dir.display(), mode = format!("{mode:o}"), "the embedded PostgreSQL folder was open to other accounts; made it 0700");
+    }
+    Ok(())
+}
+
+/// Longest socket path the OS takes: `sun_path` (108 bytes on Linux, 104 on
+/// macOS and the BSDs) less its terminating NUL.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) const SOCKET_PATH_LIMIT: usize = 107;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) const SOCKET_PATH_LIMIT: usize = 103;
+
+/// The socket file sqlx connects to, spelled as sqlx spells it.
+pub(super) fn socket_path(data_dir: &Path, port: u16) -> PathBuf {
+    PathBuf::from(format!("{}/.s.PGSQL.{port}", data_dir.display()))
+}
+
+/// Refuses a data folder whose socket could not be connected to: one whose
+/// path is not UTF-8 (a URL cannot carry it) or so long that
+/// `<folder>/.s.PGSQL.<port>` exceeds [`SOCKET_PATH_LIMIT`] for some port.
+/// The server, whose socket directory is `.`, would start; clients would not
+/// reach it, failing later with a less direct error.
+pub(super) fn check_socket_dir(data_dir: &Path) -> Result<(), EmbeddedError> {
+    if data_dir.to_str().is_none() {
+        return Err(EmbeddedError::PathNotUtf8 {
+            dir: data_dir.to_path_buf(),
+        });
+    }
+    // The longest port, so whichever one the server gets (or already has) fits.
+    let length = socket_path(data_dir, u16::MAX).as_os_str().len();
+    if length > SOCKET_PATH_LIMIT {
+        return Err(EmbeddedError::SocketPathTooLong {
+            dir: data_dir.to_path_buf(),
+            length,
+            limit: SOCKET_PATH_LIMIT,
+        });
+    }
+    Ok(())
+}
+
+/// `postgres://postgres@localhost/trade?host=<data dir>&port=<port>&sslmode=disable`.
+/// sqlx takes a `host` parameter starting with `/` as the socket folder; the
+/// authority's `localhost` is only there to make the URL well-formed. TLS over
+/// a socket in our own folder would protect nothing, so it is not attempted.
+pub(super) fn database_url(data_dir: &Path, port: u16) -> Result<String, EmbeddedError> {
+    let dir = data_dir
+        .to_str()
+        .ok_or_else(|| EmbeddedError::PathNotUtf8 {
+            dir: data_dir.to_path_buf(),
+        })?;
+    Ok(format!(
+        "postgres://{SUPERUSER}@localhost/{DATABASE}?host={}&port={port}&sslmode=disable",
+        query_encode(dir)
+    ))
+}
+
+/// Percent-encodes every byte but unreserved characters and `/`: sqlx decodes
+/// query values as form data, where a bare `+` would become a space and `&`,
+/// `#` or `%` in a folder name would cut or garble the value.
+pub(super) fn query_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// What `postmaster.pid` says about a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RunningServer {
+    pub(super) port: u16,
+    /// The first of `listen_addresses`, empty when there is no TCP listener.
+    pub(super) listen_address: String,
+}
+
+impl RunningServer {
+    /// `postmaster.pid`: pid, data folder, start time, port, socket folder,
+    /// first listen address, shared memory key, status.
+    pub(super) fn parse(pid_file: &str) -> Option<Self> {
+        let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+        Some(Self {
+            port: lines.get(3)?.parse().ok()?,
+            listen_address: lines.get(5).copied().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Waits until the server accepts connections on its socket, then creates
+/// `trade` if missing.
+pub(super) async fn create_database(data_dir: &Path, port: u16) -> Result<(), EmbeddedError> {
+    let socket = socket_path(data_dir, port);
     let options = PgConnectOptions::new_without_pgpass()
-        .host("127.0.0.1")
+        .socket(data_dir)
         .port(port)
         .username(SUPERUSER)
         .database("postgres")
@@ -120,15 +239,18 @@ pub(super) async fn create_database(port: u16) -> Result<(), EmbeddedError> {
         match PgConnection::connect_with(&options).await {
             Ok(connection) => break connection,
             Err(source) if Instant::now() >= deadline => {
-                return Err(EmbeddedError::Database { port, source });
+                return Err(EmbeddedError::Database { socket, source });
             }
             Err(error) => {
-                tracing::debug!(port, %error, "embedded PostgreSQL not accepting connections yet");
+                tracing::debug!(socket = %socket.display(), %error, "embedded PostgreSQL not accepting connections yet");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
-    let database_error = |source| EmbeddedError::Database { port, source };
+    let database_error = |source| EmbeddedError::Database {
+        socket: socket.clone(),
+        source,
+    };
     let exists: bool = sqlx::query_scalar(DATABASE_EXISTS)
         .bind(DATABASE)
         .fetch_one(&mut connection)
@@ -139,7 +261,9 @@ pub(super) async fn create_database(port: u16) -> Result<(), EmbeddedError> {
             .execute(&mut connection)
             .await
         {
-            Ok(_) => tracing::info!(port, database = DATABASE, "database created"),
+            Ok(_) => {
+                tracing::info!(socket = %socket.display(), database = DATABASE, "database created")
+            }
             // Another process starting on the same folder created it first.
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
             Err(source) => return Err(database_error(source)),
@@ -184,4 +308,62 @@ pub(super) fn path_list(paths: &[PathBuf]) -> String {
         .map(|path| path.display().to_string())
         .collect();
     paths.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn the_database_url_names_the_socket_folder_sqlx_reads_back() {
+        let dir = Path::new("/srv/my data+1/a&b=c#d%e?f");
+        let url = database_url(dir, 54321).expect("a UTF-8 path makes a URL");
+
+        assert_eq!(
+            url,
+            "postgres://postgres@localhost/trade?host=/srv/my%20data%2B1/a%26b%3Dc%23d%25e%3Ff\
+             &port=54321&sslmode=disable"
+        );
+        let options = PgConnectOptions::from_str(&url).expect("sqlx parses the URL");
+        assert_eq!(options.get_socket(), Some(&dir.to_path_buf()));
+        assert_eq!(options.get_port(), 54321);
+        assert_eq!(options.get_database(), Some(DATABASE));
+        assert_eq!(options.get_username(), SUPERUSER);
+    }
+
+    #[test]
+    fn a_folder_path_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new(OsStr::from_bytes(b"/tmp/\xff"));
+
+        assert!(matches!(
+            check_socket_dir(dir),
+            Err(EmbeddedError::PathNotUtf8 { .. })
+        ));
+        assert!(matches!(
+            database_url(dir, 5432),
+            Err(EmbeddedError::PathNotUtf8 { .. })
+        ));
+    }
+
+    #[test]
+    fn postmaster_pid_gives_the_port_and_any_tcp_listener() {
+        let old = "4242\n/data\n1700000000\n40123\n.\n127.0.0.1\n  1234   5678\nready   \n";
+        let new = "4242\n/data\n1700000000\n40123\n.\n\n  1234   5678\nready   \n";
+
+        assert_eq!(
+            RunningServer::parse(old),
+            Some(RunningServer {
+                port: 40123,
+                listen_address: "127.0.0.1".to_owned()
+            })
+        );
+        assert_eq!(
+            RunningServer::parse(new).map(|server| (server.port, server.listen_address)),
+            Some((40123, String::new()))
+        );
+        assert_eq!(RunningServer::parse("4242\n/data\n"), None);
+    }
 }
