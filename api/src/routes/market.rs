@@ -104,10 +104,7 @@ pub async fn stats(
 #[utoipa::path(get, path = "/api/v1/symbols", tag = "market",
     responses((status = 200, description = "Every symbol and its trading parameters", body = [SymbolDto])))]
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Vec<SymbolDto>>, ApiError> {
-    let all = state
-        .db
-        .run(async |db| market::symbols(db).await)
-        .await?;
+    let all = state.db.run(async |db| market::symbols(db).await).await?;
     Ok(Json(all.into_iter().map(Into::into).collect()))
 }
 
