@@ -56,6 +56,7 @@ pub mod market;
 pub mod orders;
 pub mod pagination;
 pub mod pooling;
+mod retry;
 pub mod trades;
 
 pub use entity::sea_orm_active_enums::{
@@ -65,6 +66,7 @@ pub use entity::sea_orm_active_enums::{
 pub use error::{Result, ServiceError};
 pub use pagination::{Cursor, Page, Paged};
 pub use pooling::TransactionAware;
+pub use retry::CONTENTION_ATTEMPTS;
 
 /// Statuses of an order that rests in the book (or waits, for a stop order).
 pub const ACTIVE_STATUSES: [OrderStatus; 2] = [OrderStatus::Open, OrderStatus::PartiallyFilled];

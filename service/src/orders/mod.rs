@@ -34,12 +34,15 @@
 
 pub(crate) mod book;
 pub(crate) mod lifecycle;
+mod limits;
 mod matching;
 mod query;
 mod validate;
 
 pub use lifecycle::{cancel, expire_due};
-pub use matching::place;
+pub use limits::PlacementLimits;
+pub(crate) use matching::continue_stops;
+pub use matching::{place, place_with};
 pub use query::{OrderFilter, get, list};
 
 use chrono::{DateTime, FixedOffset};
