@@ -1,14 +1,19 @@
 //! Order and trade operations of the trade engine, on any SeaORM connection or
 //! transaction.
 //!
-//! - [`orders`]: place (validation, price-time matching, stop triggers), cancel,
-//!   expire, get and list a user's orders.
+//! - [`orders`]: place (validation, price-time matching, stop triggers, within
+//!   [`orders::PlacementLimits`]), cancel, expire, get and list a user's orders.
 //! - [`trades`]: one trade, a symbol's recent trades, a user's history seen from
 //!   their side, an order's fills.
 //! - [`market`]: order-book depth, best bid/ask, ticker, statistics, VWAP and
 //!   volume, a user's fill rate.
-//! - [`maintenance`]: partitions, retention, expiry, the materialized book,
-//!   book snapshots, health; entry points for a scheduler.
+//! - [`maintenance`]: partitions, retention, expiry, PENDING stop triggers, the
+//!   materialized book, book snapshots, health; entry points for a scheduler.
+//!
+//! Writes retry a serialization failure or deadlock up to
+//! [`CONTENTION_ATTEMPTS`] times in total before reporting
+//! [`ServiceError::Contention`]; listings refuse a page the database could not
+//! take (see [`Page::check`]).
 //!
 //! Every operation takes `&C` where `C` is a [`sea_orm::DatabaseConnection`] or a
 //! [`sea_orm::DatabaseTransaction`], so callers can compose operations in their own

@@ -301,7 +301,7 @@ pub(crate) async fn resting<C: ConnectionTrait>(
 pub(crate) const STOP_BATCH: u64 = batch!();
 
 /// The symbol's stop orders due to trigger, in trigger order, at most
-/// [`STOP_BATCH`]: first those a placement's bound left PENDING (oldest cut
+/// `STOP_BATCH` (32): first those a placement's bound left PENDING (oldest cut
 /// first), then the untriggered ones `$2` (the last price) has reached, a BUY
 /// stop at or below it, a SELL stop at or above it. Within each, rule 7's
 /// order: BUY stops lowest stop price first, SELL stops highest first, equal
