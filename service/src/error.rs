@@ -52,8 +52,9 @@ pub enum ServiceError {
         existing_order_id: Uuid,
     },
 
-    /// The order would take the user past the cap on resting orders (open
-    /// LIMIT orders and waiting stop orders, over all symbols).
+    /// The order could rest and its user already has `limit` orders resting
+    /// or waiting (OPEN, PARTIALLY_FILLED or PENDING, over all symbols); see
+    /// `PlacementLimits::max_resting_orders_per_user`.
     #[error("user {user_id} already has {limit} resting orders, the most allowed")]
     TooManyRestingOrders { user_id: Uuid, limit: u64 },
 
@@ -78,7 +79,8 @@ pub enum ServiceError {
     Timeout(#[source] DbErr),
 
     /// A serialization failure or deadlock (40001, 40P01) that persisted
-    /// through `attempts` tries; nothing was stored, retry later.
+    /// through `attempts` tries (or, for a cancel, an order that kept moving
+    /// under concurrent placements); nothing was stored, retry later.
     #[error("database contention persisted through {attempts} attempts: {source}")]
     Contention {
         attempts: u32,

@@ -1,14 +1,19 @@
 //! Order and trade operations of the trade engine, on any SeaORM connection or
 //! transaction.
 //!
-//! - [`orders`]: place (validation, price-time matching, stop triggers), cancel,
-//!   expire, get and list a user's orders.
+//! - [`orders`]: place (validation, price-time matching, stop triggers, within
+//!   [`orders::PlacementLimits`]), cancel, expire, get and list a user's orders.
 //! - [`trades`]: one trade, a symbol's recent trades, a user's history seen from
 //!   their side, an order's fills.
 //! - [`market`]: order-book depth, best bid/ask, ticker, statistics, VWAP and
 //!   volume, a user's fill rate.
-//! - [`maintenance`]: partitions, retention, expiry, the materialized book,
-//!   book snapshots, health; entry points for a scheduler.
+//! - [`maintenance`]: partitions, retention, expiry, PENDING stop triggers, the
+//!   materialized book, book snapshots, health; entry points for a scheduler.
+//!
+//! Writes retry a serialization failure or deadlock up to
+//! [`CONTENTION_ATTEMPTS`] times in total before reporting
+//! [`ServiceError::Contention`]; listings refuse a page the database could not
+//! take (see [`Page::check`]).
 //!
 //! Every operation takes `&C` where `C` is a [`sea_orm::DatabaseConnection`] or a
 //! [`sea_orm::DatabaseTransaction`], so callers can compose operations in their own
@@ -56,6 +61,7 @@ pub mod market;
 pub mod orders;
 pub mod pagination;
 pub mod pooling;
+mod retry;
 pub mod trades;
 
 pub use entity::sea_orm_active_enums::{
@@ -65,6 +71,7 @@ pub use entity::sea_orm_active_enums::{
 pub use error::{Result, ServiceError};
 pub use pagination::{Cursor, Page, Paged};
 pub use pooling::TransactionAware;
+pub use retry::CONTENTION_ATTEMPTS;
 
 /// Statuses of an order that rests in the book (or waits, for a stop order).
 pub const ACTIVE_STATUSES: [OrderStatus; 2] = [OrderStatus::Open, OrderStatus::PartiallyFilled];

@@ -42,7 +42,30 @@ impl Page {
             ))
         }
     }
+
+    /// The page size, after checking every part of the page against what the
+    /// driver and PostgreSQL accept: the limit (as [`Page::limit`]), an offset
+    /// of at most `i64::MAX` (a `bigint`; sqlx cannot bind more), a cursor
+    /// within PostgreSQL's `timestamptz` range. Every listing calls this first.
+    pub fn check(&self) -> Result<u64, ServiceError> {
+        let limit = self.limit()?;
+        match *self {
+            Page::Offset { offset, .. } if i64::try_from(offset).is_err() => {
+                Err(ServiceError::argument(
+                    "offset",
+                    format!("must be at most {}, got {offset}", i64::MAX),
+                ))
+            }
+            Page::After { cursor, .. } => cursor.check().map(|()| limit),
+            Page::Offset { .. } => Ok(limit),
+        }
+    }
 }
+
+/// The earliest instant PostgreSQL's `timestamptz` holds, in microseconds
+/// since the Unix epoch: 4714-11-24 00:00:00 UTC (4713 BC, Julian day 0).
+/// Its latest (294276 AD) is past anything `chrono` represents.
+pub const MIN_TIMESTAMP_MICROS: i64 = -210_866_803_200_000_000;
 
 /// A position in a newest-first listing: the (timestamp, id) of the last row
 /// read. Its text form ([`fmt::Display`], [`FromStr`]) is an opaque token for
@@ -51,6 +74,21 @@ impl Page {
 pub struct Cursor {
     pub at: DateTime<FixedOffset>,
     pub id: Uuid,
+}
+
+impl Cursor {
+    /// Refuses a cursor PostgreSQL could not compare with (`timestamp out of
+    /// range`): its time must lie within `timestamptz`'s range.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        let micros = self.at.with_timezone(&Utc).timestamp_micros();
+        if micros < MIN_TIMESTAMP_MICROS {
+            return Err(ServiceError::argument(
+                "cursor",
+                format!("its time {} is before 4713 BC", self.at),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Cursor {
@@ -69,10 +107,12 @@ impl FromStr for Cursor {
         let micros: i64 = micros.parse().map_err(|_| malformed())?;
         let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(malformed)?;
         let id = Uuid::try_parse(id).map_err(|_| malformed())?;
-        Ok(Cursor {
+        let cursor = Cursor {
             at: at.fixed_offset(),
             id,
-        })
+        };
+        cursor.check()?;
+        Ok(cursor)
     }
 }
 
@@ -128,7 +168,67 @@ mod tests {
             );
         }
         assert!(Page::first(0).limit().is_err());
+        assert!(Page::first(0).check().is_err());
         assert!(Page::first(MAX_LIMIT + 1).limit().is_err());
         assert_eq!(Page::first(50).limit().expect("valid"), 50);
+    }
+
+    fn field(err: ServiceError) -> &'static str {
+        match err {
+            ServiceError::InvalidArgument { field, .. } => field,
+            other => panic!("not an invalid argument: {other}"),
+        }
+    }
+
+    #[test]
+    fn offsets_past_a_bigint_are_refused_before_binding() {
+        let page = |offset| Page::Offset { limit: 10, offset };
+        assert_eq!(page(i64::MAX as u64).check().expect("a bigint"), 10);
+        let err = page(i64::MAX as u64 + 1).check().expect_err("too large");
+        assert_eq!(field(err), "offset");
+        assert_eq!(
+            field(page(u64::MAX).check().expect_err("too large")),
+            "offset"
+        );
+        // The limit is checked first, as before.
+        let err = Page::Offset {
+            limit: 0,
+            offset: u64::MAX,
+        }
+        .check()
+        .expect_err("limit");
+        assert_eq!(field(err), "limit");
+    }
+
+    #[test]
+    fn cursors_outside_postgres_timestamps_are_refused_when_parsed() {
+        let id = "0000000000000000000000000000abcd";
+        let earliest = format!("{MIN_TIMESTAMP_MICROS}.{id}");
+        let cursor: Cursor = earliest.parse().expect("4713 BC is in range");
+        assert_eq!(cursor.to_string(), earliest);
+        for micros in [
+            MIN_TIMESTAMP_MICROS - 1,
+            -1_000_000_000_000_000_000,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let token = format!("{micros}.{id}");
+            let err = token.parse::<Cursor>().expect_err(&token);
+            assert_eq!(field(err), "cursor", "{token}");
+        }
+        // A cursor built by hand is checked by the page that carries it.
+        let early = Cursor {
+            at: DateTime::<Utc>::from_timestamp_micros(MIN_TIMESTAMP_MICROS - 1)
+                .expect("chrono reaches further back")
+                .fixed_offset(),
+            id: Uuid::nil(),
+        };
+        let err = Page::After {
+            limit: 10,
+            cursor: early,
+        }
+        .check()
+        .expect_err("early");
+        assert_eq!(field(err), "cursor");
     }
 }

@@ -27,7 +27,10 @@
 //! connect options (a `SET` per connection, direct mode) and
 //! [`Pool::with_statement_timeout`] (a `SET LOCAL` per unit of work,
 //! transaction mode); [`Pool::run_unbounded`] runs long maintenance without
-//! it.
+//! it, but with a `lock_timeout` ([`Pool::with_job_lock_timeout`], 5 s by
+//! default), so a job stuck behind a lock gives up with
+//! [`ServiceError::Timeout`](crate::ServiceError::Timeout) and tries again at
+//! its next run instead of queueing every later writer behind itself.
 //!
 //! ```no_run
 //! use sea_orm::{ConnectOptions, Database};
@@ -154,7 +157,12 @@ pub struct Pool {
     mode: PoolMode,
     /// Opens each transaction-mode unit of work.
     begin_unit: String,
+    /// `lock_timeout` of [`Pool::run_unbounded`]'s transactions.
+    job_lock_timeout: Duration,
 }
+
+/// [`Pool::run_unbounded`]'s default `lock_timeout`.
+pub const DEFAULT_JOB_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pool {
     /// `conn` used in `mode` (open it with options passed through
@@ -164,7 +172,19 @@ impl Pool {
             conn,
             mode,
             begin_unit: CLEAR_STATEMENTS.to_owned(),
+            job_lock_timeout: DEFAULT_JOB_LOCK_TIMEOUT,
         }
+    }
+
+    /// [`Pool::run_unbounded`]'s work waits at most `timeout` for each lock
+    /// (`SET LOCAL lock_timeout`; default [`DEFAULT_JOB_LOCK_TIMEOUT`]), then
+    /// fails with SQLSTATE 55P03, which the service reports as
+    /// [`ServiceError::Timeout`](crate::ServiceError::Timeout). A zero
+    /// duration waits forever, as PostgreSQL's 0 does; below a millisecond
+    /// counts as one.
+    pub fn with_job_lock_timeout(mut self, timeout: Duration) -> Pool {
+        self.job_lock_timeout = timeout;
+        self
     }
 
     /// In transaction mode, each unit of work's statements get at most
@@ -209,8 +229,9 @@ impl Pool {
 
     /// Runs `work` without a statement timeout, for maintenance that may take
     /// long (partition upkeep, expiring a large backlog): always in one
-    /// transaction that sets `statement_timeout = 0` for itself (and, in
-    /// transaction mode, begins with `DEALLOCATE ALL`); committed on `Ok`,
+    /// transaction that sets `statement_timeout = 0` and the job lock timeout
+    /// ([`Pool::with_job_lock_timeout`]) for itself, in the same statement (and,
+    /// in transaction mode, begins with `DEALLOCATE ALL`); committed on `Ok`,
     /// rolled back on `Err`.
     pub async fn run_unbounded<T, E>(
         &self,
@@ -219,9 +240,13 @@ impl Pool {
     where
         E: From<DbErr>,
     {
+        let settings = format!(
+            "{NO_TIMEOUT}; SET LOCAL lock_timeout = {}",
+            lock_timeout_ms(self.job_lock_timeout)
+        );
         let begin = match self.mode {
-            PoolMode::Direct => NO_TIMEOUT.to_owned(),
-            PoolMode::Transaction => format!("{CLEAR_STATEMENTS}; {NO_TIMEOUT}"),
+            PoolMode::Direct => settings,
+            PoolMode::Transaction => format!("{CLEAR_STATEMENTS}; {settings}"),
         };
         self.in_transaction(&begin, work).await
     }
@@ -245,6 +270,18 @@ impl Pool {
 
 /// Lifts the statement timeout for the rest of a transaction.
 const NO_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
+
+/// `timeout` in the whole milliseconds `lock_timeout` takes: a nonzero
+/// duration below 1 ms rounds up (0 would mean no timeout at all), and a
+/// huge one is capped at PostgreSQL's largest (`INT_MAX` ms).
+fn lock_timeout_ms(timeout: Duration) -> u128 {
+    let ms = timeout.as_millis();
+    if ms == 0 && !timeout.is_zero() {
+        1
+    } else {
+        ms.min(i32::MAX as u128)
+    }
+}
 
 /// A connection that knows whether it is inside a transaction (where a failed
 /// statement aborts everything after it until a rollback). Operations that
@@ -287,18 +324,7 @@ impl Scope<'_> {
         let Scope::Transaction(txn) = self else {
             return outcome;
         };
-        match outcome {
-            Ok(value) => {
-                txn.commit().await?;
-                Ok(value)
-            }
-            Err(err) => {
-                if let Err(rollback) = txn.rollback().await {
-                    tracing::debug!(error = %rollback, "rollback after a failed unit of work");
-                }
-                Err(err)
-            }
-        }
+        crate::retry::finish(txn, outcome).await
     }
 }
 
@@ -419,5 +445,18 @@ impl TransactionTrait for Scope<'_> {
                     .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_timeouts_are_whole_milliseconds_postgres_accepts() {
+        assert_eq!(lock_timeout_ms(DEFAULT_JOB_LOCK_TIMEOUT), 5000);
+        assert_eq!(lock_timeout_ms(Duration::from_micros(10)), 1);
+        assert_eq!(lock_timeout_ms(Duration::ZERO), 0);
+        assert_eq!(lock_timeout_ms(Duration::MAX), i32::MAX as u128);
     }
 }

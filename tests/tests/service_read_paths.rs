@@ -984,3 +984,81 @@ async fn reads_work_inside_a_callers_transaction() {
     let outside = market::depth(db.conn(), BTC, 5).await.expect("depth");
     assert_eq!(book(&outside), (vec![], vec!["100 1 1".into()]));
 }
+
+/// Pages the driver or PostgreSQL cannot take are refused by the service as
+/// the argument they are: an offset past `bigint` (sqlx panics binding it), a
+/// cursor before 4713 BC (PostgreSQL: "timestamp out of range"). The earliest
+/// cursor PostgreSQL holds still runs, so the bound is not too tight.
+#[tokio::test]
+async fn listings_refuse_offsets_and_cursors_out_of_the_databases_range() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let me = user(1);
+    svc::place(c, NewOrder::limit(me, BTC, Side::Buy, dec("1"), dec("100")))
+        .await
+        .expect("an order to list");
+    let id = "0000000000000000000000000000abcd";
+    let earliest = format!("{}.{id}", service::pagination::MIN_TIMESTAMP_MICROS);
+    let earliest: service::Cursor = earliest.parse().expect("in range");
+    let page = svc::list(
+        c,
+        me,
+        &Default::default(),
+        Page::After {
+            limit: 10,
+            cursor: earliest,
+        },
+    )
+    .await
+    .expect("the earliest cursor reaches PostgreSQL and lists nothing older");
+    assert!(page.items.is_empty());
+    let history = trades::user_history(
+        c,
+        me,
+        None,
+        Page::After {
+            limit: 10,
+            cursor: earliest,
+        },
+    )
+    .await
+    .expect("the earliest cursor");
+    assert!(history.items.is_empty());
+
+    let too_far = Page::Offset {
+        limit: 10,
+        offset: i64::MAX as u64 + 1,
+    };
+    let largest = Page::Offset {
+        limit: 10,
+        offset: i64::MAX as u64,
+    };
+    let early = format!("-1000000000000000000.{id}").parse::<service::Cursor>();
+    let hand_made = Page::After {
+        limit: 10,
+        cursor: service::Cursor {
+            at: chrono::DateTime::from_timestamp_micros(-1_000_000_000_000_000_000)
+                .expect("chrono holds it")
+                .fixed_offset(),
+            id: Uuid::nil(),
+        },
+    };
+    assert_field(early.map(|_| ()), "cursor");
+    for (page, field) in [(too_far, "offset"), (hand_made, "cursor")] {
+        assert_field(svc::list(c, me, &Default::default(), page).await, field);
+        assert_field(trades::user_history(c, me, None, page).await, field);
+        assert_field(trades::user_history(c, me, Some(BTC), page).await, field);
+    }
+    // i64::MAX itself is a valid offset: an empty page, not an error.
+    let empty = svc::list(c, me, &Default::default(), largest)
+        .await
+        .expect("bigint offset");
+    assert!(empty.items.is_empty());
+}
+
+fn assert_field<T: std::fmt::Debug>(result: Result<T, ServiceError>, expected: &str) {
+    match result {
+        Err(ServiceError::InvalidArgument { field, .. }) => assert_eq!(field, expected),
+        other => panic!("expected InvalidArgument {{ field: {expected:?} }}, got {other:?}"),
+    }
+}

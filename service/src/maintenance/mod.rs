@@ -3,13 +3,17 @@
 //!
 //! Each entry point is safe to run at any rate and from several processes at
 //! once (the schema's partition functions and the book lock serialize what
-//! must not interleave), and logs one `tracing` event with what it did.
+//! must not interleave), and logs one `tracing` event with what it did. The
+//! ones that write run in a transaction of their own (a savepoint inside a
+//! caller's) and are tried again on a serialization failure or deadlock, up to
+//! [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in total.
 //!
 //! | entry point | suggested schedule |
 //! |---|---|
 //! | [`maintain_partitions`] | daily |
 //! | [`enforce_retention`] | daily or monthly, `dry_run = true` until the list is reviewed |
 //! | [`expire_orders`] | every minute, and just after UTC midnight |
+//! | [`trigger_reached_stops`] | every minute |
 //! | [`refresh_order_book`] | every few seconds, for readers of `mv_order_book_snapshot` |
 //! | [`snapshot_order_books`] | as recovery and audit need |
 //! | [`health`] | for dashboards and readiness checks |
@@ -32,11 +36,13 @@ pub use snapshot::snapshot_order_books;
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{Result, ServiceError};
+use crate::orders::PlacementLimits;
+use crate::retry;
 
 fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -69,9 +75,15 @@ async fn partition_health<C: ConnectionTrait>(db: &C) -> Result<Vec<PartitionHea
 /// Makes sure the partitions ahead exist (`maintain_partitions()`: orders for
 /// this month and the next 3, trades for today and the next 7 days; it never
 /// drops anything), then returns the partition health.
-pub async fn maintain_partitions<C: ConnectionTrait>(db: &C) -> Result<Vec<PartitionHealth>> {
-    db.execute_raw(statement("SELECT maintain_partitions()", []))
-        .await?;
+pub async fn maintain_partitions<C>(db: &C) -> Result<Vec<PartitionHealth>>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    retry::in_transaction!(db, |txn| {
+        txn.execute_raw(statement("SELECT maintain_partitions()", []))
+            .await
+            .map_err(ServiceError::from)
+    })?;
     let health = partition_health(db).await?;
     for table in &health {
         tracing::info!(
@@ -102,13 +114,16 @@ const RETENTION: &str = "SELECT partition_name, parent_table, range_end, dropped
 
 /// The partitions past retention (D14). With `dry_run` they are only listed;
 /// without, they are dropped, with their rows, in this call's transaction.
-pub async fn enforce_retention<C: ConnectionTrait>(
-    db: &C,
-    dry_run: bool,
-) -> Result<Vec<RetiredPartition>> {
-    let retired = RetiredPartition::find_by_statement(statement(RETENTION, [dry_run.into()]))
-        .all(db)
-        .await?;
+pub async fn enforce_retention<C>(db: &C, dry_run: bool) -> Result<Vec<RetiredPartition>>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let retired = retry::in_transaction!(db, |txn| {
+        RetiredPartition::find_by_statement(statement(RETENTION, [dry_run.into()]))
+            .all(&txn)
+            .await
+            .map_err(ServiceError::from)
+    })?;
     for partition in &retired {
         tracing::info!(
             partition = %partition.partition_name,
@@ -125,18 +140,77 @@ pub async fn enforce_retention<C: ConnectionTrait>(
 /// Expires the orders that are due (DAY orders from before today's UTC
 /// midnight, any order past `expires_at`) through [`crate::orders::expire_due`],
 /// and returns their ids.
-pub async fn expire_orders<C: ConnectionTrait>(db: &C) -> Result<Vec<Uuid>> {
+pub async fn expire_orders<C>(db: &C) -> Result<Vec<Uuid>>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     let expired = crate::orders::expire_due(db).await?;
     tracing::info!(expired = expired.len(), "order expiry run");
     Ok(expired)
 }
 
+/// The ACTIVE symbols with stop orders waiting PENDING: reached by the price,
+/// left untriggered by a placement's `max_triggered_stops`.
+const SYMBOLS_WITH_PENDING_STOPS: &str = "SELECT s.symbol FROM symbols s
+    WHERE s.status = 'ACTIVE' AND EXISTS (
+        SELECT 1 FROM orders o
+        WHERE o.symbol = s.symbol AND o.status = 'PENDING'
+          AND o.order_type IN ('STOP', 'STOP_LIMIT'))
+    ORDER BY s.symbol";
+
+#[derive(FromQueryResult)]
+struct SymbolName {
+    symbol: String,
+}
+
+/// Triggers the stop orders a placement left PENDING past its
+/// `max_triggered_stops` (see [`crate::orders`]), so a quiet market does not
+/// strand them, within the default [`PlacementLimits`]; see
+/// [`trigger_reached_stops_with`].
+pub async fn trigger_reached_stops<C>(db: &C) -> Result<usize>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    trigger_reached_stops_with(db, &PlacementLimits::default()).await
+}
+
+/// For each ACTIVE symbol with PENDING stop orders, in a transaction of its
+/// own holding the symbol's book lock: triggers them in rule 7's order and
+/// matches each, continuing the cascade as a placement would, at most
+/// `limits.max_triggered_stops` per symbol per call (the rest wait for the next
+/// call). Returns how many triggered. A HALTED symbol's stops wait until it
+/// trades again.
+pub async fn trigger_reached_stops_with<C>(db: &C, limits: &PlacementLimits) -> Result<usize>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let symbols = SymbolName::find_by_statement(statement(SYMBOLS_WITH_PENDING_STOPS, []))
+        .all(db)
+        .await?;
+    let mut triggered = 0;
+    for SymbolName { symbol } in &symbols {
+        let count = retry::in_transaction!(db, |txn| {
+            crate::orders::continue_stops(&txn, symbol, limits).await
+        })?;
+        tracing::info!(symbol, triggered = count, "pending stop orders triggered");
+        triggered += count;
+    }
+    tracing::info!(symbols = symbols.len(), triggered, "pending stop run");
+    Ok(triggered)
+}
+
 /// Refreshes `mv_order_book_snapshot` concurrently (D10): its readers are not
 /// blocked while it is rebuilt.
-pub async fn refresh_order_book<C: ConnectionTrait>(db: &C) -> Result<()> {
+pub async fn refresh_order_book<C>(db: &C) -> Result<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     let started = Instant::now();
-    db.execute_raw(statement("SELECT refresh_order_book_snapshot()", []))
-        .await?;
+    retry::in_transaction!(db, |txn| {
+        txn.execute_raw(statement("SELECT refresh_order_book_snapshot()", []))
+            .await
+            .map_err(ServiceError::from)
+    })?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "materialized order book refreshed"

@@ -5,7 +5,7 @@ use entity::{order_book_snapshots, symbols};
 use rust_decimal::Decimal;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    TransactionSession, TransactionTrait,
+    TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -58,7 +58,7 @@ RETURNING snapshot_id, symbol, bids, asks, sequence_number, created_at"#;
 /// every ACTIVE symbol, in symbol order, and returns the rows written.
 ///
 /// Each symbol's snapshot is its own transaction (a savepoint inside a
-/// caller's transaction) holding the symbol's book lock, so the book cannot
+/// caller's transaction; tried again on contention) holding the symbol's book lock, so the book cannot
 /// change under a placement while it is read, and `sequence_number` is the
 /// symbol's previous maximum + 1: strictly increasing, and unique when two
 /// snapshotters race (under READ COMMITTED; a caller's REPEATABLE READ
@@ -80,23 +80,32 @@ where
         .await?;
     let mut snapshots = Vec::with_capacity(active.len());
     for symbol in active {
-        snapshots.push(snapshot_symbol(db, &symbol.symbol, depth).await?);
+        let snapshot = crate::retry::in_transaction!(db, |txn| {
+            snapshot_symbol(&txn, &symbol.symbol, depth).await
+        })?;
+        tracing::info!(
+            symbol = %symbol.symbol,
+            sequence_number = snapshot.sequence_number,
+            "order book snapshot written"
+        );
+        snapshots.push(snapshot);
     }
     tracing::info!(symbols = snapshots.len(), depth, "order books snapshotted");
     Ok(snapshots)
 }
 
-async fn snapshot_symbol<C>(db: &C, symbol: &str, depth: u64) -> Result<order_book_snapshots::Model>
-where
-    C: ConnectionTrait + TransactionTrait,
-{
-    let txn = db.begin().await?;
+/// One symbol's snapshot, in `txn` (see [`snapshot_order_books`]).
+async fn snapshot_symbol<C: ConnectionTrait>(
+    txn: &C,
+    symbol: &str,
+    depth: u64,
+) -> Result<order_book_snapshots::Model> {
     // The placements' book lock: while a snapshot holds it, no placement on the
     // symbol runs, and two snapshotters of one symbol take turns.
-    crate::orders::book::lock_book(&txn, symbol).await?;
+    crate::orders::book::lock_book(txn, symbol).await?;
     let levels =
         SnapshotLevel::find_by_statement(statement(LEVELS, [symbol.into(), (depth as i64).into()]))
-            .all(&txn)
+            .all(txn)
             .await?;
     let (mut bids, mut asks) = (Vec::new(), Vec::new());
     for level in levels {
@@ -111,8 +120,7 @@ where
             asks.push(entry);
         }
     }
-    let (bid_levels, ask_levels) = (bids.len(), asks.len());
-    let snapshot = order_book_snapshots::Entity::find()
+    order_book_snapshots::Entity::find()
         .from_raw_sql(statement(
             INSERT,
             [
@@ -121,16 +129,7 @@ where
                 serde_json::Value::Array(asks).into(),
             ],
         ))
-        .one(&txn)
+        .one(txn)
         .await?
-        .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotInserted))?;
-    txn.commit().await?;
-    tracing::info!(
-        symbol,
-        sequence_number = snapshot.sequence_number,
-        bid_levels,
-        ask_levels,
-        "order book snapshot written"
-    );
-    Ok(snapshot)
+        .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotInserted))
 }

@@ -296,14 +296,32 @@ pub(crate) async fn resting<C: ConnectionTrait>(
         .await?)
 }
 
-/// Untriggered stop orders of the symbol whose stop price `last` has reached:
-/// a BUY stop at or below it, a SELL stop at or above it; in stop-price order.
-/// The predicates are those of `IDX_orders_stop_monitoring`.
-pub const TRIGGERED_STOPS: &str = "SELECT * FROM orders
-    WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT') AND status = 'OPEN'
-      AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))
-    ORDER BY stop_price ASC, created_at ASC, order_id ASC
-    FOR UPDATE";
+/// Stop orders read (and locked) per round trip of the trigger loop, the
+/// `LIMIT` of [`TRIGGERED_STOPS`] (a literal, as the walk's [`BATCH`]).
+pub(crate) const STOP_BATCH: u64 = batch!();
+
+/// The symbol's stop orders due to trigger, in trigger order, at most
+/// `STOP_BATCH` (32): first those a placement's bound left PENDING (oldest cut
+/// first), then the untriggered ones `$2` (the last price) has reached, a BUY
+/// stop at or below it, a SELL stop at or above it. Within each, rule 7's
+/// order: BUY stops lowest stop price first, SELL stops highest first, equal
+/// stop prices oldest first. The OPEN predicates are those of
+/// `IDX_orders_stop_monitoring`.
+pub const TRIGGERED_STOPS: &str = concat!(
+    "SELECT * FROM orders
+    WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT')
+      AND (status = 'PENDING'
+           OR (status = 'OPEN'
+               AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))))
+    ORDER BY status = 'OPEN', CASE WHEN status = 'PENDING' THEN updated_at END,
+        CASE WHEN side = 'BUY' THEN stop_price END ASC,
+        CASE WHEN side = 'SELL' THEN stop_price END DESC,
+        created_at ASC, order_id ASC
+    LIMIT ",
+    batch!(),
+    "
+    FOR UPDATE"
+);
 
 pub(crate) async fn triggered_stops<C: ConnectionTrait>(
     db: &C,
@@ -314,6 +332,32 @@ pub(crate) async fn triggered_stops<C: ConnectionTrait>(
         .from_raw_sql(statement(TRIGGERED_STOPS, [symbol.into(), last.into()]))
         .all(db)
         .await?)
+}
+
+/// Marks the untriggered stop orders `$2` has reached PENDING: reached, not
+/// yet triggered. They stay in the watchlist (it drops only finished orders)
+/// and [`TRIGGERED_STOPS`] returns them first, whatever the price does next.
+const DEFER_REACHED_STOPS: &str = "UPDATE orders SET status = 'PENDING'
+    WHERE symbol = $1 AND order_type IN ('STOP', 'STOP_LIMIT') AND status = 'OPEN'
+      AND ((side = 'BUY' AND stop_price <= $2) OR (side = 'SELL' AND stop_price >= $2))
+    RETURNING order_id";
+
+#[derive(FromQueryResult)]
+struct Deferred {
+    order_id: Uuid,
+}
+
+/// The stops [`DEFER_REACHED_STOPS`] marked.
+pub(crate) async fn defer_reached_stops<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    last: Decimal,
+) -> Result<Vec<Uuid>> {
+    let deferred =
+        Deferred::find_by_statement(statement(DEFER_REACHED_STOPS, [symbol.into(), last.into()]))
+            .all(db)
+            .await?;
+    Ok(deferred.into_iter().map(|d| d.order_id).collect())
 }
 
 /// A triggered stop order's new state. `created_at` moves to the trigger time

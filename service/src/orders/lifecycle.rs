@@ -53,7 +53,9 @@ pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
 ///
 /// Errors: [`ServiceError::NotFound`], [`ServiceError::Forbidden`] (another
 /// user's order), [`ServiceError::TerminalStatus`] (already FILLED, CANCELLED,
-/// REJECTED or EXPIRED, also when a match filled it a moment before).
+/// REJECTED or EXPIRED, also when a match filled it a moment before),
+/// [`ServiceError::Contention`] (the order kept moving, or a serialization
+/// failure or deadlock, through every attempt).
 pub async fn cancel<C: TransactionAware>(
     db: &C,
     user_id: Uuid,
@@ -63,7 +65,9 @@ pub async fn cancel<C: TransactionAware>(
     // update waits for it and then sees the order as the placement left it. A
     // triggered stop order gets a new created_at (its key), so the update can
     // find no row, or PostgreSQL reports the row moved to another partition
-    // (40001): then read it again and retry.
+    // (40001): then read it again and retry. A deadlock (40P01) is retried
+    // the same way.
+    let mut contention = None;
     for _ in 0..CANCEL_ATTEMPTS {
         let order = find_own_order(db, user_id, order_id).await?;
         if is_terminal(order.status) {
@@ -91,7 +95,7 @@ pub async fn cancel<C: TransactionAware>(
                 return Ok(cancelled);
             }
             Ok(None) => continue,
-            Err(err) if is_serialization_failure(&err) => continue,
+            Err(err) if is_contention(&err) => contention = Some(err),
             Err(err) => return Err(err.into()),
         }
     }
@@ -102,9 +106,14 @@ pub async fn cancel<C: TransactionAware>(
             status: now.status,
         });
     }
-    Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
-        "order {order_id} kept changing while it was being cancelled; try again"
-    ))))
+    Err(ServiceError::Contention {
+        attempts: CANCEL_ATTEMPTS,
+        source: contention.unwrap_or_else(|| {
+            sea_orm::DbErr::Custom(format!(
+                "order {order_id} kept changing while it was being cancelled"
+            ))
+        }),
+    })
 }
 
 /// The guarded update of one cancel attempt: the row as cancelled, `None` when
@@ -124,10 +133,14 @@ async fn cancel_row<C: ConnectionTrait>(
 }
 
 /// Reads and cancel attempts before giving up on an order that keeps moving.
-const CANCEL_ATTEMPTS: usize = 3;
+const CANCEL_ATTEMPTS: u32 = crate::CONTENTION_ATTEMPTS;
 
-fn is_serialization_failure(err: &sea_orm::DbErr) -> bool {
-    crate::error::sqlstate(err).as_deref() == Some("40001")
+/// A serialization failure (the row moved partition) or a deadlock.
+fn is_contention(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        crate::error::sqlstate(err).as_deref(),
+        Some("40001" | "40P01")
+    )
 }
 
 #[derive(FromQueryResult)]
@@ -145,12 +158,21 @@ const EXPIRE_DUE: &str = "UPDATE orders SET status = 'EXPIRED'
     RETURNING order_id";
 
 /// Expires the orders that are due (see above) and returns their ids. Safe to
-/// run from a scheduler at any rate; each order is expired once.
-pub async fn expire_due<C: ConnectionTrait>(db: &C) -> Result<Vec<Uuid>> {
-    let expired =
-        Expired::find_by_statement(Statement::from_string(DbBackend::Postgres, EXPIRE_DUE))
-            .all(db)
-            .await?;
+/// run from a scheduler at any rate; each order is expired once. Runs in a
+/// transaction of its own (a savepoint in a caller's), tried again on a
+/// serialization failure or deadlock up to
+/// [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in total.
+pub async fn expire_due<C>(db: &C) -> Result<Vec<Uuid>>
+where
+    C: ConnectionTrait + sea_orm::TransactionTrait,
+{
+    let expired = crate::retry::in_transaction!(db, |txn| {
+        let sql = Statement::from_string(DbBackend::Postgres, EXPIRE_DUE);
+        Expired::find_by_statement(sql)
+            .all(&txn)
+            .await
+            .map_err(ServiceError::from)
+    })?;
     let ids: Vec<Uuid> = expired.into_iter().map(|e| e.order_id).collect();
     if !ids.is_empty() {
         tracing::info!(expired = ids.len(), "orders expired");

@@ -4,54 +4,37 @@
 use chrono::{DateTime, Duration, FixedOffset};
 use entity::{orders, stop_orders_watchlist, symbols, trades};
 use rust_decimal::{Decimal, RoundingStrategy};
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionSession,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionTrait};
 use uuid::Uuid;
 
 use super::book::{self, BATCH, MakerUpdate, Resting};
+use super::limits::{self, PlacementLimits};
 use super::{Execution, NewOrder, Placement, validate};
 use crate::error::{Result, ServiceError};
+use crate::retry;
 use crate::{OrderStatus, OrderType, Side, TimeInForce};
 
-/// Places `order`: validates it, matches it, triggers the stop orders its
-/// trades reach, and commits, all or nothing.
-///
-/// Runs in a transaction of its own (a savepoint when `db` is a transaction).
+/// Places `order` within the default [`PlacementLimits`]; see [`place_with`].
 pub async fn place<C>(db: &C, order: NewOrder) -> Result<Placement>
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    validate::shape(&order)?;
-    let txn = db.begin().await?;
-    let symbol = book::load_symbol(&txn, &order.symbol).await?;
-    validate::against_symbol(&order, &symbol)?;
-    if let Some(client_order_id) = &order.client_order_id {
-        book::lock_client_order_id(&txn, order.user_id, client_order_id).await?;
-        if let Some(existing) =
-            book::order_with_client_id(&txn, order.user_id, client_order_id).await?
-        {
-            return Err(ServiceError::DuplicateClientOrderId {
-                client_order_id: client_order_id.clone(),
-                existing_order_id: existing,
-            });
-        }
-    }
-    let now = book::lock_book_and_read_clock(&txn, &symbol.symbol).await?;
-    validate::expiry(&order, now)?;
-    let last_price = book::last_trade_price(&txn, &symbol.symbol, now).await?;
-    validate::price_band(&order, &symbol, last_price)?;
+    place_with(db, order, &PlacementLimits::default()).await
+}
 
-    let mut engine = Engine {
-        txn: &txn,
-        symbol: &symbol,
-        now,
-        ticks: 0,
-        last_price,
-    };
-    let placement = engine.place(order).await?;
-    txn.commit().await?;
+/// Places `order`: validates it, matches it, triggers the stop orders its
+/// trades reach, and commits, all or nothing, within `limits`.
+///
+/// Runs in a transaction of its own (a savepoint when `db` is a transaction),
+/// tried again from the start on a serialization failure or deadlock, up to
+/// [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in total.
+pub async fn place_with<C>(db: &C, order: NewOrder, limits: &PlacementLimits) -> Result<Placement>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    validate::shape(&order)?;
+    let placement =
+        retry::in_transaction!(db, |txn| { placement(&txn, order.clone(), limits).await })?;
     tracing::debug!(
         order_id = %placement.order.order_id,
         symbol = %placement.order.symbol,
@@ -61,6 +44,50 @@ where
         "order placed"
     );
     Ok(placement)
+}
+
+/// One attempt of [`place_with`], in its transaction `txn`.
+async fn placement<T: ConnectionTrait>(
+    txn: &T,
+    order: NewOrder,
+    limits: &PlacementLimits,
+) -> Result<Placement> {
+    let symbol = book::load_symbol(txn, &order.symbol).await?;
+    validate::against_symbol(&order, &symbol)?;
+    if let Some(client_order_id) = &order.client_order_id {
+        book::lock_client_order_id(txn, order.user_id, client_order_id).await?;
+        if let Some(existing) =
+            book::order_with_client_id(txn, order.user_id, client_order_id).await?
+        {
+            return Err(ServiceError::DuplicateClientOrderId {
+                client_order_id: client_order_id.clone(),
+                existing_order_id: existing,
+            });
+        }
+    }
+    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    validate::expiry(&order, now)?;
+    let last_price = book::last_trade_price(txn, &symbol.symbol, now).await?;
+    validate::price_band(&order, &symbol, last_price)?;
+    limits::check_resting(txn, &order, limits).await?;
+
+    let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
+    engine.place(order).await
+}
+
+/// Triggers the symbol's PENDING stop orders (those a placement's
+/// `max_triggered_stops` left waiting) and what their trades reach in turn,
+/// under the symbol's book lock, within `limits`; returns how many triggered.
+pub(crate) async fn continue_stops<T: ConnectionTrait>(
+    txn: &T,
+    symbol: &str,
+    limits: &PlacementLimits,
+) -> Result<usize> {
+    let symbol = book::load_symbol(txn, symbol).await?;
+    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    let last_price = book::last_trade_price(txn, &symbol.symbol, now).await?;
+    let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
+    Ok(engine.trigger_stops().await?.len())
 }
 
 /// Half-up to the 8 places the schema stores.
@@ -92,11 +119,12 @@ impl Taker {
         (!self.filled.is_zero()).then(|| round8(self.notional / self.filled))
     }
 
-    /// The status matching leaves it in.
-    fn status(&self, stopped_by_self_trade: bool) -> OrderStatus {
+    /// The status matching leaves it in; `cut_short` when matching stopped
+    /// before the book ran out (self-trade prevention, the fill bound).
+    fn status(&self, cut_short: bool) -> OrderStatus {
         if self.remaining().is_zero() {
             OrderStatus::Filled
-        } else if stopped_by_self_trade
+        } else if cut_short
             || self.order_type == OrderType::Market
             || matches!(self.time_in_force, TimeInForce::Ioc | TimeInForce::Fok)
         {
@@ -112,7 +140,10 @@ impl Taker {
 /// The fills matching would make, before anything is written.
 struct Plan {
     fills: Vec<(Resting, Decimal)>,
-    stopped_by_self_trade: bool,
+    /// Matching stopped at an order it may not trade with (the taker's own)
+    /// or at `max_fills`, with more of the book in reach: the rest expires,
+    /// since resting it would cross the book.
+    cut_short: bool,
 }
 
 struct Engine<'a, T> {
@@ -121,9 +152,33 @@ struct Engine<'a, T> {
     now: DateTime<FixedOffset>,
     ticks: i64,
     last_price: Option<Decimal>,
+    limits: &'a PlacementLimits,
+    /// Stops this placement triggered, against `limits.max_triggered_stops`.
+    stops_triggered: usize,
+    /// Stops this placement left PENDING past that bound.
+    deferred: Vec<Uuid>,
 }
 
-impl<T: ConnectionTrait> Engine<'_, T> {
+impl<'a, T: ConnectionTrait> Engine<'a, T> {
+    fn new(
+        txn: &'a T,
+        symbol: &'a symbols::Model,
+        now: DateTime<FixedOffset>,
+        last_price: Option<Decimal>,
+        limits: &'a PlacementLimits,
+    ) -> Engine<'a, T> {
+        Engine {
+            txn,
+            symbol,
+            now,
+            ticks: 0,
+            last_price,
+            limits,
+            stops_triggered: 0,
+            deferred: Vec::new(),
+        }
+    }
+
     /// A fresh timestamp: the clock read under the lock plus one microsecond per
     /// call, so trades of one placement keep their order.
     fn tick(&mut self) -> DateTime<FixedOffset> {
@@ -148,6 +203,10 @@ impl<T: ConnectionTrait> Engine<'_, T> {
                     trades: own.trades,
                     triggered,
                 });
+            }
+            let mut stop = stop;
+            if self.deferred.contains(&stop.order_id) {
+                stop.status = OrderStatus::Pending;
             }
             return Ok(Placement {
                 order: stop,
@@ -201,10 +260,10 @@ impl<T: ConnectionTrait> Engine<'_, T> {
                 if remaining.is_zero() {
                     break;
                 }
-                if maker.user_id == taker.user_id {
+                if maker.user_id == taker.user_id || fills.len() >= self.limits.max_fills {
                     return Ok(Plan {
                         fills,
-                        stopped_by_self_trade: true,
+                        cut_short: true,
                     });
                 }
                 let quantity = remaining.min(maker.remaining());
@@ -215,7 +274,7 @@ impl<T: ConnectionTrait> Engine<'_, T> {
             if remaining.is_zero() || exhausted {
                 return Ok(Plan {
                     fills,
-                    stopped_by_self_trade: false,
+                    cut_short: false,
                 });
             }
         }
@@ -266,7 +325,7 @@ impl<T: ConnectionTrait> Engine<'_, T> {
             .await?;
             self.last_price = trades.last().map(|t| t.price);
         }
-        let status = taker.status(plan.stopped_by_self_trade);
+        let status = taker.status(plan.cut_short);
         Ok((taker, status, trades))
     }
 
@@ -380,17 +439,37 @@ impl<T: ConnectionTrait> Engine<'_, T> {
         Ok(row.into_active_model().reset_all().insert(self.txn).await?)
     }
 
-    /// Triggers the stop orders the last trade price has reached, matching each
-    /// in turn, until no more are reached.
+    /// Triggers the stop orders the last trade price has reached (first those
+    /// an earlier placement left PENDING), matching each in turn, until no more
+    /// are reached or `max_triggered_stops` have triggered.
     async fn trigger_stops(&mut self) -> Result<Vec<Execution>> {
         let mut executions = Vec::new();
         while let Some(last) = self.last_price {
-            let stops = book::triggered_stops(self.txn, &self.symbol.symbol, last).await?;
+            let symbol = &self.symbol.symbol;
+            let budget = self
+                .limits
+                .max_triggered_stops
+                .saturating_sub(self.stops_triggered);
+            if budget == 0 {
+                // Past the bound: what the price reached waits, PENDING, for
+                // the next placement that trades or the maintenance job.
+                self.deferred
+                    .extend(book::defer_reached_stops(self.txn, symbol, last).await?);
+                break;
+            }
+            let stops = book::triggered_stops(self.txn, symbol, last).await?;
             if stops.is_empty() {
                 break;
             }
-            for stop in stops {
+            if stops.len() as u64 == book::STOP_BATCH || stops.len() > budget {
+                // More may be reached than this batch triggers: pin them all
+                // PENDING now, or a later price moving away would strand them.
+                self.deferred
+                    .extend(book::defer_reached_stops(self.txn, symbol, last).await?);
+            }
+            for stop in stops.into_iter().take(budget) {
                 executions.push(self.trigger(stop).await?);
+                self.stops_triggered += 1;
             }
         }
         Ok(executions)

@@ -2,11 +2,12 @@
 //!
 //! # Placing an order
 //!
-//! [`place`] validates the order against its symbol (ACTIVE; quantity within the
-//! symbol's sizes with at most 8 decimals; prices positive multiples of the tick
-//! size; a LIMIT notional of at least `min_order_value` and a LIMIT price within
-//! the price band around the last trade), then, in one transaction serialized per
-//! symbol, matches it:
+//! [`place`] (or [`place_with`], within other [`PlacementLimits`]) validates the
+//! order against its symbol (ACTIVE; quantity within the symbol's sizes with at
+//! most 8 decimals; prices positive multiples of the tick size; a LIMIT notional
+//! of at least `min_order_value` and a LIMIT price within the price band around
+//! the last trade) and its user's resting orders (below), then, in one
+//! transaction serialized per symbol, matches it:
 //!
 //! 1. against the resting LIMIT orders of the other side (untriggered stop orders
 //!    are not in the book), best price first, oldest first within a price;
@@ -17,29 +18,67 @@
 //!    status (FILLED, or PARTIALLY_FILLED);
 //! 4. self-trade prevention: when the next resting order belongs to the same user,
 //!    matching stops and the incoming order's rest expires;
-//! 5. what remains of a GTC or DAY LIMIT order rests; of an IOC or MARKET order,
+//! 5. the fill bound: one order's sweep makes at most
+//!    [`PlacementLimits::max_fills`] fills (default 1000); when more of the book is
+//!    still in reach, matching stops there and the incoming order's rest expires
+//!    like after self-trade prevention, a LIMIT order's too (resting it would
+//!    leave the book crossed), and a FOK order executes nothing;
+//! 6. what remains of a GTC or DAY LIMIT order rests; of an IOC or MARKET order,
 //!    expires; a FOK order that cannot fill completely at once executes nothing
 //!    and expires;
-//! 6. after trades, the symbol's stop orders whose stop price the last trade price
-//!    reached trigger in stop-price order (STOP_LIMIT becomes LIMIT, STOP becomes
-//!    MARKET), leave the watchlist and are matched in turn, as if just placed: one
-//!    that rests queues behind the orders resting before it triggered (its
-//!    `created_at`, the book's time priority, becomes the trigger time). A stop
-//!    order whose stop price the last trade price has already reached triggers
-//!    when it is placed.
+//! 7. after trades, the symbol's stop orders whose stop price the last trade price
+//!    reached trigger in the order the price reached them (BUY stops lowest stop
+//!    price first, SELL stops highest first, equal stop prices oldest first):
+//!    STOP_LIMIT becomes LIMIT, STOP becomes MARKET; each leaves the watchlist and
+//!    is matched in turn, as if just placed: one that rests queues behind the
+//!    orders resting before it triggered (its `created_at`, the book's time
+//!    priority, becomes the trigger time). A stop order whose stop price the last
+//!    trade price has already reached triggers when it is placed;
+//! 8. the trigger bound: one placement triggers at most
+//!    [`PlacementLimits::max_triggered_stops`] stop orders (default 100). The
+//!    others the price reached become PENDING (reached, not yet triggered; still
+//!    in the watchlist, still cancellable) and trigger first, in the same order,
+//!    at the next placement on the symbol that trades, whatever the price has
+//!    done since, or at
+//!    [`maintenance::trigger_reached_stops`](crate::maintenance::trigger_reached_stops),
+//!    which a scheduler runs every minute so a quiet market does not strand them.
+//!    A stop order placed while others wait PENDING queues behind them, and is
+//!    returned PENDING when the bound leaves it waiting.
 //!
 //! A `(user, client_order_id)` pair used within 24 hours is refused with
 //! [`ServiceError::DuplicateClientOrderId`](crate::ServiceError::DuplicateClientOrderId),
 //! also when two placements race.
+//!
+//! # Resting orders per user
+//!
+//! An order that could rest (LIMIT GTC or DAY, STOP, STOP_LIMIT; not MARKET, IOC or
+//! FOK) is refused with
+//! [`ServiceError::TooManyRestingOrders`](crate::ServiceError::TooManyRestingOrders)
+//! when its user already has [`PlacementLimits::max_resting_orders_per_user`]
+//! (default 1000) orders OPEN, PARTIALLY_FILLED or PENDING, over all symbols and
+//! types. The count runs under the book lock, so it is exact within a symbol; two
+//! placements of one user on different symbols at the same moment can each
+//! overshoot it by one.
+//!
+//! # Contention
+//!
+//! A serialization failure or deadlock (40001, 40P01) in a placement, a cancel or
+//! an expiry run is retried at once, the whole transaction again, up to
+//! [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) (3) times in total; then the
+//! error is [`ServiceError::Contention`](crate::ServiceError::Contention) and
+//! nothing was stored.
 
 pub(crate) mod book;
 pub(crate) mod lifecycle;
+mod limits;
 mod matching;
 mod query;
 mod validate;
 
 pub use lifecycle::{cancel, expire_due};
-pub use matching::place;
+pub use limits::PlacementLimits;
+pub(crate) use matching::continue_stops;
+pub use matching::{place, place_with};
 pub use query::{OrderFilter, get, list};
 
 use chrono::{DateTime, FixedOffset};

@@ -38,7 +38,7 @@ pub async fn list<C: ConnectionTrait>(
     filter: &OrderFilter,
     page: Page,
 ) -> Result<Paged<orders::Model>> {
-    let limit = page.limit()?;
+    let limit = page.check()?;
     let mut query = orders::Entity::find()
         .filter(orders::Column::UserId.eq(user_id))
         .order_by_desc(orders::Column::CreatedAt)

@@ -118,7 +118,7 @@ pub async fn user_history<C: ConnectionTrait>(
     symbol: Option<&str>,
     page: Page,
 ) -> Result<Paged<UserTrade>> {
-    let limit = page.limit()?;
+    let limit = page.check()?;
     let symbol_value: Value = symbol.map(str::to_owned).into();
     let statement = match page {
         Page::Offset { offset, .. } => {
