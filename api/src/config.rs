@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use service::orders::PlacementLimits;
 use service::pooling::PoolMode;
 
 /// How callers prove who they are.
@@ -115,8 +116,8 @@ pub struct Config {
     /// `ANONYMOUS_RATE_LIMIT_PER_SECOND` / `ANONYMOUS_RATE_LIMIT_BURST`
     /// (defaults 10 / 20) for each client address without credentials; 0 off.
     pub anonymous_rate_limit: Option<RateLimit>,
-    /// `MAX_RESTING_ORDERS_PER_USER`, default 200: open LIMIT orders and
-    /// waiting stop orders of one user, over all symbols.
+    /// `MAX_RESTING_ORDERS_PER_USER`, default the service's (1000): open
+    /// LIMIT orders and waiting stop orders of one user, over all symbols.
     pub max_resting_orders_per_user: u64,
     /// `JOB_LOCK_TIMEOUT_MS`, default 5000: the background jobs give up a lock
     /// wait after this long and try again at their next tick.
@@ -124,6 +125,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The placement bounds: the per-user cap from the configuration, the
+    /// service's defaults for the rest.
+    pub fn placement_limits(&self) -> PlacementLimits {
+        PlacementLimits {
+            max_resting_orders_per_user: self.max_resting_orders_per_user,
+            ..PlacementLimits::default()
+        }
+    }
+
     /// Whether the server listens on a loopback address only.
     pub fn loopback_only(&self) -> bool {
         self.bind_addr.ip().is_loopback()
@@ -383,7 +393,7 @@ mod tests {
                 burst: 20
             })
         );
-        assert_eq!(c.max_resting_orders_per_user, 200);
+        assert_eq!(c.max_resting_orders_per_user, 1000);
         assert_eq!(c.job_lock_timeout, Duration::from_secs(5));
         let off = config(&[("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
         assert_eq!(off.user_rate_limit, None);

@@ -1,10 +1,13 @@
-//! Background jobs: partition maintenance at start and hourly, order expiry
-//! every minute. Each run is one transaction without the statement timeout
-//! (a large backlog may take long); it is logged, and a failed run is logged
-//! and retried at the next tick.
+//! Background jobs: partition maintenance at start and hourly; order expiry
+//! and the stop orders a placement's trigger bound left waiting, every minute.
+//! Each run is one transaction without the statement timeout (a large backlog
+//! may take long) but with `JOB_LOCK_TIMEOUT_MS` as its lock timeout, so a job
+//! never queues behind a lock for long; it is logged, and a failed run is
+//! logged and retried at the next tick.
 
 use std::time::Duration;
 
+use service::orders::PlacementLimits;
 use service::pooling::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -12,7 +15,11 @@ use tokio::task::JoinHandle;
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
-pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    db: Pool,
+    limits: PlacementLimits,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let maintenance = {
         let db = db.clone();
         every(MAINTENANCE_EVERY, stop.clone(), move || {
@@ -38,6 +45,30 @@ pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
             }
         })
     };
+    let stops = {
+        let db = db.clone();
+        every(EXPIRY_EVERY, stop.clone(), move || {
+            let db = db.clone();
+            async move {
+                match db
+                    .run_unbounded(async |db| {
+                        service::maintenance::trigger_reached_stops_with(db, &limits).await
+                    })
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(triggered) => tracing::info!(
+                        job = "trigger_reached_stops",
+                        triggered,
+                        "waiting stop orders triggered"
+                    ),
+                    Err(err) => {
+                        tracing::warn!(job = "trigger_reached_stops", error = %err, "failed")
+                    }
+                }
+            }
+        })
+    };
     let expiry = every(EXPIRY_EVERY, stop, move || {
         let db = db.clone();
         async move {
@@ -54,7 +85,7 @@ pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
             }
         }
     });
-    vec![maintenance, expiry]
+    vec![maintenance, stops, expiry]
 }
 
 /// Runs `job` now and then every `period` until `stop` turns true.

@@ -80,9 +80,10 @@ fn token(user_id: Uuid, hours: u64) -> anyhow::Result<()> {
 fn embedded_dir() -> PathBuf {
     std::env::var_os("EMBEDDED_PGDATA").map_or_else(
         || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(".pgdata")
+            // The repository root without `api/..`: the socket path inside the
+            // folder must stay under the OS limit (about 100 bytes).
+            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(manifest).join(".pgdata")
         },
         PathBuf::from,
     )

@@ -104,7 +104,8 @@ impl Server {
         config: &Config,
         extra: Router<AppState>,
     ) -> std::io::Result<Server> {
-        let mut db = Pool::new(db, config.db_pool_mode);
+        let mut db =
+            Pool::new(db, config.db_pool_mode).with_job_lock_timeout(config.job_lock_timeout);
         if let Some(timeout) = config.db_statement_timeout {
             db = db.with_statement_timeout(timeout);
         }
@@ -113,6 +114,7 @@ impl Server {
             auth: Arc::new(auth.with_trusted_proxies(config.trusted_proxies.clone())),
             metrics: crate::metrics::handle(),
             throttle: Arc::new(Throttle::new(config)),
+            placement: config.placement_limits(),
         };
         let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
@@ -125,7 +127,7 @@ impl Server {
             stopped.clone(),
         ));
         let jobs = if config.background_jobs {
-            crate::jobs::spawn(db, stopped)
+            crate::jobs::spawn(db, config.placement_limits(), stopped)
         } else {
             Vec::new()
         };

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
+use service::orders::PlacementLimits;
 use service::pooling::Pool;
 
 use crate::auth::Auth;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The per-user and per-address request rate limits.
     pub throttle: Arc<Throttle>,
+    /// The bounds of one placement (the per-user resting cap among them).
+    pub placement: PlacementLimits,
 }
 
 impl FromRef<AppState> for Arc<Auth> {

@@ -49,7 +49,7 @@ pub async fn place(
     };
     let placed = state
         .db
-        .run(async move |db| orders::place(db, order).await)
+        .run(async move |db| orders::place_with(db, order, &state.placement).await)
         .await
         .map_err(|err| match err {
             // For a placement an unknown symbol is a bad parameter, not a missing page.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::Side;
-use crate::error::{Result, ServiceError};
+use crate::error::Result;
 use crate::market::ensure_symbol;
 use crate::pagination::{Cursor, Page, Paged};
 
@@ -110,8 +110,8 @@ LIMIT $5"#;
 /// [`Page::After`] continues below the cursor of the previous page and costs
 /// the same on every page; [`Page::Offset`] reads and skips `offset` rows.
 ///
-/// Errors: [`ServiceError::InvalidArgument`] (`limit`, `offset`),
-/// [`ServiceError::UnknownSymbol`].
+/// Errors: [`InvalidArgument`](crate::ServiceError::InvalidArgument) (`limit`, `offset`),
+/// [`UnknownSymbol`](crate::ServiceError::UnknownSymbol).
 pub async fn user_history<C: ConnectionTrait>(
     db: &C,
     user_id: Uuid,
@@ -122,12 +122,9 @@ pub async fn user_history<C: ConnectionTrait>(
     let symbol_value: Value = symbol.map(str::to_owned).into();
     let statement = match page {
         Page::Offset { offset, .. } => {
-            let per_branch = offset
-                .checked_add(limit)
-                .and_then(|rows| i64::try_from(rows).ok())
-                .ok_or_else(|| {
-                    ServiceError::argument("offset", format!("{offset} is too large"))
-                })?;
+            // Each branch reads at most offset + limit rows; past bigint that
+            // is "all of them", which i64::MAX says as well.
+            let per_branch = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
             Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 HISTORY_PAGE,
