@@ -235,3 +235,89 @@ impl IntoResponse for ApiError {
 fn retry_seconds(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::DbErr;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn status_and_retry(err: ServiceError) -> (StatusCode, Option<String>) {
+        let response = ApiError::from(err).into_response();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (response.status(), retry)
+    }
+
+    #[test]
+    fn service_outcomes_map_to_their_statuses() {
+        let db = || DbErr::Custom("x".to_owned());
+        for (err, status, retry) in [
+            (
+                ServiceError::TransitionRefused {
+                    message: "Cannot change status of a filled order".to_owned(),
+                },
+                StatusCode::CONFLICT,
+                None,
+            ),
+            (
+                ServiceError::TooManyRestingOrders {
+                    user_id: Uuid::nil(),
+                    limit: 3,
+                },
+                StatusCode::CONFLICT,
+                None,
+            ),
+            (
+                ServiceError::Contention {
+                    attempts: 3,
+                    source: db(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+            ),
+            (
+                ServiceError::Timeout(db()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+            ),
+            (
+                ServiceError::Unavailable(db()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+            ),
+            (
+                ServiceError::InvalidText {
+                    reason: "NUL".to_owned(),
+                },
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                ServiceError::Database(db()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ] {
+            let what = format!("{err:?}");
+            assert_eq!(
+                status_and_retry(err),
+                (status, retry.map(str::to_owned)),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        assert_eq!(retry_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(300)), 1);
+        assert_eq!(retry_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_seconds(Duration::from_millis(2001)), 3);
+    }
+}

@@ -711,3 +711,25 @@ async fn the_job_lock_timeout_is_local_to_the_jobs_transaction() {
         .expect("show");
     assert_eq!(default, "5s");
 }
+
+/// The status-transition trigger's refusal (a terminal order changing status,
+/// as a writer racing the engine would try) is its own variant, a conflict.
+#[tokio::test]
+async fn a_status_change_the_trigger_refuses_is_transition_refused() {
+    let db = TestDb::migrated().await;
+    let order =
+        tests::sql::insert_order(db.conn(), user(1), "BTC/USDT BUY LIMIT FILLED 1 50000", "").await;
+    let refused = tests::sql::try_exec(
+        db.conn(),
+        &format!("UPDATE orders SET status = 'OPEN' WHERE order_id = '{order}'"),
+    )
+    .await
+    .expect_err("a filled order cannot reopen");
+    match ServiceError::from(refused) {
+        err @ ServiceError::TransitionRefused { .. } => {
+            assert!(err.is_conflict(), "{err}");
+            assert!(err.to_string().contains("filled order"), "{err}");
+        }
+        other => panic!("expected TransitionRefused, got {other:?}"),
+    }
+}
