@@ -300,7 +300,11 @@ impl Config {
                 "ANONYMOUS_RATE_LIMIT_BURST",
                 (10, 20),
             )?,
-            max_resting_orders_per_user: number("MAX_RESTING_ORDERS_PER_USER", 200, 1..=1_000_000)?,
+            max_resting_orders_per_user: number(
+                "MAX_RESTING_ORDERS_PER_USER",
+                PlacementLimits::default().max_resting_orders_per_user,
+                1..=10_000_000,
+            )?,
             job_lock_timeout: Duration::from_millis(number(
                 "JOB_LOCK_TIMEOUT_MS",
                 5_000,

@@ -181,12 +181,16 @@ async fn accept_loop(
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     // Out of file descriptors, a connection reset before accept, …:
-                    // this connection is lost, the server goes on.
+                    // this connection is lost, the server goes on after a pause
+                    // (an fd shortage would otherwise spin the loop).
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
                         continue;
                     }
                 };
+                // Responses are written whole; no need to wait for more to send.
+                let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
@@ -218,6 +222,9 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
     Ok(())
 }
+
+/// How long the accept loop pauses after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
