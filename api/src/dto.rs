@@ -189,20 +189,9 @@ impl From<service::orders::Placement> for PlacementDto {
 /// fee and maker flag; never the counterparty's user or order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OwnTradeDto {
-    pub id: Uuid,
-    pub symbol: String,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub price: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub quantity: Decimal,
-    #[schema(value_type = String, example = "BUY")]
-    pub taker_side: Side,
-    pub is_buyer_maker: bool,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub executed_at: DateTime<FixedOffset>,
+    /// What anyone may see of the trade.
+    #[serde(flatten)]
+    pub public: TradeDto,
     /// The caller's order this trade filled.
     pub order_id: Uuid,
     /// The caller's side: BUY when the caller bought.
@@ -222,23 +211,18 @@ impl OwnTradeDto {
     pub fn of_order(trade: trades::Model, order_id: Uuid) -> OwnTradeDto {
         let bought = trade.buyer_order_id == order_id;
         let (side, fee, fee_asset) = if bought {
-            (Side::Buy, trade.buyer_fee, trade.buyer_fee_asset)
+            (Side::Buy, trade.buyer_fee, trade.buyer_fee_asset.clone())
         } else {
-            (Side::Sell, trade.seller_fee, trade.seller_fee_asset)
+            (Side::Sell, trade.seller_fee, trade.seller_fee_asset.clone())
         };
+        let is_maker = bought == trade.is_buyer_maker;
         OwnTradeDto {
-            id: trade.trade_id,
-            symbol: trade.symbol,
-            price: trade.price,
-            quantity: trade.quantity,
-            taker_side: taker_side(trade.is_buyer_maker),
-            is_buyer_maker: trade.is_buyer_maker,
-            executed_at: trade.executed_at,
+            public: trade.into(),
             order_id,
             side,
             fee,
             fee_asset,
-            is_maker: bought == trade.is_buyer_maker,
+            is_maker,
         }
     }
 }
@@ -247,13 +231,15 @@ impl From<service::trades::UserTrade> for OwnTradeDto {
     fn from(t: service::trades::UserTrade) -> OwnTradeDto {
         let is_buyer_maker = (t.side == Side::Buy) == t.is_maker;
         OwnTradeDto {
-            id: t.trade_id,
-            symbol: t.symbol,
-            price: t.price,
-            quantity: t.quantity,
-            taker_side: taker_side(is_buyer_maker),
-            is_buyer_maker,
-            executed_at: t.executed_at,
+            public: TradeDto {
+                id: t.trade_id,
+                symbol: t.symbol,
+                price: t.price,
+                quantity: t.quantity,
+                taker_side: taker_side(is_buyer_maker),
+                is_buyer_maker,
+                executed_at: t.executed_at,
+            },
             order_id: t.order_id,
             side: t.side,
             fee: t.fee,
