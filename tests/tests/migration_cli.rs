@@ -93,27 +93,27 @@ async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
 
     let up = cli(&dir, &["up"], &[]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
     let status = cli(&dir, &["status"], &[]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(
         stdout(&status).matches("... Applied").count(),
-        6,
+        7,
         "{}",
         stdout(&status)
     );
 
     let down = cli(&dir, &["down"], &[]);
     assert!(down.status.success(), "{}", stderr(&down));
-    assert_eq!(applied().await, 5);
+    assert_eq!(applied().await, 6);
     let status = cli(&dir, &["status"], &[]);
     assert!(
-        stdout(&status).contains("m1700000006000_create_utility_functions'... Pending"),
+        stdout(&status).contains("m1700000007000_bounded_partitions'... Pending"),
         "{}",
         stdout(&status)
     );
 
-    let down = cli(&dir, &["down", "-n", "5"], &[]);
+    let down = cli(&dir, &["down", "-n", "6"], &[]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert_eq!(applied().await, 0);
     let up = cli(&dir, &["up", "-n", "2"], &[]);
@@ -122,7 +122,7 @@ async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
     // No subcommand means `up`, as with SeaORM's CLI.
     let up = cli(&dir, &[], &[]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
     let refresh = cli(&dir, &["refresh"], &[]);
     assert!(refresh.status.success(), "{}", stderr(&refresh));
     let fresh = cli(&dir, &["fresh"], &[]);
@@ -150,7 +150,7 @@ async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
     )
     .await;
 
-    let refused = cli(&dir, &["down", "-n", "4"], &env);
+    let refused = cli(&dir, &["down", "-n", "5"], &env);
     assert_one_line_error(&refused, "table \"orders\" holds 1 row");
     let refused = cli(&dir, &["reset"], &env);
     assert_one_line_error(&refused, "MIGRATION_ALLOW_DATA_LOSS=1");
@@ -158,11 +158,11 @@ async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
     assert_one_line_error(&refused, "--allow-data-loss");
     let applied =
         || async { scalar::<i64>(db.conn(), "SELECT count(*) FROM seaql_migrations").await };
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
 
     let allowed = cli(
         &dir,
-        &["down", "-n", "4"],
+        &["down", "-n", "5"],
         &[env[0], ("MIGRATION_ALLOW_DATA_LOSS", "1")],
     );
     assert!(allowed.status.success(), "{}", stderr(&allowed));
