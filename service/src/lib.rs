@@ -37,6 +37,7 @@
 pub struct ReadmeExamples;
 
 pub mod error;
+pub mod ids;
 
 /// The service's hand-written statements, for tools that must send exactly the
 /// same SQL (the benchmark's raw-SQL baseline). Not a stable interface.

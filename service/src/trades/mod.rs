@@ -36,17 +36,21 @@ use crate::pagination::MAX_LIMIT;
 
 /// One trade. Errors: [`ServiceError::NotFound`].
 ///
-/// The id alone does not name a partition, so each day's `trades_pkey` copy is
-/// probed once.
+/// The id's time bounds ([`crate::ids::find_by_id`]) name the partition, so
+/// one partition is planned and probed, not every day's `trades_pkey` copy.
 pub async fn get<C: ConnectionTrait>(db: &C, trade_id: Uuid) -> Result<trades::Model> {
-    trades::Entity::find()
-        .filter(trades::Column::TradeId.eq(trade_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound {
-            entity: "trade",
-            id: trade_id.to_string(),
-        })
+    crate::ids::find_by_id::<trades::Entity, _>(
+        db,
+        trades::Column::TradeId,
+        trades::Column::ExecutedAt,
+        trade_id,
+        false,
+    )
+    .await?
+    .ok_or_else(|| ServiceError::NotFound {
+        entity: "trade",
+        id: trade_id.to_string(),
+    })
 }
 
 /// The symbol's newest `limit` trades (1..=[`MAX_LIMIT`]), newest first
