@@ -1,7 +1,8 @@
-//! Background jobs: partition maintenance at start and hourly, order expiry
-//! every minute. Each run is one transaction without the statement timeout
-//! (a large backlog may take long); it is logged, and a failed run is logged
-//! and retried at the next tick.
+//! Background jobs: partition maintenance (then the merge of old trades days
+//! into months) at start and hourly, order expiry every minute. Each run (each
+//! merge step) is one transaction without the statement timeout (a large
+//! backlog may take long); it is logged, and a failed run is logged and
+//! retried at the next tick.
 
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub fn spawn(db: Pool, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
                         }
                     }
                     Err(err) => tracing::warn!(job = "maintain_partitions", error = %err, "failed"),
+                }
+                // D15: old days into monthly partitions, each step its own transaction.
+                if let Err(err) = service::maintenance::compact_trades(&db, None).await {
+                    tracing::warn!(job = "compact_trades", error = %err, "failed");
                 }
             }
         })

@@ -177,7 +177,10 @@ COMMENT ON FUNCTION merge_trades_validate(date) IS 'Merge step 3: validates the 
 
 CREATE OR REPLACE FUNCTION merge_trades_switch(p_month date) RETURNS text
 LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $fn$
+SET search_path FROM CURRENT
+-- Waiting for the lock queues every new reader of trades behind the switch:
+-- give up soon (55P03) and let the caller try again.
+SET lock_timeout = '2s' AS $fn$
 DECLARE
     v_schema text := current_schema();
     v_from timestamptz := date_trunc('month', p_month::timestamp) AT TIME ZONE 'UTC';

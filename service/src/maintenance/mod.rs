@@ -8,6 +8,7 @@
 //! | entry point | suggested schedule |
 //! |---|---|
 //! | [`maintain_partitions`] | daily |
+//! | [`compact_trades`] | daily (after [`maintain_partitions`]) |
 //! | [`enforce_retention`] | daily or monthly, `dry_run = true` until the list is reviewed |
 //! | [`expire_orders`] | every minute, and just after UTC midnight |
 //! | [`refresh_order_book`] | every few seconds, for readers of `mv_order_book_snapshot` |
@@ -25,8 +26,10 @@
 //! # let _ = (partitions, due, expired, snapshots); Ok(()) }
 //! ```
 
+mod compaction;
 mod snapshot;
 
+pub use compaction::{MergedMonth, compact_trades, merge_trades_month};
 pub use snapshot::snapshot_order_books;
 
 use std::time::Instant;
