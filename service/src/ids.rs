@@ -92,7 +92,7 @@ pub fn fallback_windows(now: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>
 /// too. Rounding to midnights keeps the number of distinct statement texts
 /// (each one a prepared statement in the driver's cache) at one per day. The
 /// text is formatted from a `DateTime`, never from input.
-fn midnight_literal(at: DateTime<Utc>, up: bool) -> sea_orm::sea_query::Expr {
+pub(crate) fn midnight_literal(at: DateTime<Utc>, up: bool) -> sea_orm::sea_query::Expr {
     let day = at.date_naive();
     let day = if up && at.time() != chrono::NaiveTime::MIN {
         day.succ_opt().unwrap_or(day)

@@ -27,9 +27,19 @@ fn user(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 
+/// The two counts of a query answering `a|b`.
+async fn two_counts(db: &impl sea_orm::ConnectionTrait, sql: &str) -> (i64, i64) {
+    let row = lines(db, sql).await;
+    let counts: Vec<i64> = row[0]
+        .split('|')
+        .map(|n| n.parse().unwrap_or_else(|err| panic!("{n}: {err}")))
+        .collect();
+    (counts[0], counts[1])
+}
+
 /// Partitions of `orders` and of `trades` this transaction holds a lock on.
 async fn partitions_locked(txn: &DatabaseTransaction) -> (i64, i64) {
-    let row = lines(
+    two_counts(
         txn,
         "SELECT count(*) FILTER (WHERE p.relname = 'orders') || '|' ||
                 count(*) FILTER (WHERE p.relname = 'trades')
@@ -39,12 +49,7 @@ async fn partitions_locked(txn: &DatabaseTransaction) -> (i64, i64) {
          WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
-    .await;
-    let counts: Vec<i64> = row[0]
-        .split('|')
-        .map(|n| n.parse().unwrap_or_else(|err| panic!("{n}: {err}")))
-        .collect();
-    (counts[0], counts[1])
+    .await
 }
 
 /// Count and total quantity of `trades`, a year at a time: constant bounds
@@ -76,19 +81,15 @@ async fn totals(db: &DatabaseConnection) -> (i64, Decimal) {
     (count, quantity)
 }
 
+/// Daily and merged (longer) partitions of `trades`.
 async fn trade_partitions(db: &DatabaseConnection) -> (i64, i64) {
-    let counts = lines(
+    two_counts(
         db,
         "SELECT count(*) FILTER (WHERE range_end - range_start <= interval '1 day') || '|' ||
                 count(*) FILTER (WHERE range_end - range_start > interval '1 day')
          FROM trades_partition_ranges()",
     )
-    .await;
-    let counts: Vec<i64> = counts[0]
-        .split('|')
-        .map(|n| n.parse().unwrap_or_else(|err| panic!("{n}: {err}")))
-        .collect();
-    (counts[0], counts[1])
+    .await
 }
 
 #[tokio::test]

@@ -36,7 +36,11 @@ const TRADE_BY_ID: &str = "SELECT * FROM trades WHERE trade_id = $1 AND executed
     AND executed_at < $3 LIMIT 1";
 /// A lookup by trade id alone, as the service sent it before version 7 ids.
 const TRADE_BY_ID_ALONE: &str = "SELECT * FROM trades WHERE trade_id = $1 LIMIT 1";
-/// What SeaORM sends for `trades::recent`.
+/// What SeaORM sends for `trades::recent` first (the bound is a constant
+/// midnight in the statement).
+const RECENT_TAPE_SINCE: &str = "SELECT * FROM trades WHERE symbol = $1 AND executed_at >= $3
+    ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
+/// … and when the day had fewer trades than asked for.
 const RECENT_TAPE: &str = "SELECT * FROM trades WHERE symbol = $1
     ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
 
@@ -131,7 +135,20 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             false,
         ),
         probe(
-            "recent trades",
+            "recent trades since yesterday",
+            RECENT_TAPE_SINCE,
+            vec![
+                sym.clone(),
+                "50".to_owned(),
+                format!(
+                    "'{} 00:00:00+00'::timestamptz",
+                    (now - TimeDelta::days(1)).format("%Y-%m-%d")
+                ),
+            ],
+            false,
+        ),
+        probe(
+            "recent trades, whole table",
             RECENT_TAPE,
             vec![sym.clone(), "50".to_owned()],
             false,
