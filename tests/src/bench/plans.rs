@@ -153,11 +153,20 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             vec![sym.clone(), "50".to_owned()],
             false,
         ),
-        probe("ticker", TICKER, vec![sym.clone()], false),
+        probe(
+            "ticker",
+            TICKER,
+            vec![sym.clone(), at(now - TimeDelta::days(1))],
+            false,
+        ),
         probe(
             "stats 24h",
             STATS,
-            vec![sym.clone(), "24".to_owned()],
+            vec![
+                sym.clone(),
+                "24".to_owned(),
+                at(service::market::stats_floor(24)),
+            ],
             false,
         ),
         probe(
@@ -297,30 +306,140 @@ fn median(values: &mut [f64]) -> Option<f64> {
     Some(values[values.len() / 2])
 }
 
-async fn measure_layout(db: &DatabaseConnection, layout: &str) -> Result<Vec<PlanMeasurement>> {
-    let fixture = live_book(db).await?;
+async fn measure_layout(
+    db: &DatabaseConnection,
+    fixture: &Fixture,
+    layout: &str,
+) -> Vec<PlanMeasurement> {
     let pool = db.get_postgres_connection_pool().clone();
     let mut out = Vec::new();
-    for probe in probes(&fixture) {
+    for probe in probes(fixture) {
         out.push(measure(&pool, layout, &probe).await);
     }
-    Ok(out)
+    out.push(place_quiet(db, layout).await);
+    out.extend(service_paths(db, fixture, layout).await);
+    out
+}
+
+/// Calls of each service path timed; the median is reported. Prepared
+/// statements are cached per connection, so after PostgreSQL's first five
+/// custom plans a statement may run on a cached generic plan: these figures are
+/// what the service pays in steady state, planning included.
+const CALLS: usize = 20;
+
+async fn service_paths(
+    db: &DatabaseConnection,
+    fixture: &Fixture,
+    layout: &str,
+) -> Vec<PlanMeasurement> {
+    use service::{Page, market, trades};
+    let symbol = "BTC/USDT";
+    let mut out = Vec::new();
+    macro_rules! timed {
+        ($name:expr, $call:expr) => {{
+            let mut times = Vec::with_capacity(CALLS);
+            let mut error = None;
+            for _ in 0..CALLS {
+                let started = std::time::Instant::now();
+                match $call.await {
+                    Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
+                    Err(err) => {
+                        error = Some(err.to_string());
+                        break;
+                    }
+                }
+            }
+            out.push(PlanMeasurement {
+                layout: layout.to_owned(),
+                statement: format!("service: {}", $name),
+                planning_ms: None,
+                execution_ms: if error.is_some() {
+                    None
+                } else {
+                    median(&mut times)
+                },
+                partitions_locked: None,
+                error,
+            });
+        }};
+    }
+    timed!(
+        "get order",
+        orders::get(db, Uuid::from_u128(1), fixture.order_id)
+    );
+    timed!("get trade", trades::get(db, fixture.trade_id));
+    timed!("recent trades", trades::recent(db, symbol, 50));
+    timed!("ticker", market::ticker(db, symbol));
+    timed!(
+        "stats 24h",
+        market::stats(db, symbol, market::Period::OneDay)
+    );
+    timed!(
+        "user history",
+        trades::user_history(db, fixture.user_id, None, Page::first(50))
+    );
+    timed!(
+        "place a resting order",
+        orders::place(
+            db,
+            NewOrder::limit(
+                Uuid::from_u128(4),
+                symbol,
+                Side::Sell,
+                Decimal::ONE,
+                Decimal::new(105, 0),
+            ),
+        )
+    );
+    timed!("depth", market::depth(db, symbol, 20));
+    out
+}
+
+/// A placement through the service on a symbol without a trade in the last
+/// day: its last-price read falls back to the whole table.
+async fn place_quiet(db: &DatabaseConnection, layout: &str) -> PlanMeasurement {
+    let started = std::time::Instant::now();
+    let placed = orders::place(
+        db,
+        NewOrder::limit(
+            Uuid::from_u128(3),
+            "ETH/USDT",
+            Side::Buy,
+            Decimal::ONE,
+            Decimal::new(10, 0),
+        ),
+    )
+    .await;
+    PlanMeasurement {
+        layout: layout.to_owned(),
+        statement: "place an order (service, quiet symbol)".to_owned(),
+        planning_ms: None,
+        execution_ms: placed
+            .is_ok()
+            .then(|| started.elapsed().as_secs_f64() * 1000.0),
+        partitions_locked: None,
+        error: placed.err().map(|err| err.to_string()),
+    }
 }
 
 /// Builds the two layouts on the server of `server_url` and measures them.
+/// The live book is placed before the history is built (on the daily
+/// five-year layout a placement itself may run out of locks).
 pub async fn run(server_url: &str, years: u32) -> Result<Vec<PlanMeasurement>> {
     let days = i64::from(years) * 365;
     let mut measurements = Vec::new();
 
     let recent = super::fresh_database(server_url, "te_bench_plans_60d").await?;
+    let fixture = live_book(&recent).await?;
     crate::history::build(&recent, 60, 7).await?;
-    measurements.extend(measure_layout(&recent, "60 days").await?);
+    measurements.extend(measure_layout(&recent, &fixture, "60 days").await);
     recent.close().await?;
 
     let old = super::fresh_database(server_url, &format!("te_bench_plans_{years}y")).await?;
+    let fixture = live_book(&old).await?;
     eprintln!("creating {days} daily trades partitions");
     crate::history::build(&old, days, 7).await?;
-    measurements.extend(measure_layout(&old, &format!("{days} days, daily")).await?);
+    measurements.extend(measure_layout(&old, &fixture, &format!("{days} days, daily")).await);
     eprintln!("merging the months before the daily window");
     let started = std::time::Instant::now();
     let merged =
@@ -330,7 +449,7 @@ pub async fn run(server_url: &str, years: u32) -> Result<Vec<PlanMeasurement>> {
         merged.len(),
         started.elapsed().as_secs_f64()
     );
-    measurements.extend(measure_layout(&old, &format!("{days} days, merged")).await?);
+    measurements.extend(measure_layout(&old, &fixture, &format!("{days} days, merged")).await);
     old.close().await?;
     Ok(measurements)
 }
