@@ -93,16 +93,18 @@ pub fn fallback_windows(now: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>
 /// (each one a prepared statement in the driver's cache) at one per day. The
 /// text is formatted from a `DateTime`, never from input.
 pub(crate) fn midnight_literal(at: DateTime<Utc>, up: bool) -> sea_orm::sea_query::Expr {
+    sea_orm::sea_query::Expr::cust(midnight_text(at, up))
+}
+
+/// The SQL text of [`midnight_literal`].
+pub(crate) fn midnight_text(at: DateTime<Utc>, up: bool) -> String {
     let day = at.date_naive();
     let day = if up && at.time() != chrono::NaiveTime::MIN {
         day.succ_opt().unwrap_or(day)
     } else {
         day
     };
-    sea_orm::sea_query::Expr::cust(format!(
-        "'{} 00:00:00+00'::timestamptz",
-        day.format("%Y-%m-%d")
-    ))
+    format!("'{} 00:00:00+00'::timestamptz", day.format("%Y-%m-%d"))
 }
 
 /// The row of `E` whose `id_column` is `id`, searched through time bounds on
