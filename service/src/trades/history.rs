@@ -186,7 +186,7 @@ const BRANCH_ORDER: &str = "\n     ORDER BY t.executed_at DESC, t.trade_id DESC"
 
 /// `sql` with both branches bounded to `executed_at >= floor` (an SQL constant:
 /// generic plans prune on it too).
-fn with_floor(sql: &str, floor: &str) -> String {
+pub fn with_floor(sql: &str, floor: &str) -> String {
     sql.replace(
         BRANCH_ORDER,
         &format!("\n       AND t.executed_at >= {floor}{BRANCH_ORDER}"),

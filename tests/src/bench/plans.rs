@@ -23,7 +23,7 @@ use serde::Serialize;
 use service::orders::{self, NewOrder};
 use service::pooling::{Pool, PoolMode};
 use service::statements::{
-    CANCEL, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER, resting_statement,
+    CANCEL, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER, history_with_floor, resting_statement,
 };
 use service::{Side, maintenance};
 use uuid::Uuid;
@@ -170,7 +170,25 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             false,
         ),
         probe(
-            "user history",
+            "user history, last week",
+            &history_with_floor(
+                HISTORY_PAGE,
+                &format!(
+                    "'{} 00:00:00+00'::timestamptz",
+                    (now - TimeDelta::days(7)).format("%Y-%m-%d")
+                ),
+            ),
+            vec![
+                id(fixture.user_id),
+                "NULL".to_owned(),
+                "50".to_owned(),
+                "50".to_owned(),
+                "0".to_owned(),
+            ],
+            false,
+        ),
+        probe(
+            "user history, whole table",
             HISTORY_PAGE,
             vec![
                 id(fixture.user_id),
