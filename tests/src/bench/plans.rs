@@ -89,6 +89,14 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
         sql: inline(sql, &values),
         write,
     };
+    // A user's first page of 50: user, no symbol, 50 per branch, limit, offset.
+    let history = vec![
+        id(fixture.user_id),
+        "NULL".to_owned(),
+        "50".to_owned(),
+        "50".to_owned(),
+        "0".to_owned(),
+    ];
     vec![
         probe(
             "order by id (v7 bounds)",
@@ -178,25 +186,13 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
                     (now - TimeDelta::days(7)).format("%Y-%m-%d")
                 ),
             ),
-            vec![
-                id(fixture.user_id),
-                "NULL".to_owned(),
-                "50".to_owned(),
-                "50".to_owned(),
-                "0".to_owned(),
-            ],
+            history.clone(),
             false,
         ),
         probe(
             "user history, whole table",
             HISTORY_PAGE,
-            vec![
-                id(fixture.user_id),
-                "NULL".to_owned(),
-                "50".to_owned(),
-                "50".to_owned(),
-                "0".to_owned(),
-            ],
+            history.clone(),
             false,
         ),
         probe(
