@@ -235,3 +235,50 @@ async fn a_schema_other_than_public_is_migrated_with_dash_s() {
     .await;
     assert_eq!(placed, 1);
 }
+
+/// `status` and `up` warn when the server's lock table is too small for the
+/// schema's partitions (D15), and say nothing when it is large enough.
+#[tokio::test]
+async fn status_and_up_warn_when_the_partitions_need_more_locks() {
+    let db = TestDb::migrated().await;
+    let dir = workdir("locks");
+    let url = db.url().to_owned();
+    let env = [("DATABASE_URL", url.as_str())];
+    let quiet = cli(&dir, &["status"], &env);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    let fresh = migration::lock_capacity(db.conn()).await.expect("capacity");
+    assert_eq!(
+        stderr(&quiet).contains("warning: max_locks_per_transaction"),
+        fresh.warning().is_some(),
+        "{}",
+        stderr(&quiet)
+    );
+
+    // 300 days more of daily partitions: 8 locks each, more than three such
+    // statements fit in a lock table of 64 per backend.
+    tests::history::build(db.conn(), 300, 30)
+        .await
+        .expect("300 days of partitions");
+    let grown = migration::lock_capacity(db.conn()).await.expect("capacity");
+    assert!(grown.worst_statement_locks >= 330 * 8, "{grown:?}");
+    let status = cli(&dir, &["status"], &env);
+    let up = cli(&dir, &["up"], &env);
+    for output in [&status, &up] {
+        assert!(output.status.success(), "{}", stderr(output));
+        assert_eq!(
+            stderr(output).contains(&format!(
+                "warning: max_locks_per_transaction is {} but the schema's partitions need {}",
+                grown.max_locks_per_transaction,
+                grown.required()
+            )),
+            grown.warning().is_some(),
+            "{}",
+            stderr(output)
+        );
+    }
+    if grown.max_locks_per_transaction == migration::DEFAULT_MAX_LOCKS_PER_TRANSACTION
+        && grown.backends <= 100
+    {
+        assert!(grown.warning().is_some(), "{grown:?}");
+    }
+}
