@@ -1,5 +1,7 @@
-//! Background jobs: partition maintenance at start and hourly; order expiry
-//! and the stop orders a placement's trigger bound left waiting, every minute.
+//! Background jobs: partition maintenance (then the merge of old trades days
+//! into months, each merge step its own transaction) at start and hourly;
+//! order expiry and the stop orders a placement's trigger bound left waiting,
+//! every minute.
 //! Each run is one transaction without the statement timeout (a large backlog
 //! may take long) but with `JOB_LOCK_TIMEOUT_MS` as its lock timeout, so a job
 //! never queues behind a lock for long; it is logged, and a failed run is
@@ -41,6 +43,10 @@ pub fn spawn(
                         }
                     }
                     Err(err) => tracing::warn!(job = "maintain_partitions", error = %err, "failed"),
+                }
+                // D15: old days into monthly partitions, each step its own transaction.
+                if let Err(err) = service::maintenance::compact_trades(&db, None).await {
+                    tracing::warn!(job = "compact_trades", error = %err, "failed");
                 }
             }
         })

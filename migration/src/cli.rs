@@ -124,6 +124,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let db = connect(url, &cli.database_schema).await?;
     let outcome = crate::run(&db, operation, data_loss).await;
+    if outcome.is_ok() && matches!(operation, Operation::Up(_) | Operation::Status) {
+        warn_about_lock_capacity(&db).await;
+    }
     db.close().await.ok();
     outcome.map_err(|err| {
         let reason = match err {
@@ -139,6 +142,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// After `up` and `status`: a warning on stderr when the server's lock table is
+/// too small for the schema's partitions (see [`crate::LockCapacity`]). Not an
+/// error: the run itself succeeded.
+async fn warn_about_lock_capacity(db: &DatabaseConnection) {
+    match crate::lock_capacity(db).await {
+        Ok(capacity) => {
+            if let Some(warning) = capacity.warning() {
+                eprintln!("warning: {warning}");
+            }
+        }
+        Err(err) => eprintln!("warning: cannot read max_locks_per_transaction: {err}"),
+    }
 }
 
 async fn connect(url: &str, schema: &str) -> anyhow::Result<DatabaseConnection> {

@@ -1,9 +1,9 @@
-//! The trade engine's PostgreSQL schema as six `sea-orm-migration` migrations.
+//! The trade engine's PostgreSQL schema as seven `sea-orm-migration` migrations.
 //!
-//! Ported from the TypeORM migrations `1700000001000-CreateEnums` …
-//! `1700000006000-CreateUtilityFunctions`; every object keeps its original name
+//! The first six are ported from the TypeORM migrations `1700000001000-CreateEnums`
+//! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
 //! and every defect of the originals that we fix is cited by its id (D1–D14, see
-//! `docs/schema.md`).
+//! `docs/schema.md`). The seventh bounds the number of `trades` partitions (D15).
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!
@@ -31,6 +31,7 @@ pub use sea_orm_migration::prelude::*;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod data_loss;
+mod locks;
 mod runner;
 
 mod m1700000001000_create_enums;
@@ -39,8 +40,12 @@ mod m1700000003000_create_orders_table;
 mod m1700000004000_create_trades_table;
 mod m1700000005000_create_auxiliary_tables;
 mod m1700000006000_create_utility_functions;
+mod m1700000007000_bounded_partitions;
 
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
+pub use locks::{
+    CONCURRENT_UNPRUNED, DEFAULT_MAX_LOCKS_PER_TRANSACTION, LockCapacity, lock_capacity,
+};
 pub use runner::{MIGRATION_LOCK_KEY, Operation, run};
 
 /// The trade-engine migrator. Use it like any SeaORM migrator; every operation
@@ -85,6 +90,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000004000_create_trades_table::Migration),
         Box::new(m1700000005000_create_auxiliary_tables::Migration),
         Box::new(m1700000006000_create_utility_functions::Migration),
+        Box::new(m1700000007000_bounded_partitions::Migration),
     ]
 }
 

@@ -42,6 +42,7 @@
 pub struct ReadmeExamples;
 
 pub mod error;
+pub mod ids;
 
 /// The service's hand-written statements, for tools that must send exactly the
 /// same SQL (the benchmark's raw-SQL baseline). Not a stable interface.
@@ -54,7 +55,7 @@ pub mod statements {
         resting_statement,
     };
     pub use crate::orders::lifecycle::CANCEL;
-    pub use crate::trades::history::HISTORY_PAGE;
+    pub use crate::trades::history::{HISTORY_PAGE, with_floor as history_with_floor};
 }
 pub mod maintenance;
 pub mod market;

@@ -39,4 +39,5 @@ pub mod bench;
 pub mod catalog;
 pub mod db;
 pub mod faults;
+pub mod history;
 pub mod sql;

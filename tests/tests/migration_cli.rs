@@ -93,27 +93,27 @@ async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
 
     let up = cli(&dir, &["up"], &[]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
     let status = cli(&dir, &["status"], &[]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(
         stdout(&status).matches("... Applied").count(),
-        6,
+        7,
         "{}",
         stdout(&status)
     );
 
     let down = cli(&dir, &["down"], &[]);
     assert!(down.status.success(), "{}", stderr(&down));
-    assert_eq!(applied().await, 5);
+    assert_eq!(applied().await, 6);
     let status = cli(&dir, &["status"], &[]);
     assert!(
-        stdout(&status).contains("m1700000006000_create_utility_functions'... Pending"),
+        stdout(&status).contains("m1700000007000_bounded_partitions'... Pending"),
         "{}",
         stdout(&status)
     );
 
-    let down = cli(&dir, &["down", "-n", "5"], &[]);
+    let down = cli(&dir, &["down", "-n", "6"], &[]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert_eq!(applied().await, 0);
     let up = cli(&dir, &["up", "-n", "2"], &[]);
@@ -122,7 +122,7 @@ async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
     // No subcommand means `up`, as with SeaORM's CLI.
     let up = cli(&dir, &[], &[]);
     assert!(up.status.success(), "{}", stderr(&up));
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
     let refresh = cli(&dir, &["refresh"], &[]);
     assert!(refresh.status.success(), "{}", stderr(&refresh));
     let fresh = cli(&dir, &["fresh"], &[]);
@@ -150,7 +150,7 @@ async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
     )
     .await;
 
-    let refused = cli(&dir, &["down", "-n", "4"], &env);
+    let refused = cli(&dir, &["down", "-n", "5"], &env);
     assert_one_line_error(&refused, "table \"orders\" holds 1 row");
     let refused = cli(&dir, &["reset"], &env);
     assert_one_line_error(&refused, "MIGRATION_ALLOW_DATA_LOSS=1");
@@ -158,11 +158,11 @@ async fn the_cli_refuses_data_loss_unless_it_is_allowed() {
     assert_one_line_error(&refused, "--allow-data-loss");
     let applied =
         || async { scalar::<i64>(db.conn(), "SELECT count(*) FROM seaql_migrations").await };
-    assert_eq!(applied().await, 6);
+    assert_eq!(applied().await, 7);
 
     let allowed = cli(
         &dir,
-        &["down", "-n", "4"],
+        &["down", "-n", "5"],
         &[env[0], ("MIGRATION_ALLOW_DATA_LOSS", "1")],
     );
     assert!(allowed.status.success(), "{}", stderr(&allowed));
@@ -234,4 +234,51 @@ async fn a_schema_other_than_public_is_migrated_with_dash_s() {
     )
     .await;
     assert_eq!(placed, 1);
+}
+
+/// `status` and `up` warn when the server's lock table is too small for the
+/// schema's partitions (D15), and say nothing when it is large enough.
+#[tokio::test]
+async fn status_and_up_warn_when_the_partitions_need_more_locks() {
+    let db = TestDb::migrated().await;
+    let dir = workdir("locks");
+    let url = db.url().to_owned();
+    let env = [("DATABASE_URL", url.as_str())];
+    let quiet = cli(&dir, &["status"], &env);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    let fresh = migration::lock_capacity(db.conn()).await.expect("capacity");
+    assert_eq!(
+        stderr(&quiet).contains("warning: max_locks_per_transaction"),
+        fresh.warning().is_some(),
+        "{}",
+        stderr(&quiet)
+    );
+
+    // 300 days more of daily partitions: 8 locks each, more than three such
+    // statements fit in a lock table of 64 per backend.
+    tests::history::build(db.conn(), 300, 30)
+        .await
+        .expect("300 days of partitions");
+    let grown = migration::lock_capacity(db.conn()).await.expect("capacity");
+    assert!(grown.worst_statement_locks >= 330 * 8, "{grown:?}");
+    let status = cli(&dir, &["status"], &env);
+    let up = cli(&dir, &["up"], &env);
+    for output in [&status, &up] {
+        assert!(output.status.success(), "{}", stderr(output));
+        assert_eq!(
+            stderr(output).contains(&format!(
+                "warning: max_locks_per_transaction is {} but the schema's partitions need {}",
+                grown.max_locks_per_transaction,
+                grown.required()
+            )),
+            grown.warning().is_some(),
+            "{}",
+            stderr(output)
+        );
+    }
+    if grown.max_locks_per_transaction == migration::DEFAULT_MAX_LOCKS_PER_TRANSACTION
+        && grown.backends <= 100
+    {
+        assert!(grown.warning().is_some(), "{grown:?}");
+    }
 }

@@ -381,10 +381,19 @@ async fn functions_have_their_signatures_and_comments() {
              get_trading_volume|p_symbol character varying, p_period character varying DEFAULT '24h'::character varying|TABLE(symbol character varying, trade_count bigint, base_volume numeric, quote_volume numeric, period_start timestamp with time zone, period_end timestamp with time zone)|Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)
              get_user_trade_history|p_user_id uuid, p_symbol character varying DEFAULT NULL::character varying, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0|TABLE(trade_id uuid, symbol character varying, side character varying, price numeric, quantity numeric, fee numeric, is_maker boolean, executed_at timestamp with time zone)|Returns trade history for a user with pagination
              maintain_partitions||void|Automated partition maintenance - creates future partitions. Run daily via cron.
+             merge_trades_candidates|p_daily_days integer DEFAULT NULL::integer|SETOF date|Months whose daily trades partitions all lie before the daily window, oldest first
+             merge_trades_copy|p_month date, p_partition text|bigint|Merge step 2: copies one daily trades partition into the month's table
+             merge_trades_mirror||trigger|During a merge, copies each write of a daily trades partition into the monthly table being filled
+             merge_trades_prepare|p_month date|SETOF text|Merge step 1: creates the unattached monthly trades table and mirrors writes of the month's daily partitions into it; returns those partitions
+             merge_trades_switch|p_month date|text|Merge step 4: in one short transaction, replaces the month's daily trades partitions by the monthly one
+             merge_trades_validate|p_month date|void|Merge step 3: validates the monthly trades table's bounds and foreign key
+             partition_lock_demand||TABLE(parent_table text, partitions integer, locks integer)|Partitions of orders and trades and the locks (partitions and their indexes) a statement that cannot prune them takes
              refresh_order_book_snapshot||void|Refresh order book materialized view - call periodically or on-demand
              remove_stop_order_from_watchlist||trigger|Automatically removes stop orders from watchlist when completed/cancelled
              set_cancelled_at_timestamp||trigger|
              set_filled_at_timestamp||trigger|
+             trades_daily_days||integer|Days of trades kept in daily partitions: the setting trade_engine.trades_daily_days, 90 when unset
+             trades_partition_ranges||TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of trades with their bounds, oldest first
              update_updated_at_column||trigger|
              validate_order_status_transition||trigger|"
         )

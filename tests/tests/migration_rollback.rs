@@ -35,7 +35,7 @@ async fn down_restores_exactly_the_catalog_before_each_up() {
         &snapshot(rolled.conn()).await,
         "two empty databases",
     );
-    for k in 1..=6u32 {
+    for k in 1..=7u32 {
         // `reference` is at k−1; `rolled` goes to k and back.
         let before = snapshot(reference.conn()).await;
         migrate(rolled.conn(), Operation::Up(Some(1))).await;
@@ -67,7 +67,7 @@ async fn down_restores_exactly_the_catalog_before_each_up() {
 async fn drill_down_one_at_a_time_to_empty_and_up_again() {
     let db = TestDb::migrated().await;
     let mut snapshots = vec![snapshot(db.conn()).await];
-    for remaining in (0..6).rev() {
+    for remaining in (0..7).rev() {
         migrate(db.conn(), Operation::Down(Some(1))).await;
         assert_eq!(applied(db.conn()).await, remaining);
         snapshots.push(snapshot(db.conn()).await);
@@ -76,7 +76,7 @@ async fn drill_down_one_at_a_time_to_empty_and_up_again() {
     assert_same(
         &snapshot(empty.conn()).await,
         snapshots.last().expect("seven snapshots"),
-        "after six downs",
+        "after seven downs",
     );
     migrate(db.conn(), Operation::Up(None)).await;
     assert_same(&snapshots[0], &snapshot(db.conn()).await, "up again");
@@ -91,7 +91,7 @@ async fn fresh_on_a_migrated_database_equals_up_on_an_empty_one() {
     exec(db.conn(), "SELECT create_orders_partition('2035-06-01')").await;
     Migrator::fresh(db.conn()).await.expect("fresh");
     assert_same(&expected, &snapshot(db.conn()).await, "fresh vs up");
-    assert_eq!(applied(db.conn()).await, 6);
+    assert_eq!(applied(db.conn()).await, 7);
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn concurrent_ups_both_succeed_and_apply_each_migration_once() {
         "SELECT count(DISTINCT version) FROM seaql_migrations",
     )
     .await;
-    assert_eq!((applied(db.conn()).await, versions), (6, 6));
+    assert_eq!((applied(db.conn()).await, versions), (7, 7));
     let sequential = TestDb::migrated().await;
     assert_same(
         &snapshot(sequential.conn()).await,
@@ -226,7 +226,7 @@ async fn a_runner_waits_for_the_migration_lock_then_runs() {
         .await
         .expect("the runner task")
         .expect("up after the lock is released");
-    assert_eq!(applied(db.conn()).await, 6);
+    assert_eq!(applied(db.conn()).await, 7);
     holder.close().await.ok();
 }
 
@@ -240,7 +240,7 @@ async fn an_up_racing_a_down_ends_in_a_consistent_state() {
     // Whichever ran second decides; either way the catalog is that of a
     // database migrated straight to the same step.
     let steps = applied(db.conn()).await;
-    assert!(steps == 5 || steps == 6, "{steps}");
+    assert!(steps == 6 || steps == 7, "{steps}");
     let reference = TestDb::empty().await;
     migrate(reference.conn(), Operation::Up(Some(steps as u32))).await;
     assert_same(
@@ -263,8 +263,8 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
     )
     .await;
     let before = snapshot(db.conn()).await;
-    // Migrations 6, 5 and 4 could go, but 3 would drop the orders: nothing goes.
-    let err = migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Refuse)
+    // Migrations 7, 6, 5 and 4 could go, but 3 would drop the orders: nothing goes.
+    let err = migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Refuse)
         .await
         .expect_err("orders hold rows");
     let message = err.to_string();
@@ -278,7 +278,7 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
         &snapshot(db.conn()).await,
         "after the refused down",
     );
-    assert_eq!(applied(db.conn()).await, 6);
+    assert_eq!(applied(db.conn()).await, 7);
 
     for operation in [Operation::Reset, Operation::Refresh, Operation::Fresh] {
         let err = migration::run(db.conn(), operation, DataLoss::Refuse)
@@ -295,7 +295,7 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
         );
     }
 
-    migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Allow)
+    migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Allow)
         .await
         .expect("allowed");
     assert_eq!(applied(db.conn()).await, 2);
@@ -314,7 +314,7 @@ async fn a_refusal_names_every_table_the_run_would_empty() {
             1, 1, 0, 0, 'USDT', 'USDT', true FROM generate_series(1, 3);",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Refuse)
         .await
         .expect_err("trades and orders hold rows");
     let message = err.to_string();
@@ -326,9 +326,9 @@ async fn a_refusal_names_every_table_the_run_would_empty() {
         message.contains("table \"orders\" holds 1 row;"),
         "{message}"
     );
-    // One step only reaches migration 6: nothing at stake.
+    // One step only reaches migration 7: nothing at stake.
     migrate(db.conn(), Operation::Down(Some(1))).await;
-    assert_eq!(applied(db.conn()).await, 5);
+    assert_eq!(applied(db.conn()).await, 6);
 }
 
 #[tokio::test]
@@ -346,7 +346,7 @@ async fn every_data_table_is_guarded() {
          VALUES (gen_random_uuid(), gen_random_uuid(), 'BTC/USDT', 'BUY', 1, 1);",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(2)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), Operation::Down(Some(3)), DataLoss::Refuse)
         .await
         .expect_err("watchlist and snapshots hold rows");
     let message = err.to_string();
@@ -363,14 +363,14 @@ async fn every_data_table_is_guarded() {
         "DELETE FROM stop_orders_watchlist; DELETE FROM order_book_snapshots;",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(3)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Refuse)
         .await
         .expect_err("trades hold rows");
     assert!(err.to_string().contains("\"trades\" holds 1 row"), "{err}");
     exec(db.conn(), "DELETE FROM trades").await;
 
     // symbols: the seed rows are the migration's own, any other is data.
-    migrate(db.conn(), Operation::Down(Some(4))).await;
+    migrate(db.conn(), Operation::Down(Some(5))).await;
     assert_eq!(applied(db.conn()).await, 2);
     exec(
         db.conn(),
@@ -392,7 +392,7 @@ async fn the_guard_holds_against_rows_committed_during_the_check() {
     // either commits first (and the down refuses) or waits and then fails
     // because the table is gone; it never commits into a table being dropped.
     let db = TestDb::migrated().await;
-    migrate(db.conn(), Operation::Down(Some(3))).await; // orders is now the newest table
+    migrate(db.conn(), Operation::Down(Some(4))).await; // orders is now the newest table
     let writer = db.connect().await;
     let (down, insert) = tokio::join!(
         migration::run(db.conn(), Operation::Down(Some(1)), DataLoss::Refuse),

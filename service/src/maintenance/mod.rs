@@ -11,6 +11,7 @@
 //! | entry point | suggested schedule |
 //! |---|---|
 //! | [`maintain_partitions`] | daily |
+//! | [`compact_trades`] | daily (after [`maintain_partitions`]) |
 //! | [`enforce_retention`] | daily or monthly, `dry_run = true` until the list is reviewed |
 //! | [`expire_orders`] | every minute, and just after UTC midnight |
 //! | [`trigger_reached_stops`] | every minute |
@@ -29,8 +30,10 @@
 //! # let _ = (partitions, due, expired, snapshots); Ok(()) }
 //! ```
 
+mod compaction;
 mod snapshot;
 
+pub use compaction::{MergedMonth, compact_trades, merge_trades_month};
 pub use snapshot::snapshot_order_books;
 
 use std::time::Instant;

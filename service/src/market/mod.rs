@@ -29,7 +29,8 @@ pub(crate) mod stats;
 pub use book::{BestBidAsk, OrderBook, PriceLevel, Ticker, best_bid_ask, depth, ticker};
 pub use period::Period;
 pub use stats::{
-    FillRate, MAX_FILL_RATE_DAYS, MarketStats, TradingVolume, fill_rate, stats, volume, vwap,
+    FillRate, MAX_FILL_RATE_DAYS, MarketStats, TradingVolume, fill_rate, stats, stats_floor,
+    volume, vwap,
 };
 
 pub(crate) use book::check_depth;

@@ -1,10 +1,7 @@
 //! The end of an order's life by request (cancel) or by time (expiry).
 
 use entity::orders;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
-    TransactionSession,
-};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionSession};
 
 use crate::pooling::TransactionAware;
 use uuid::Uuid;
@@ -12,20 +9,27 @@ use uuid::Uuid;
 use crate::error::{Result, ServiceError};
 use crate::is_terminal;
 
-/// Looks an order up by id alone (the key is `(order_id, created_at)`; the id is
-/// unique and leads every partition's primary-key index).
+/// Looks an order up by id alone (the key is `(order_id, created_at)`): time
+/// bounds derived from the id ([`crate::ids::find_by_id`]) let PostgreSQL
+/// plan and lock one monthly partition, not all of them.
 pub(crate) async fn find_order<C: ConnectionTrait>(
     db: &C,
     order_id: Uuid,
 ) -> Result<orders::Model> {
-    orders::Entity::find()
-        .filter(orders::Column::OrderId.eq(order_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound {
-            entity: "order",
-            id: order_id.to_string(),
-        })
+    // A triggered stop order's created_at moves to its trigger time, later
+    // than its id says.
+    crate::ids::find_by_id::<orders::Entity, _>(
+        db,
+        orders::Column::OrderId,
+        orders::Column::CreatedAt,
+        order_id,
+        true,
+    )
+    .await?
+    .ok_or_else(|| ServiceError::NotFound {
+        entity: "order",
+        id: order_id.to_string(),
+    })
 }
 
 /// The order, if it belongs to `user_id`.

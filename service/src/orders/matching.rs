@@ -215,7 +215,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             });
         }
         let taker = Taker {
-            order_id: Uuid::new_v4(),
+            order_id: crate::ids::new_id(created_at),
             created_at,
             user_id: order.user_id,
             institution_id: None,
@@ -364,8 +364,9 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 ),
             ),
         };
+        let executed_at = self.tick();
         trades::Model {
-            trade_id: Uuid::new_v4(),
+            trade_id: crate::ids::new_id(executed_at),
             symbol: self.symbol.symbol.clone(),
             buyer_order_id: buyer.0,
             seller_order_id: seller.0,
@@ -382,14 +383,14 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             is_buyer_maker: taker.side == Side::Sell,
             trade_source: Some("INTERNAL".to_owned()),
             execution_venue: None,
-            executed_at: self.tick(),
+            executed_at,
             settled_at: None,
         }
     }
 
     fn new_row(&self, order: &NewOrder, created_at: DateTime<FixedOffset>) -> orders::Model {
         orders::Model {
-            order_id: Uuid::new_v4(),
+            order_id: crate::ids::new_id(created_at),
             user_id: order.user_id,
             institution_id: None,
             symbol: self.symbol.symbol.clone(),

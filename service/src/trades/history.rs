@@ -120,15 +120,14 @@ pub async fn user_history<C: ConnectionTrait>(
 ) -> Result<Paged<UserTrade>> {
     let limit = page.check()?;
     let symbol_value: Value = symbol.map(str::to_owned).into();
-    let statement = match page {
+    let (sql, values): (&str, Vec<Value>) = match page {
         Page::Offset { offset, .. } => {
             // Each branch reads at most offset + limit rows; past bigint that
             // is "all of them", which i64::MAX says as well.
             let per_branch = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
-            Statement::from_sql_and_values(
-                DbBackend::Postgres,
+            (
                 HISTORY_PAGE,
-                [
+                vec![
                     user_id.into(),
                     symbol_value,
                     per_branch.into(),
@@ -137,10 +136,9 @@ pub async fn user_history<C: ConnectionTrait>(
                 ],
             )
         }
-        Page::After { cursor, .. } => Statement::from_sql_and_values(
-            DbBackend::Postgres,
+        Page::After { cursor, .. } => (
             HISTORY_AFTER,
-            [
+            vec![
                 user_id.into(),
                 symbol_value,
                 cursor.at.into(),
@@ -149,9 +147,59 @@ pub async fn user_history<C: ConnectionTrait>(
             ],
         ),
     };
-    let items = UserTrade::find_by_statement(statement).all(db).await?;
+    // The last week first: when it fills the page, the page is the same as over
+    // the whole table (every older trade sorts after it), and the plan covers a
+    // week of partitions instead of all of them (D15).
+    let floor = crate::ids::midnight_text(chrono::Utc::now() - RECENT_HISTORY, false);
+    let recent = UserTrade::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        with_floor(sql, &floor),
+        values.clone(),
+    ))
+    .all(db)
+    .await?;
+    let items = if recent.len() as u64 == limit {
+        recent
+    } else {
+        UserTrade::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .all(db)
+        .await?
+    };
     if let (true, Some(symbol)) = (items.is_empty(), symbol) {
         ensure_symbol(db, symbol).await?;
     }
     Ok(Paged::new(items, limit, UserTrade::cursor))
+}
+
+/// How far back [`user_history`] looks before the whole table.
+const RECENT_HISTORY: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Where each branch of [`HISTORY_PAGE`] and [`HISTORY_AFTER`] orders its rows.
+const BRANCH_ORDER: &str = "\n     ORDER BY t.executed_at DESC, t.trade_id DESC";
+
+/// `sql` with both branches bounded to `executed_at >= floor` (an SQL constant:
+/// generic plans prune on it too).
+pub fn with_floor(sql: &str, floor: &str) -> String {
+    sql.replace(
+        BRANCH_ORDER,
+        &format!("\n       AND t.executed_at >= {floor}{BRANCH_ORDER}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_bounds_both_branches_and_only_them() {
+        for sql in [HISTORY_PAGE, HISTORY_AFTER] {
+            assert_eq!(sql.matches(BRANCH_ORDER).count(), 2, "{sql}");
+            let bounded = with_floor(sql, "'2026-01-01 00:00:00+00'::timestamptz");
+            assert_eq!(bounded.matches("t.executed_at >= '2026-01-01").count(), 2);
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub(crate) mod history;
 pub use history::{UserTrade, user_history};
 
 use entity::trades;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -36,17 +37,21 @@ use crate::pagination::MAX_LIMIT;
 
 /// One trade. Errors: [`ServiceError::NotFound`].
 ///
-/// The id alone does not name a partition, so each day's `trades_pkey` copy is
-/// probed once.
+/// The id's time bounds ([`crate::ids::find_by_id`]) name the partition, so
+/// one partition is planned and probed, not every day's `trades_pkey` copy.
 pub async fn get<C: ConnectionTrait>(db: &C, trade_id: Uuid) -> Result<trades::Model> {
-    trades::Entity::find()
-        .filter(trades::Column::TradeId.eq(trade_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound {
-            entity: "trade",
-            id: trade_id.to_string(),
-        })
+    crate::ids::find_by_id::<trades::Entity, _>(
+        db,
+        trades::Column::TradeId,
+        trades::Column::ExecutedAt,
+        trade_id,
+        false,
+    )
+    .await?
+    .ok_or_else(|| ServiceError::NotFound {
+        entity: "trade",
+        id: trade_id.to_string(),
+    })
 }
 
 /// The symbol's newest `limit` trades (1..=[`MAX_LIMIT`]), newest first
@@ -54,6 +59,9 @@ pub async fn get<C: ConnectionTrait>(db: &C, trade_id: Uuid) -> Result<trades::M
 ///
 /// Walks `IDX_trades_symbol_time (symbol, executed_at DESC)` of each day and
 /// merges the days in order, so it reads `limit` rows, not the symbol's history.
+/// It looks at the trades since yesterday's UTC midnight first (a constant
+/// bound: two or three daily partitions planned and locked, in a generic plan
+/// too), and at the whole table only when they are fewer than `limit`.
 ///
 /// Errors: [`ServiceError::UnknownSymbol`], [`ServiceError::InvalidArgument`]
 /// (`limit`).
@@ -63,13 +71,23 @@ pub async fn recent<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<trades::Model>> {
     check_limit(limit)?;
-    let tape = trades::Entity::find()
-        .filter(trades::Column::Symbol.eq(symbol))
-        .order_by_desc(trades::Column::ExecutedAt)
-        .order_by_desc(trades::Column::TradeId)
-        .limit(limit)
+    let tape = || {
+        trades::Entity::find()
+            .filter(trades::Column::Symbol.eq(symbol))
+            .order_by_desc(trades::Column::ExecutedAt)
+            .order_by_desc(trades::Column::TradeId)
+            .limit(limit)
+    };
+    let since =
+        crate::ids::midnight_literal(chrono::Utc::now() - chrono::TimeDelta::days(1), false);
+    let recent = tape()
+        .filter(Expr::col(trades::Column::ExecutedAt).gte(since))
         .all(db)
         .await?;
+    if recent.len() as u64 == limit {
+        return Ok(recent);
+    }
+    let tape = tape().all(db).await?;
     // An empty tape is the one case where the symbol may not exist; asking
     // only then keeps the common case at one round trip.
     if tape.is_empty() {

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod latency;
 pub mod loader;
 pub mod market;
+pub mod plans;
 pub mod raw;
 pub mod report;
 pub mod throughput;

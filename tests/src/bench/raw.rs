@@ -52,8 +52,15 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
     let query = sqlx::query(sql);
     let query = match bind {
         Binds::Symbol(symbol) => query.bind(symbol),
+        // TICKER's `$2`: the trades of the last day, as the service sends it.
+        Binds::SymbolLastDay(symbol) => query
+            .bind(symbol)
+            .bind(Utc::now() - chrono::TimeDelta::days(1)),
         Binds::SymbolLevels(symbol, levels) => query.bind(symbol).bind(levels),
-        Binds::SymbolHours(symbol, hours) => query.bind(symbol).bind(hours),
+        Binds::SymbolHours(symbol, hours) => query
+            .bind(symbol)
+            .bind(hours)
+            .bind(service::market::stats_floor(hours)),
         Binds::UserPage(user, limit, offset) => query.bind(user).bind(limit).bind(offset),
         Binds::UserAfter(user, at, id, limit) => query.bind(user).bind(at).bind(id).bind(limit),
         Binds::History(user, per_branch, limit, offset) => query
@@ -70,6 +77,7 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
 #[derive(Clone, Copy, Debug)]
 pub enum Binds<'a> {
     Symbol(&'a str),
+    SymbolLastDay(&'a str),
     SymbolLevels(&'a str, i64),
     SymbolHours(&'a str, i32),
     UserPage(Uuid, i64, i64),

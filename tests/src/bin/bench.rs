@@ -1,7 +1,9 @@
 //! `cargo run --release -p tests --bin bench -- --scale small|full`: creates
 //! `te_bench_<scale>` on the server of `DATABASE_URL` (dropped and created
 //! again), loads it, benchmarks the hot operations, prints the table and
-//! writes `target/bench/report.json`.
+//! writes `target/bench/report.json`. With `--years N` it measures the hot
+//! statements' planning at 60 days and N years of partitions instead
+//! (`target/bench/plans.json`).
 
 use std::path::PathBuf;
 
@@ -21,12 +23,30 @@ struct Args {
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench/report.json")]
     report: PathBuf,
+    /// Instead of the load benchmark: planning and execution time of the hot
+    /// statements at 60 days and at this many years of partitions, back to
+    /// back (`te_bench_plans_60d`, `te_bench_plans_<N>y`).
+    #[arg(long)]
+    years: Option<u32>,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let args = Args::parse();
+    if let Some(years) = args.years {
+        let measurements = bench::plans::run(&args.database_url, years)
+            .await
+            .context("the planning benchmark failed")?;
+        print!("{}", bench::plans::table(&measurements));
+        if let Some(dir) = args.report.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let path = args.report.with_file_name("plans.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&measurements)?)?;
+        println!("\nreport: {}", path.display());
+        return Ok(());
+    }
     let database = format!("te_bench_{}", args.scale.name());
     let settings = args.scale.settings();
     eprintln!(
