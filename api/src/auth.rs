@@ -116,6 +116,23 @@ pub enum Caller {
 }
 
 impl Auth {
+    /// `Err(reason)` when trusted-header mode names `TRUSTED_PROXIES` and
+    /// `peer` is outside them: such a request did not come through the
+    /// gateway, so the api does not serve it at all.
+    pub fn admit(&self, peer: Option<IpAddr>) -> Result<(), String> {
+        match (&self.mode, &self.trusted_proxies) {
+            (AuthMode::TrustedHeader, Some(proxies))
+                if !peer.is_some_and(|ip| proxies.contains(ip)) =>
+            {
+                Err(format!(
+                    "requests are accepted only from TRUSTED_PROXIES; {} is not one",
+                    peer.map_or_else(|| "this peer".to_owned(), |ip| ip.to_string())
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the request's credentials: a bearer JWT, or in trusted-header
     /// mode the `X-User-ID` header, which only a peer inside
     /// `TRUSTED_PROXIES` (when set) may send. A header sent twice is refused:
@@ -146,14 +163,8 @@ impl Auth {
                 Ok(None) => Caller::Anonymous,
                 Err(reason) => Caller::Refused(reason),
                 Ok(Some(value)) => {
-                    if let Some(proxies) = &self.trusted_proxies {
-                        let trusted = peer.is_some_and(|ip| proxies.contains(ip));
-                        if !trusted {
-                            return Caller::Refused(format!(
-                                "X-User-ID is accepted only from TRUSTED_PROXIES; {} is not one",
-                                peer.map_or_else(|| "this peer".to_owned(), |ip| ip.to_string())
-                            ));
-                        }
+                    if let Err(reason) = self.admit(peer) {
+                        return Caller::Refused(reason);
                     }
                     match Uuid::try_parse(value) {
                         Ok(user) => Caller::User(user),

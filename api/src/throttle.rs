@@ -81,8 +81,9 @@ impl Throttle {
     }
 }
 
-/// Decides who is calling (once per request; [`crate::auth::AuthUser`] reads
-/// the outcome) and refuses a caller over its rate limit with 429.
+/// Refuses a peer outside `TRUSTED_PROXIES` (trusted-header mode), decides
+/// who is calling (once per request; [`crate::auth::AuthUser`] reads the
+/// outcome) and refuses a caller over its rate limit with 429.
 pub async fn limit_rate(
     State(state): State<AppState>,
     mut request: Request,
@@ -92,6 +93,13 @@ pub async fn limit_rate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
+    // Behind a gateway, the api's contract is served to the gateway alone;
+    // the operations endpoints stay open to probes and scrapers.
+    if request.uri().path().starts_with("/api/")
+        && let Err(reason) = state.auth.admit(peer)
+    {
+        return ApiError::Unauthorized(reason).into_response();
+    }
     let caller = state.auth.caller(request.headers(), peer);
     if let Err(retry_after) = state.throttle.check(&caller, peer) {
         return ApiError::TooManyRequests { retry_after }.into_response();

@@ -120,14 +120,18 @@ async fn two_user_headers_are_refused() {
 }
 
 #[tokio::test]
-async fn user_headers_are_taken_only_from_trusted_proxies() {
+async fn only_trusted_proxies_are_served_in_trusted_header_mode() {
     let outside =
         spawn_app(AppOptions::trusted_header().setting("TRUSTED_PROXIES", "10.0.0.0/8")).await;
     let user = Uuid::new_v4();
     let body = expect_error(outside.get("/api/v1/orders", user).await, 401).await;
     assert!(wire::reason(&body).contains("trusted_proxies"), "{body}");
-    // Market data needs no identity and stays public.
-    outside.get_public_json("/api/v1/symbols", 200).await;
+    // Nothing of the contract is served around the gateway, market data
+    // included; probes and scrapers still reach the operations endpoints.
+    expect_error(outside.get_public("/api/v1/symbols").await, 401).await;
+    outside.get_public_json("/health", 200).await;
+    let metrics = wire::read(outside.get_public("/metrics").await).await;
+    assert_eq!(metrics.status, 200);
     outside.shutdown().await;
 
     let inside = spawn_app(
