@@ -133,11 +133,6 @@ impl Config {
             ..PlacementLimits::default()
         }
     }
-
-    /// Whether the server listens on a loopback address only.
-    pub fn loopback_only(&self) -> bool {
-        self.bind_addr.ip().is_loopback()
-    }
 }
 
 /// A variable with a value the api cannot use.
@@ -362,7 +357,7 @@ mod tests {
     fn non_loopback_addresses_need_a_secret_and_trusted_proxies() {
         let secret = "0123456789abcdef0123456789abcdef";
         let c = config(&[("BIND_ADDR", "0.0.0.0:8080"), ("JWT_SECRET", secret)]).expect("valid");
-        assert!(!c.loopback_only());
+        assert!(!c.bind_addr.ip().is_loopback());
         let c = config(&[
             ("BIND_ADDR", "0.0.0.0:8080"),
             ("AUTH_MODE", "trusted-header"),

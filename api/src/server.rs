@@ -109,12 +109,13 @@ impl Server {
         if let Some(timeout) = config.db_statement_timeout {
             db = db.with_statement_timeout(timeout);
         }
+        let placement = config.placement_limits();
         let state = AppState {
             db: db.clone(),
             auth: Arc::new(auth.with_trusted_proxies(config.trusted_proxies.clone())),
             metrics: crate::metrics::handle(),
             throttle: Arc::new(Throttle::new(config)),
-            placement: config.placement_limits(),
+            placement,
         };
         let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
@@ -127,7 +128,7 @@ impl Server {
             stopped.clone(),
         ));
         let jobs = if config.background_jobs {
-            crate::jobs::spawn(db, config.placement_limits(), stopped)
+            crate::jobs::spawn(db, placement, stopped)
         } else {
             Vec::new()
         };

@@ -25,11 +25,6 @@ use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
 use crate::state::AppState;
 
-/// Every route of the contract, with every layer (see [`router_with`]).
-pub fn router(state: AppState, config: &Config) -> Router {
-    router_with(state, Router::new(), config)
-}
-
 /// The contract's routes and `extra`, under the layers every request passes,
 /// outermost first:
 ///

@@ -99,8 +99,11 @@ pub async fn cancel<C: TransactionAware>(
                 return Ok(cancelled);
             }
             Ok(None) => continue,
-            Err(err) if is_contention(&err) => contention = Some(err),
-            Err(err) => return Err(err.into()),
+            // Classified once, in `ServiceError::from`: contention is retried.
+            Err(err) => match ServiceError::from(err) {
+                ServiceError::Contention { source, .. } => contention = Some(source),
+                other => return Err(other),
+            },
         }
     }
     let now = find_order(db, order_id).await?;
@@ -138,14 +141,6 @@ async fn cancel_row<C: ConnectionTrait>(
 
 /// Reads and cancel attempts before giving up on an order that keeps moving.
 const CANCEL_ATTEMPTS: u32 = crate::CONTENTION_ATTEMPTS;
-
-/// A serialization failure (the row moved partition) or a deadlock.
-fn is_contention(err: &sea_orm::DbErr) -> bool {
-    matches!(
-        crate::error::sqlstate(err).as_deref(),
-        Some("40001" | "40P01")
-    )
-}
 
 #[derive(FromQueryResult)]
 struct Expired {
