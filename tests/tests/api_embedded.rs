@@ -89,6 +89,20 @@ async fn start(data_dir: &Path) -> EmbeddedPostgres {
         .unwrap_or_else(|error| panic!("the embedded cluster starts: {error}"))
 }
 
+/// A cluster created in a scratch folder and stopped again, for tests that
+/// change it before the next start; the scratch folder lives as long as the
+/// first value.
+async fn stopped_cluster(label: &str) -> (Scratch, PathBuf) {
+    let scratch = Scratch::new(label);
+    let data_dir = scratch.path.join("pgdata");
+    start(&data_dir)
+        .await
+        .stop()
+        .await
+        .expect("the cluster stops");
+    (scratch, data_dir)
+}
+
 #[tokio::test]
 async fn a_cluster_is_created_once_reused_and_stopped() {
     let scratch = Scratch::new("lifecycle");
@@ -297,13 +311,7 @@ async fn the_cluster_is_reachable_only_through_the_socket_in_its_folder() {
 /// `listen_addresses = '127.0.0.1'` in its `postgresql.conf`.
 #[tokio::test]
 async fn a_cluster_from_the_tcp_days_starts_without_a_tcp_listener() {
-    let scratch = Scratch::new("legacy");
-    let data_dir = scratch.path.join("pgdata");
-    start(&data_dir)
-        .await
-        .stop()
-        .await
-        .expect("the cluster stops");
+    let (_scratch, data_dir) = stopped_cluster("legacy").await;
     let settings = data_dir.join("postgresql.conf");
     let mut conf = fs::read_to_string(&settings).expect("the settings are readable");
     conf.push_str("\nlisten_addresses = '127.0.0.1'\n");
@@ -334,13 +342,7 @@ async fn a_cluster_from_the_tcp_days_starts_without_a_tcp_listener() {
 
 #[tokio::test]
 async fn a_data_folder_opened_to_others_is_made_private_again() {
-    let scratch = Scratch::new("opened");
-    let data_dir = scratch.path.join("pgdata");
-    start(&data_dir)
-        .await
-        .stop()
-        .await
-        .expect("the cluster stops");
+    let (_scratch, data_dir) = stopped_cluster("opened").await;
     fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))
         .expect("the folder is opened up");
 
