@@ -48,6 +48,10 @@ pub fn spawn(
                 if let Err(err) = service::maintenance::compact_trades(&db, None).await {
                     tracing::warn!(job = "compact_trades", error = %err, "failed");
                 }
+                // and old months of orders into yearly ones.
+                if let Err(err) = service::maintenance::compact_orders(&db, None).await {
+                    tracing::warn!(job = "compact_orders", error = %err, "failed");
+                }
             }
         })
     };

@@ -276,21 +276,37 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        let merged = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                manager.get_database_backend(),
-                MERGED,
-            ))
-            .await?
-            .and_then(|row| row.try_get::<Option<String>>("", "names").ok())
-            .flatten();
-        if let Some(names) = merged {
-            return Err(DbErr::Migration(format!(
+        down_unless_merged(manager, MERGED, DOWN, |names| {
+            format!(
                 "refusing to roll back m1700000007000_bounded_partitions: trades has merged or merging months ({names}) that daily partitions cannot hold; nothing was changed"
-            )));
-        }
-        db.execute_unprepared(DOWN).await?;
-        Ok(())
+            )
+        })
+        .await
     }
+}
+
+/// Runs `down` unless `merged` (a query answering `names`, NULL when there
+/// is none) names merged partitions or a merge in progress, which the earlier
+/// layout cannot represent: then refuses with `refusal(names)`, changing
+/// nothing.
+pub(crate) async fn down_unless_merged(
+    manager: &SchemaManager<'_>,
+    merged: &str,
+    down: &str,
+    refusal: impl FnOnce(&str) -> String,
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    let names = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            manager.get_database_backend(),
+            merged,
+        ))
+        .await?
+        .and_then(|row| row.try_get::<Option<String>>("", "names").ok())
+        .flatten();
+    if let Some(names) = names {
+        return Err(DbErr::Migration(refusal(&names)));
+    }
+    db.execute_unprepared(down).await?;
+    Ok(())
 }

@@ -381,13 +381,26 @@ async fn functions_have_their_signatures_and_comments() {
              get_trading_volume|p_symbol character varying, p_period character varying DEFAULT '24h'::character varying|TABLE(symbol character varying, trade_count bigint, base_volume numeric, quote_volume numeric, period_start timestamp with time zone, period_end timestamp with time zone)|Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)
              get_user_trade_history|p_user_id uuid, p_symbol character varying DEFAULT NULL::character varying, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0|TABLE(trade_id uuid, symbol character varying, side character varying, price numeric, quantity numeric, fee numeric, is_maker boolean, executed_at timestamp with time zone)|Returns trade history for a user with pagination
              maintain_partitions||void|Automated partition maintenance - creates future partitions. Run daily via cron.
+             merge_orders_bounds|p_year date, OUT target text, OUT range_from timestamp with time zone, OUT range_to timestamp with time zone|record|The yearly orders partition of the year containing p_year: its name and UTC bounds
+             merge_orders_candidates|p_monthly_months integer DEFAULT NULL::integer|SETOF date|Years whose monthly orders partitions all lie before the monthly window, oldest first
+             merge_orders_copy|p_year date, p_partition text, p_after uuid DEFAULT NULL::uuid, p_batch integer DEFAULT 10000, OUT last_id uuid, OUT copied bigint|record|Merge step 2 for orders: copies the next batch of a monthly partition (order_id after p_after) into orders_YYYY; returns the last order_id of the batch (NULL when done) and the rows inserted
+             merge_orders_prepare|p_year date|SETOF text|Merge step 1 for orders: creates the unattached orders_YYYY and mirrors writes of the year's monthly partitions into it; returns those partitions
+             merge_orders_switch|p_year date|text|Merge step 4 for orders: in one short transaction, replaces the year's monthly partitions by orders_YYYY
+             merge_orders_validate|p_year date|void|Merge step 3 for orders: validates the bounds check and foreign key of orders_YYYY
+             merge_range_copy|p_target text, p_partition text, p_id text, p_after uuid, p_batch integer, OUT last_id uuid, OUT copied bigint|record|Merge step 2: copies the next p_batch rows of a partition (by p_id, after p_after) into the table being filled; returns the last id of the batch (NULL when none was left) and the rows inserted
+             merge_range_mirror||trigger|During a merge, copies each write of a partition being merged into the table being filled
+             merge_range_prepare|p_parent text, p_id text, p_key text, p_target text, p_from timestamp with time zone, p_to timestamp with time zone|SETOF text|Merge step 1: creates the unattached table for [p_from, p_to) and mirrors writes of the partitions it replaces into it; returns those partitions
+             merge_range_switch|p_parent text, p_key text, p_target text, p_from timestamp with time zone, p_to timestamp with time zone|text|Merge step 4: in one short transaction, replaces the partitions of [p_from, p_to) by the filled table
+             merge_range_validate|p_target text|void|Merge step 3: validates the bounds check and foreign keys of the table being filled
              merge_trades_candidates|p_daily_days integer DEFAULT NULL::integer|SETOF date|Months whose daily trades partitions all lie before the daily window, oldest first
              merge_trades_copy|p_month date, p_partition text|bigint|Merge step 2: copies one daily trades partition into the month's table
              merge_trades_mirror||trigger|During a merge, copies each write of a daily trades partition into the monthly table being filled
              merge_trades_prepare|p_month date|SETOF text|Merge step 1: creates the unattached monthly trades table and mirrors writes of the month's daily partitions into it; returns those partitions
              merge_trades_switch|p_month date|text|Merge step 4: in one short transaction, replaces the month's daily trades partitions by the monthly one
              merge_trades_validate|p_month date|void|Merge step 3: validates the monthly trades table's bounds and foreign key
+             orders_monthly_months||integer|Full months of orders kept in monthly partitions before their year is merged: the setting trade_engine.orders_monthly_months, 3 when unset
              partition_lock_demand||TABLE(parent_table text, partitions integer, locks integer)|Partitions of orders and trades and the locks (partitions and their indexes) a statement that cannot prune them takes
+             range_partitions|p_parent text|TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of a partitioned table of the current schema with their bounds, oldest first
              refresh_order_book_snapshot||void|Refresh order book materialized view - call periodically or on-demand
              remove_stop_order_from_watchlist||trigger|Automatically removes stop orders from watchlist when completed/cancelled
              set_cancelled_at_timestamp||trigger|

@@ -19,6 +19,16 @@ async fn applied(db: &DatabaseConnection) -> i64 {
     scalar(db, "SELECT count(*) FROM seaql_migrations").await
 }
 
+/// How many migrations the crate has.
+fn all() -> u32 {
+    u32::try_from(Migrator::migrations().len()).expect("a few migrations")
+}
+
+/// A down that keeps the first `keep` migrations.
+fn down_to(keep: u32) -> Operation {
+    Operation::Down(Some(all() - keep))
+}
+
 fn assert_same(left: &Catalog, right: &Catalog, what: &str) {
     let diff = left.diff(right);
     assert!(diff.is_empty(), "{what}:\n{diff}");
@@ -35,7 +45,7 @@ async fn down_restores_exactly_the_catalog_before_each_up() {
         &snapshot(rolled.conn()).await,
         "two empty databases",
     );
-    for k in 1..=7u32 {
+    for k in 1..=all() {
         // `reference` is at k−1; `rolled` goes to k and back.
         let before = snapshot(reference.conn()).await;
         migrate(rolled.conn(), Operation::Up(Some(1))).await;
@@ -67,7 +77,7 @@ async fn down_restores_exactly_the_catalog_before_each_up() {
 async fn drill_down_one_at_a_time_to_empty_and_up_again() {
     let db = TestDb::migrated().await;
     let mut snapshots = vec![snapshot(db.conn()).await];
-    for remaining in (0..7).rev() {
+    for remaining in (0..i64::from(all())).rev() {
         migrate(db.conn(), Operation::Down(Some(1))).await;
         assert_eq!(applied(db.conn()).await, remaining);
         snapshots.push(snapshot(db.conn()).await);
@@ -75,8 +85,8 @@ async fn drill_down_one_at_a_time_to_empty_and_up_again() {
     let empty = TestDb::empty().await;
     assert_same(
         &snapshot(empty.conn()).await,
-        snapshots.last().expect("seven snapshots"),
-        "after seven downs",
+        snapshots.last().expect("a snapshot per step"),
+        "after every down",
     );
     migrate(db.conn(), Operation::Up(None)).await;
     assert_same(&snapshots[0], &snapshot(db.conn()).await, "up again");
@@ -91,7 +101,7 @@ async fn fresh_on_a_migrated_database_equals_up_on_an_empty_one() {
     exec(db.conn(), "SELECT create_orders_partition('2035-06-01')").await;
     Migrator::fresh(db.conn()).await.expect("fresh");
     assert_same(&expected, &snapshot(db.conn()).await, "fresh vs up");
-    assert_eq!(applied(db.conn()).await, 7);
+    assert_eq!(applied(db.conn()).await, i64::from(all()));
 }
 
 #[tokio::test]
@@ -175,7 +185,10 @@ async fn concurrent_ups_both_succeed_and_apply_each_migration_once() {
         "SELECT count(DISTINCT version) FROM seaql_migrations",
     )
     .await;
-    assert_eq!((applied(db.conn()).await, versions), (7, 7));
+    assert_eq!(
+        (applied(db.conn()).await, versions),
+        (i64::from(all()), i64::from(all()))
+    );
     let sequential = TestDb::migrated().await;
     assert_same(
         &snapshot(sequential.conn()).await,
@@ -226,7 +239,7 @@ async fn a_runner_waits_for_the_migration_lock_then_runs() {
         .await
         .expect("the runner task")
         .expect("up after the lock is released");
-    assert_eq!(applied(db.conn()).await, 7);
+    assert_eq!(applied(db.conn()).await, i64::from(all()));
     holder.close().await.ok();
 }
 
@@ -240,7 +253,10 @@ async fn an_up_racing_a_down_ends_in_a_consistent_state() {
     // Whichever ran second decides; either way the catalog is that of a
     // database migrated straight to the same step.
     let steps = applied(db.conn()).await;
-    assert!(steps == 6 || steps == 7, "{steps}");
+    assert!(
+        steps == i64::from(all()) - 1 || steps == i64::from(all()),
+        "{steps}"
+    );
     let reference = TestDb::empty().await;
     migrate(reference.conn(), Operation::Up(Some(steps as u32))).await;
     assert_same(
@@ -263,8 +279,8 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
     )
     .await;
     let before = snapshot(db.conn()).await;
-    // Migrations 7, 6, 5 and 4 could go, but 3 would drop the orders: nothing goes.
-    let err = migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Refuse)
+    // Migrations 4 and later could go, but 3 would drop the orders: nothing goes.
+    let err = migration::run(db.conn(), down_to(2), DataLoss::Refuse)
         .await
         .expect_err("orders hold rows");
     let message = err.to_string();
@@ -278,7 +294,7 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
         &snapshot(db.conn()).await,
         "after the refused down",
     );
-    assert_eq!(applied(db.conn()).await, 7);
+    assert_eq!(applied(db.conn()).await, i64::from(all()));
 
     for operation in [Operation::Reset, Operation::Refresh, Operation::Fresh] {
         let err = migration::run(db.conn(), operation, DataLoss::Refuse)
@@ -295,7 +311,7 @@ async fn down_refuses_to_drop_rows_and_changes_nothing() {
         );
     }
 
-    migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Allow)
+    migration::run(db.conn(), down_to(2), DataLoss::Allow)
         .await
         .expect("allowed");
     assert_eq!(applied(db.conn()).await, 2);
@@ -314,7 +330,7 @@ async fn a_refusal_names_every_table_the_run_would_empty() {
             1, 1, 0, 0, 'USDT', 'USDT', true FROM generate_series(1, 3);",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(5)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), down_to(2), DataLoss::Refuse)
         .await
         .expect_err("trades and orders hold rows");
     let message = err.to_string();
@@ -326,9 +342,9 @@ async fn a_refusal_names_every_table_the_run_would_empty() {
         message.contains("table \"orders\" holds 1 row;"),
         "{message}"
     );
-    // One step only reaches migration 7: nothing at stake.
+    // One step only reaches the newest migration: nothing at stake.
     migrate(db.conn(), Operation::Down(Some(1))).await;
-    assert_eq!(applied(db.conn()).await, 6);
+    assert_eq!(applied(db.conn()).await, i64::from(all()) - 1);
 }
 
 #[tokio::test]
@@ -346,7 +362,7 @@ async fn every_data_table_is_guarded() {
          VALUES (gen_random_uuid(), gen_random_uuid(), 'BTC/USDT', 'BUY', 1, 1);",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(3)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), down_to(4), DataLoss::Refuse)
         .await
         .expect_err("watchlist and snapshots hold rows");
     let message = err.to_string();
@@ -363,14 +379,14 @@ async fn every_data_table_is_guarded() {
         "DELETE FROM stop_orders_watchlist; DELETE FROM order_book_snapshots;",
     )
     .await;
-    let err = migration::run(db.conn(), Operation::Down(Some(4)), DataLoss::Refuse)
+    let err = migration::run(db.conn(), down_to(3), DataLoss::Refuse)
         .await
         .expect_err("trades hold rows");
     assert!(err.to_string().contains("\"trades\" holds 1 row"), "{err}");
     exec(db.conn(), "DELETE FROM trades").await;
 
     // symbols: the seed rows are the migration's own, any other is data.
-    migrate(db.conn(), Operation::Down(Some(5))).await;
+    migrate(db.conn(), down_to(2)).await;
     assert_eq!(applied(db.conn()).await, 2);
     exec(
         db.conn(),
@@ -392,7 +408,7 @@ async fn the_guard_holds_against_rows_committed_during_the_check() {
     // either commits first (and the down refuses) or waits and then fails
     // because the table is gone; it never commits into a table being dropped.
     let db = TestDb::migrated().await;
-    migrate(db.conn(), Operation::Down(Some(4))).await; // orders is now the newest table
+    migrate(db.conn(), down_to(3)).await; // orders is now the newest table
     let writer = db.connect().await;
     let (down, insert) = tokio::join!(
         migration::run(db.conn(), Operation::Down(Some(1)), DataLoss::Refuse),

@@ -1,18 +1,23 @@
 //! Merging a month of daily `trades` partitions into one (D15) while writers
 //! insert into the very days being merged and readers count them: nothing is
 //! lost or doubled, no writer or reader fails, and a reader never sees the
-//! month shrink.
+//! month shrink. `orders` does the same for a year of months while its
+//! resting orders are being filled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::prelude::Decimal;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use service::maintenance;
 use service::pooling::{Pool, PoolMode};
 use tests::db::TestDb;
 use tests::sql::{exec, lines, scalar};
 use tokio::sync::mpsc;
+
+/// The same for a year of monthly `orders` partitions.
+#[path = "partitions_merge/orders.rs"]
+mod orders;
 
 /// The month merged: 2024-03, long past any daily window.
 const MONTH: &str = "2024-03-01";
@@ -45,6 +50,94 @@ async fn month_totals(db: &DatabaseConnection) -> (i64, Decimal) {
     )
     .await;
     (count, sum)
+}
+
+/// Runs `sql` (one row) on `conn` again and again until `stop`, collecting
+/// what `read` makes of each row and every error; signals `started` after the
+/// first answer.
+fn spawn_reader<T: Send + 'static>(
+    conn: DatabaseConnection,
+    sql: String,
+    (stop, started): (Arc<AtomicBool>, mpsc::Sender<()>),
+    read: fn(&QueryResult) -> Result<T, DbErr>,
+) -> tokio::task::JoinHandle<(Vec<T>, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut errors = Vec::new();
+        loop {
+            let answer = conn
+                .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.clone()))
+                .await
+                .and_then(|row| read(&row.ok_or_else(|| DbErr::RecordNotFound(sql.clone()))?));
+            match answer {
+                Ok(value) => seen.push(value),
+                Err(err) => errors.push(err.to_string()),
+            }
+            if seen.len() + errors.len() == 1 {
+                started.send(()).await.ok();
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        (seen, errors)
+    })
+}
+
+/// A merge's outcome: `partition` covers `range` (UTC days) of `parent`.
+struct Merged {
+    parent: &'static str,
+    key: &'static str,
+    id: &'static str,
+    partition: &'static str,
+    range: (&'static str, &'static str),
+    neighbours: [&'static str; 2],
+}
+
+/// One partition holds the merged range, the default partition none of it,
+/// the range has `rows` rows with as many distinct ids, and the partitions
+/// around it are still there.
+async fn assert_merged(db: &DatabaseConnection, merged: Merged, rows: i64) {
+    let Merged {
+        parent,
+        key,
+        id,
+        partition,
+        range: (from, to),
+        neighbours,
+    } = merged;
+    let in_range = format!("{key} >= '{from} 00:00:00+00' AND {key} < '{to} 00:00:00+00'");
+    let layout = lines(
+        db,
+        &format!(
+            "SELECT partition_name FROM range_partitions('{parent}')
+             WHERE range_start < '{to} 00:00:00+00' AND range_end > '{from} 00:00:00+00'"
+        ),
+    )
+    .await;
+    assert_eq!(layout, vec![partition.to_owned()]);
+    let in_default: i64 = scalar(
+        db,
+        &format!("SELECT count(*) FROM {parent}_default WHERE {in_range}"),
+    )
+    .await;
+    assert_eq!(in_default, 0);
+    let distinct: i64 = scalar(
+        db,
+        &format!("SELECT count(DISTINCT {id}) FROM {parent} WHERE {in_range}"),
+    )
+    .await;
+    assert_eq!(distinct, rows);
+    let around: i64 = scalar(
+        db,
+        &format!(
+            "SELECT count(*) FROM range_partitions('{parent}')
+             WHERE partition_name IN ('{}', '{}')",
+            neighbours[0], neighbours[1]
+        ),
+    )
+    .await;
+    assert_eq!(around, 2, "{neighbours:?}");
 }
 
 /// What one writer did.
@@ -113,37 +206,12 @@ async fn merging_a_month_under_concurrent_writes_and_reads_loses_nothing() {
             written
         }));
     }
-    let reader = {
-        let conn = db.connect().await;
-        let (stop, started) = (stop.clone(), started.clone());
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut errors = Vec::new();
-            loop {
-                let counted = conn
-                    .query_one_raw(Statement::from_string(
-                        DbBackend::Postgres,
-                        format!("SELECT count(*) AS n FROM trades WHERE {IN_MONTH}"),
-                    ))
-                    .await
-                    .and_then(|row| {
-                        row.ok_or_else(|| DbErr::RecordNotFound("count".into()))?
-                            .try_get::<i64>("", "n")
-                    });
-                match counted {
-                    Ok(n) => seen.push(n),
-                    Err(err) => errors.push(err.to_string()),
-                }
-                if seen.len() + errors.len() == 1 {
-                    started.send(()).await.ok();
-                }
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-            }
-            (seen, errors)
-        })
-    };
+    let reader = spawn_reader(
+        db.connect().await,
+        format!("SELECT count(*) AS n FROM trades WHERE {IN_MONTH}"),
+        (stop.clone(), started.clone()),
+        |row| row.try_get::<i64>("", "n"),
+    );
     drop(started);
     for _ in 0..3 {
         ready.recv().await.expect("writers and reader started");
@@ -201,36 +269,23 @@ async fn merging_a_month_under_concurrent_writes_and_reads_loses_nothing() {
     let (rows, quantity) = month_totals(c).await;
     assert_eq!(rows, seeded + written.rows + own.rows);
     assert_eq!(quantity, seeded_quantity + written.quantity + own.quantity);
-    // One partition holds the month now, the default none of it, and no
-    // trade is there twice.
-    let layout = lines(
+    // One partition holds the month now, the default none of it, no trade
+    // is there twice, and the days around the month are untouched.
+    assert_merged(
         c,
-        "SELECT partition_name FROM trades_partition_ranges()
-         WHERE range_start < '2024-04-01 00:00:00+00' AND range_end > '2024-03-01 00:00:00+00'",
+        Merged {
+            parent: "trades",
+            key: "executed_at",
+            id: "trade_id",
+            partition: "trades_2024_03",
+            range: ("2024-03-01", "2024-04-01"),
+            neighbours: ["trades_2024_02_29", "trades_2024_04_01"],
+        },
+        rows,
     )
     .await;
-    assert_eq!(layout, vec!["trades_2024_03".to_owned()]);
-    let in_default: i64 = scalar(
-        c,
-        &format!("SELECT count(*) FROM trades_default WHERE {IN_MONTH}"),
-    )
-    .await;
-    assert_eq!(in_default, 0);
-    let distinct: i64 = scalar(
-        c,
-        &format!("SELECT count(DISTINCT trade_id) FROM trades WHERE {IN_MONTH}"),
-    )
-    .await;
-    assert_eq!(distinct, rows);
-    // The days around the month are untouched and the monthly partition
-    // carries the parent's indexes, constraints and foreign key.
-    let neighbours: i64 = scalar(
-        c,
-        "SELECT count(*) FROM trades_partition_ranges()
-         WHERE partition_name IN ('trades_2024_02_29', 'trades_2024_04_01')",
-    )
-    .await;
-    assert_eq!(neighbours, 2);
+    // The monthly partition carries the parent's indexes, constraints and
+    // foreign key.
     let attached: i64 = scalar(
         c,
         "SELECT count(*) FROM pg_index x JOIN pg_inherits i ON i.inhrelid = x.indexrelid
@@ -251,10 +306,10 @@ async fn merging_a_month_under_concurrent_writes_and_reads_loses_nothing() {
         refused.is_err(),
         "the foreign key holds on the monthly partition"
     );
-    // A rollback of migration 7 refuses while merged months exist.
+    // A rollback of migration 7 (after 8) refuses while merged months exist.
     let down = migration::run(
         c,
-        migration::Operation::Down(Some(1)),
+        migration::Operation::Down(Some(2)),
         migration::DataLoss::Refuse,
     )
     .await;

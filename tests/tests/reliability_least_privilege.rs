@@ -140,7 +140,8 @@ async fn the_roles_cannot_do_what_they_do_not_need() {
             assert!(refused.is_err(), "the analytics role ran {statement}");
         }
         let applied: i64 = scalar(db.conn(), "SELECT count(*) FROM seaql_migrations").await;
-        assert_eq!(applied, 7, "the schema is untouched");
+        let all = <migration::Migrator as migration::MigratorTrait>::migrations().len();
+        assert_eq!(applied as usize, all, "the schema is untouched");
     }
     drop(db);
 }

@@ -296,7 +296,8 @@ async fn migrations_run_up_and_down_through_pgbouncer_in_session_mode() {
             });
     }
     let applied: i64 = scalar(db.conn(), "SELECT count(*) FROM seaql_migrations").await;
-    assert_eq!(applied, 7);
+    let all = <migration::Migrator as migration::MigratorTrait>::migrations().len();
+    assert_eq!(applied as usize, all);
     let direct = TestDb::empty().await;
     migration::run(
         direct.conn(),

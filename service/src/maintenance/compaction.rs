@@ -1,10 +1,12 @@
-//! Merging the daily `trades` partitions of old months into monthly ones (D15):
+//! Merging the daily `trades` partitions of old months into monthly ones, and
+//! the monthly `orders` partitions of old years into yearly ones (D15):
 //! the partition count stays bounded at any age.
 //!
 //! Each step of a month's merge is its own transaction ([`Pool::run_unbounded`]:
 //! no statement timeout, and safe behind a transaction-mode PgBouncer), so
 //! readers and writers go on meanwhile and a stopped merge resumes at the next
-//! run. The steps are the schema's `merge_trades_*` functions (migration 7).
+//! run. The steps are the schema's `merge_trades_*` functions (migration 7) and,
+//! for the yearly `orders` partitions, `merge_orders_*` (migration 8).
 
 use chrono::NaiveDate;
 use sea_orm::{ConnectionTrait, FromQueryResult, Value};
@@ -111,7 +113,7 @@ pub async fn merge_trades_month(pool: &Pool, month: NaiveDate) -> Result<MergedM
             .map(|_| ())
     })
     .await?;
-    let outcome = switch(pool, month).await?;
+    let outcome = switch_with(pool, SWITCH, month).await?;
     tracing::info!(%month, days = days.len(), rows_copied, %outcome, "trades month merged");
     Ok(MergedMonth {
         month,
@@ -121,12 +123,13 @@ pub async fn merge_trades_month(pool: &Pool, month: NaiveDate) -> Result<MergedM
     })
 }
 
-async fn switch(pool: &Pool, month: NaiveDate) -> Result<String> {
+/// Runs a merge's switch (`sql`, `$1` = `date`), again on a lock timeout.
+async fn switch_with(pool: &Pool, sql: &str, date: NaiveDate) -> Result<String> {
     let mut last = None;
     for _ in 0..SWITCH_ATTEMPTS {
         let attempt = pool
             .run_unbounded(async |db| {
-                Outcome::find_by_statement(statement(SWITCH, [Value::from(month)]))
+                Outcome::find_by_statement(statement(sql, [Value::from(date)]))
                     .one(db)
                     .await
             })
@@ -144,4 +147,121 @@ async fn switch(pool: &Pool, month: NaiveDate) -> Result<String> {
         || ServiceError::Database(sea_orm::DbErr::Custom("no switch attempt".into())),
         ServiceError::Database,
     ))
+}
+
+/// One year of `orders` merged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MergedYear {
+    /// January 1st of the year.
+    pub year: NaiveDate,
+    /// Monthly partitions copied (0 when the year was already merged).
+    pub months: usize,
+    /// Rows copied from them (rows written during the merge reach the yearly
+    /// partition through the schema's mirror trigger and are not counted).
+    pub rows_copied: i64,
+    /// What `merge_orders_switch` reported.
+    pub outcome: String,
+}
+
+#[derive(FromQueryResult)]
+struct Year {
+    year: NaiveDate,
+}
+
+#[derive(FromQueryResult)]
+struct Batch {
+    last_id: Option<uuid::Uuid>,
+    copied: Option<i64>,
+}
+
+/// `$1`: full months kept monthly, NULL for the database's setting
+/// (`trade_engine.orders_monthly_months`, 3 unset).
+pub const ORDER_CANDIDATES: &str = "SELECT year FROM merge_orders_candidates($1::integer) AS year";
+const ORDER_PREPARE: &str = "SELECT name FROM merge_orders_prepare($1) AS name";
+const ORDER_COPY: &str = "SELECT last_id, copied FROM merge_orders_copy($1, $2, $3, $4)";
+const ORDER_VALIDATE: &str = "SELECT merge_orders_validate($1)";
+const ORDER_SWITCH: &str = "SELECT merge_orders_switch($1) AS outcome";
+
+/// Rows of a monthly `orders` partition copied per transaction: a fill or
+/// cancel of an old resting order waits for one batch at most.
+pub const ORDER_COPY_BATCH: i32 = 10_000;
+
+/// Merges the monthly `orders` partitions of every year that ended before the
+/// monthly window (`monthly_months` full months, `None`: the database's
+/// setting) into one yearly partition each, oldest first.
+pub async fn compact_orders(pool: &Pool, monthly_months: Option<i32>) -> Result<Vec<MergedYear>> {
+    let years = pool
+        .run_unbounded(async |db| {
+            Year::find_by_statement(statement(ORDER_CANDIDATES, [monthly_months.into()]))
+                .all(db)
+                .await
+        })
+        .await?;
+    let mut merged = Vec::with_capacity(years.len());
+    for Year { year } in years {
+        merged.push(merge_orders_year(pool, year).await?);
+    }
+    tracing::info!(years = merged.len(), "orders partitions compacted");
+    Ok(merged)
+}
+
+/// Merges the monthly `orders` partitions of the year containing `year` into
+/// `orders_YYYY`. Resumes a merge that was stopped; a year already merged is
+/// left as it is.
+///
+/// Errors: [`ServiceError::Database`], e.g. when the switch did not get its
+/// lock in [`SWITCH_ATTEMPTS`] tries (the year is then merged by a later run).
+pub async fn merge_orders_year(pool: &Pool, year: NaiveDate) -> Result<MergedYear> {
+    let year_value = || Value::from(year);
+    let months = pool
+        .run_unbounded(async |db| {
+            Name::find_by_statement(statement(ORDER_PREPARE, [year_value()]))
+                .all(db)
+                .await
+        })
+        .await?;
+    let mut rows_copied = 0;
+    for Name { name } in &months {
+        let mut after: Option<uuid::Uuid> = None;
+        loop {
+            let batch = pool
+                .run_unbounded(async |db| {
+                    Batch::find_by_statement(statement(
+                        ORDER_COPY,
+                        [
+                            year_value(),
+                            name.as_str().into(),
+                            after.into(),
+                            ORDER_COPY_BATCH.into(),
+                        ],
+                    ))
+                    .one(db)
+                    .await
+                })
+                .await?;
+            let Some(Batch {
+                last_id: Some(last),
+                copied,
+            }) = batch
+            else {
+                break;
+            };
+            rows_copied += copied.unwrap_or(0);
+            after = Some(last);
+        }
+    }
+    pool.run_unbounded(async |db| {
+        db.execute_raw(statement(ORDER_VALIDATE, [year_value()]))
+            .await
+            .map(|_| ())
+    })
+    .await?;
+    let outcome = switch_with(pool, ORDER_SWITCH, year).await?;
+    tracing::info!(%year, months = months.len(), rows_copied, %outcome, "orders year merged");
+    Ok(MergedYear {
+        year,
+        months: months.len(),
+        rows_copied,
+        outcome,
+    })
 }

@@ -11,7 +11,7 @@
 //! | entry point | suggested schedule |
 //! |---|---|
 //! | [`maintain_partitions`] | daily |
-//! | [`compact_trades`] | daily (after [`maintain_partitions`]) |
+//! | [`compact_trades`], [`compact_orders`] | daily (after [`maintain_partitions`]) |
 //! | [`enforce_retention`] | daily or monthly, `dry_run = true` until the list is reviewed |
 //! | [`expire_orders`] | every minute, and just after UTC midnight |
 //! | [`trigger_reached_stops`] | every minute |
@@ -33,7 +33,10 @@
 mod compaction;
 mod snapshot;
 
-pub use compaction::{MergedMonth, compact_trades, merge_trades_month};
+pub use compaction::{
+    MergedMonth, MergedYear, ORDER_COPY_BATCH, compact_orders, compact_trades, merge_orders_year,
+    merge_trades_month,
+};
 pub use snapshot::snapshot_order_books;
 
 use std::time::Instant;
