@@ -11,7 +11,7 @@
 //! looked up through [`FALLBACK_WINDOWS`]: newest first, each statement bounded
 //! to a span of time, so no statement plans or locks every partition.
 
-use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeDelta, TimeZone, Utc};
 use uuid::{NoContext, Timestamp, Uuid};
 
 /// A new id for a row whose partition key is `at`: version 7, stamped `at`.
@@ -50,13 +50,55 @@ pub fn window(id: Uuid) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 /// ages before `now`: (younger bound, older bound); `None` is open-ended. The
 /// first covers the future partitions (and the default partition), the last
 /// everything older. Each span holds a bounded number of partitions at any age.
+///
+/// The steps follow the bounded layout (D15): at most ~30 daily `trades`
+/// partitions per span inside the daily window (90 days by default, up to a
+/// month more before a month merges), then spans of monthly `trades` and
+/// monthly or yearly `orders` partitions.
 pub const FALLBACK_WINDOWS: &[(Option<TimeDelta>, Option<TimeDelta>)] = &[
     (None, Some(TimeDelta::days(2))),
     (Some(TimeDelta::days(2)), Some(TimeDelta::days(31))),
-    (Some(TimeDelta::days(31)), Some(TimeDelta::days(120))),
-    (Some(TimeDelta::days(120)), Some(TimeDelta::days(730))),
-    (Some(TimeDelta::days(730)), None),
+    (Some(TimeDelta::days(31)), Some(TimeDelta::days(61))),
+    (Some(TimeDelta::days(61)), Some(TimeDelta::days(91))),
+    (Some(TimeDelta::days(91)), Some(TimeDelta::days(122))),
+    (Some(TimeDelta::days(122)), Some(TimeDelta::days(400))),
+    (Some(TimeDelta::days(400)), Some(TimeDelta::days(800))),
+    (Some(TimeDelta::days(800)), None),
 ];
+
+/// Disjoint `[from, to)` spans of whole UTC days that tile all time before
+/// the midnight `below`, newest first; the last one is open below (`None`).
+/// The boundaries are the older ends of [`FALLBACK_WINDOWS`] at `now`, so each
+/// span holds a bounded number of partitions: a search for the newest rows
+/// that walks them in order (and stops when it has enough) never plans or
+/// locks the whole table, and finds each row once.
+pub fn older_spans(now: DateTime<Utc>, below: NaiveDate) -> Vec<(Option<NaiveDate>, NaiveDate)> {
+    let mut bounds: Vec<NaiveDate> = FALLBACK_WINDOWS
+        .iter()
+        .filter_map(|(_, older)| older.map(|age| (now - age).date_naive()))
+        .filter(|day| *day < below)
+        .collect();
+    bounds.sort_unstable_by(|a, b| b.cmp(a));
+    bounds.dedup();
+    let mut spans = Vec::with_capacity(bounds.len() + 1);
+    let mut to = below;
+    for from in bounds {
+        spans.push((Some(from), to));
+        to = from;
+    }
+    spans.push((None, to));
+    spans
+}
+
+/// UTC midnight of `day`.
+pub(crate) fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// The SQL constant for UTC midnight of `day` (see [`midnight_literal`]).
+pub(crate) fn day_text(day: NaiveDate) -> String {
+    format!("'{} 00:00:00+00'::timestamptz", day.format("%Y-%m-%d"))
+}
 
 /// The earliest and latest instants PostgreSQL's `timestamptz` and chrono share,
 /// standing in for open ends of a span.
@@ -104,7 +146,7 @@ pub(crate) fn midnight_text(at: DateTime<Utc>, up: bool) -> String {
     } else {
         day
     };
-    format!("'{} 00:00:00+00'::timestamptz", day.format("%Y-%m-%d"))
+    day_text(day)
 }
 
 /// The row of `E` whose `id_column` is `id`, searched through time bounds on
@@ -180,6 +222,23 @@ mod tests {
         assert_eq!(windows.last().map(|w| w.0), Some(far_past()));
         for pair in windows.windows(2) {
             assert_eq!(pair[0].0, pair[1].1, "adjacent windows meet");
+        }
+    }
+
+    #[test]
+    fn the_older_spans_tile_the_time_below_without_overlap() {
+        let now = Utc::now();
+        for below_age in [0, 1, 7, 45, 130, 1000] {
+            let below = (now - TimeDelta::days(below_age)).date_naive();
+            let spans = older_spans(now, below);
+            assert_eq!(spans[0].1, below);
+            assert_eq!(spans.last().map(|s| s.0), Some(None));
+            for span in &spans {
+                assert!(span.0.is_none_or(|from| from < span.1), "{span:?}");
+            }
+            for pair in spans.windows(2) {
+                assert_eq!(pair[0].0, Some(pair[1].1), "adjacent spans meet");
+            }
         }
     }
 }

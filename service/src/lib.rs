@@ -55,7 +55,9 @@ pub mod statements {
         resting_statement,
     };
     pub use crate::orders::lifecycle::CANCEL;
-    pub use crate::trades::history::{HISTORY_PAGE, with_floor as history_with_floor};
+    pub use crate::trades::history::{
+        HISTORY_PAGE, with_bounds as history_with_bounds, with_floor as history_with_floor,
+    };
 }
 pub mod maintenance;
 pub mod market;

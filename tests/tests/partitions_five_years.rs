@@ -92,6 +92,17 @@ async fn trade_partitions(db: &DatabaseConnection) -> (i64, i64) {
     .await
 }
 
+/// Monthly and yearly `orders` partitions.
+async fn order_partitions(db: &DatabaseConnection) -> (i64, i64) {
+    two_counts(
+        db,
+        "SELECT count(*) FILTER (WHERE range_end - range_start <= interval '31 days') || '|' ||
+                count(*) FILTER (WHERE range_end - range_start > interval '31 days')
+         FROM range_partitions('orders')",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn d15_five_years_of_history_keep_a_bounded_layout_and_every_path_works() {
     let db = TestDb::migrated().await;
@@ -146,6 +157,35 @@ async fn d15_five_years_of_history_keep_a_bounded_layout_and_every_path_works() 
     );
     // Nothing lost, nothing doubled.
     assert_eq!(totals(c).await, (trades_before, quantity_before));
+
+    // orders: the months of every year wholly before the monthly window (3
+    // full months) merged into one partition per year.
+    let orders_before: i64 = scalar(c, "SELECT count(*) FROM orders").await;
+    let (monthly, yearly) = order_partitions(c).await;
+    assert!(monthly >= 60 && yearly == 0, "{monthly}, {yearly}");
+    let years = maintenance::compact_orders(&pool, None)
+        .await
+        .expect("orders compaction");
+    assert!(
+        (4..=5).contains(&years.len()),
+        "{} years merged",
+        years.len()
+    );
+    assert!(
+        maintenance::compact_orders(&pool, None)
+            .await
+            .expect("a second orders compaction")
+            .is_empty()
+    );
+    let (monthly, yearly) = order_partitions(c).await;
+    // At most 14 past months, this one, the months ahead (11 from the
+    // migration), the years.
+    assert!(monthly <= 14 + 1 + 11, "{monthly} monthly partitions");
+    assert!((4..=5).contains(&yearly), "{yearly} yearly partitions");
+    assert_eq!(
+        scalar::<i64>(c, "SELECT count(*) FROM orders").await,
+        orders_before
+    );
     assert_eq!(
         scalar::<i64>(c, "SELECT count(*) FROM trades").await,
         trades_before
@@ -247,6 +287,60 @@ async fn d15_five_years_of_history_keep_a_bounded_layout_and_every_path_works() 
         .await
         .expect("user history");
     assert_eq!(history.items.len(), 50);
+    // Pages that reach back through the older spans equal one read of the
+    // whole table (which the merged layout can afford here): offset pages at
+    // the start, the middle and the end, and keyset pages to the last trade.
+    let whole: Vec<Uuid> = tests::sql::column(
+        c,
+        "SELECT trade_id FROM trades
+         WHERE buyer_user_id = '00000000-0000-0000-0000-0000000000b1'
+            OR seller_user_id = '00000000-0000-0000-0000-0000000000b1'
+         ORDER BY executed_at DESC, trade_id DESC",
+    )
+    .await;
+    assert!(whole.len() > 200, "{} trades", whole.len());
+    for (offset, limit) in [(0, 50), (120, 30), (whole.len() - 5, 10)] {
+        let page = trades::user_history(
+            c,
+            user(0xb1),
+            None,
+            Page::Offset {
+                limit: limit as u64,
+                offset: offset as u64,
+            },
+        )
+        .await
+        .expect("an offset page");
+        let ids: Vec<Uuid> = page.items.iter().map(|t| t.trade_id).collect();
+        let end = (offset + limit).min(whole.len());
+        assert_eq!(ids, whole[offset..end], "offset {offset}");
+    }
+    let mut walked = Vec::new();
+    let mut page = Page::first(100);
+    loop {
+        let got = trades::user_history(c, user(0xb1), None, page)
+            .await
+            .expect("a keyset page");
+        walked.extend(got.items.iter().map(|t| t.trade_id));
+        match got.next {
+            Some(cursor) => page = Page::After { limit: 100, cursor },
+            None => break,
+        }
+    }
+    assert_eq!(walked, whole);
+    let tape: Vec<Uuid> = trades::recent(c, BTC, 200)
+        .await
+        .expect("a long tape")
+        .iter()
+        .map(|t| t.trade_id)
+        .collect();
+    let expected: Vec<Uuid> = tests::sql::column(
+        c,
+        "SELECT trade_id FROM trades WHERE symbol = 'BTC/USDT'
+         ORDER BY executed_at DESC, trade_id DESC LIMIT 200",
+    )
+    .await;
+    assert_eq!(tape, expected);
     trades::user_history(c, taker, Some(BTC), Page::first(10))
         .await
         .expect("user history of a symbol");
@@ -329,4 +423,32 @@ async fn d15_five_years_of_history_keep_a_bounded_layout_and_every_path_works() 
     let (_, months) = trade_partitions(c).await;
     // The last three or four months of the year are still daily partitions.
     assert!((7..=12).contains(&months), "{months} months kept");
+
+    // And whole years of orders: keep two years.
+    exec(
+        c,
+        "UPDATE partition_retention_config SET retention_months = 24 WHERE table_name = 'orders'",
+    )
+    .await;
+    let dropped = maintenance::enforce_retention(c, false)
+        .await
+        .expect("orders retention");
+    let years_dropped: Vec<&str> = dropped
+        .iter()
+        .filter(|p| p.parent_table == "orders")
+        .map(|p| p.partition_name.as_str())
+        .collect();
+    assert!(
+        (2..=3).contains(&years_dropped.len())
+            && years_dropped
+                .iter()
+                .all(|name| name.len() == "orders_2024".len()),
+        "{years_dropped:?}"
+    );
+    let too_old: i64 = scalar(
+        c,
+        "SELECT count(*) FROM orders WHERE created_at < date_trunc('year', now() - interval '24 months')",
+    )
+    .await;
+    assert_eq!(too_old, 0);
 }

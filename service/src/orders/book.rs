@@ -132,12 +132,26 @@ pub const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
     WHERE symbol = $1 AND executed_at > $2
     ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
 
-/// The fallback for a symbol quiet for a day: the whole table.
-const LAST_PRICE: &str = "SELECT price FROM trades WHERE symbol = $1
+/// The fallback for a symbol quiet for a day, once per older span of
+/// [`crate::ids::older_spans`] (newest first, constant bounds, `{span}`), so
+/// no statement plans or locks every partition (D15).
+const LAST_PRICE_IN: &str = "SELECT price FROM trades WHERE symbol = $1{span}
     ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
 
-/// How far back [`RECENT_LAST_PRICE`] looks before the whole table.
+/// How far back [`RECENT_LAST_PRICE`] looks before the older spans.
 const RECENT: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// `AND executed_at >= from AND executed_at < to` for a span of
+/// [`crate::ids::older_spans`], as SQL constants.
+pub(crate) fn span_predicate(
+    column: &str,
+    (from, to): (Option<chrono::NaiveDate>, chrono::NaiveDate),
+) -> String {
+    let lower = from.map_or_else(String::new, |from| {
+        format!(" AND {column} >= {}", crate::ids::day_text(from))
+    });
+    format!("{lower} AND {column} < {}", crate::ids::day_text(to))
+}
 
 /// The price of the symbol's newest trade, read at `now` (the placement's
 /// clock).
@@ -146,9 +160,24 @@ pub(crate) async fn last_trade_price<C: ConnectionTrait>(
     symbol: &str,
     now: DateTime<FixedOffset>,
 ) -> Result<Option<Decimal>> {
-    let recent = statement(RECENT_LAST_PRICE, [symbol.into(), (now - RECENT).into()]);
-    for stmt in [recent, statement(LAST_PRICE, [symbol.into()])] {
-        if let Some(last) = LastPrice::find_by_statement(stmt).one(db).await? {
+    let since = now - RECENT;
+    let recent = statement(RECENT_LAST_PRICE, [symbol.into(), since.into()]);
+    if let Some(last) = LastPrice::find_by_statement(recent).one(db).await? {
+        return Ok(Some(last.price));
+    }
+    // The spans start at the midnight after `since`: they overlap the recent
+    // read by less than a day, which found nothing there.
+    let below = since
+        .to_utc()
+        .date_naive()
+        .succ_opt()
+        .unwrap_or(since.date_naive());
+    for span in crate::ids::older_spans(now.to_utc(), below) {
+        let sql = LAST_PRICE_IN.replace("{span}", &span_predicate("executed_at", span));
+        if let Some(last) = LastPrice::find_by_statement(statement(&sql, [symbol.into()]))
+            .one(db)
+            .await?
+        {
             return Ok(Some(last.price));
         }
     }

@@ -120,62 +120,125 @@ pub async fn user_history<C: ConnectionTrait>(
 ) -> Result<Paged<UserTrade>> {
     let limit = page.check()?;
     let symbol_value: Value = symbol.map(str::to_owned).into();
-    let (sql, values): (&str, Vec<Value>) = match page {
-        Page::Offset { offset, .. } => {
-            // Each branch reads at most offset + limit rows; past bigint that
-            // is "all of them", which i64::MAX says as well.
-            let per_branch = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
-            (
+    let now = chrono::Utc::now();
+    // The last week first: when it fills the page, the page is the same as
+    // over the whole table (every older trade sorts after it). Then older spans
+    // of time, newest first, until the page is full: each statement is bounded
+    // by constants and plans a bounded number of partitions (D15).
+    let week = (now - RECENT_HISTORY).date_naive();
+    let spans = std::iter::once((Some(week), None)).chain(
+        crate::ids::older_spans(now, week)
+            .into_iter()
+            .map(|(from, to)| (from, Some(to))),
+    );
+    let (mut skip, cursor) = match page {
+        Page::Offset { offset, .. } => (offset, None),
+        Page::After { cursor, .. } => (0, Some(cursor)),
+    };
+    let mut items: Vec<UserTrade> = Vec::new();
+    for (from, to) in spans {
+        let need = limit - items.len() as u64;
+        if need == 0 {
+            break;
+        }
+        // Spans wholly newer than the cursor hold nothing the page wants.
+        if let (Some(cursor), Some(from)) = (cursor, from)
+            && crate::ids::day_start(from) > cursor.at
+        {
+            continue;
+        }
+        let bounds = span_bounds(from, to);
+        let per_branch = i64::try_from(skip.saturating_add(need)).unwrap_or(i64::MAX);
+        if skip > 0 {
+            // Offset pages: a span with no more rows than are still to be
+            // skipped is skipped whole, counted rather than read.
+            let count = Count::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                with_bounds(HISTORY_COUNT, &bounds),
+                [user_id.into(), symbol_value.clone(), per_branch.into()],
+            ))
+            .one(db)
+            .await?
+            .map_or(0, |c| c.n);
+            let count = u64::try_from(count).unwrap_or(0);
+            if count <= skip {
+                skip -= count;
+                continue;
+            }
+        }
+        let (sql, values): (&str, Vec<Value>) = match cursor {
+            None => (
                 HISTORY_PAGE,
                 vec![
                     user_id.into(),
-                    symbol_value,
+                    symbol_value.clone(),
                     per_branch.into(),
-                    (limit as i64).into(),
-                    (offset as i64).into(),
+                    (need as i64).into(),
+                    i64::try_from(skip).unwrap_or(i64::MAX).into(),
                 ],
-            )
-        }
-        Page::After { cursor, .. } => (
-            HISTORY_AFTER,
-            vec![
-                user_id.into(),
-                symbol_value,
-                cursor.at.into(),
-                cursor.id.into(),
-                (limit as i64).into(),
-            ],
-        ),
-    };
-    // The last week first: when it fills the page, the page is the same as over
-    // the whole table (every older trade sorts after it), and the plan covers a
-    // week of partitions instead of all of them (D15).
-    let floor = crate::ids::midnight_text(chrono::Utc::now() - RECENT_HISTORY, false);
-    let recent = UserTrade::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        with_floor(sql, &floor),
-        values.clone(),
-    ))
-    .all(db)
-    .await?;
-    let items = if recent.len() as u64 == limit {
-        recent
-    } else {
-        UserTrade::find_by_statement(Statement::from_sql_and_values(
+            ),
+            Some(cursor) => (
+                HISTORY_AFTER,
+                vec![
+                    user_id.into(),
+                    symbol_value.clone(),
+                    cursor.at.into(),
+                    cursor.id.into(),
+                    (need as i64).into(),
+                ],
+            ),
+        };
+        let rows = UserTrade::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            sql,
+            with_bounds(sql, &bounds),
             values,
         ))
         .all(db)
-        .await?
-    };
+        .await?;
+        skip = 0;
+        items.extend(rows);
+    }
     if let (true, Some(symbol)) = (items.is_empty(), symbol) {
         ensure_symbol(db, symbol).await?;
     }
     Ok(Paged::new(items, limit, UserTrade::cursor))
 }
 
-/// How far back [`user_history`] looks before the whole table.
+#[derive(FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+/// How many of the user's trades a span holds, each branch capped at `$3`
+/// (enough to know whether the span is wholly skipped by an offset).
+const HISTORY_COUNT: &str = r#"
+SELECT count(*) AS n FROM (
+    (SELECT 1 FROM trades t
+     WHERE t.buyer_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
+     ORDER BY t.executed_at DESC, t.trade_id DESC
+     LIMIT $3)
+    UNION ALL
+    (SELECT 1 FROM trades t
+     WHERE t.seller_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
+     ORDER BY t.executed_at DESC, t.trade_id DESC
+     LIMIT $3)
+) u"#;
+
+/// The predicate a span adds to each branch, as SQL constants.
+fn span_bounds(from: Option<chrono::NaiveDate>, to: Option<chrono::NaiveDate>) -> String {
+    let lower = from.map_or_else(String::new, |from| {
+        format!(
+            "\n       AND t.executed_at >= {}",
+            crate::ids::day_text(from)
+        )
+    });
+    let upper = to.map_or_else(String::new, |to| {
+        format!("\n       AND t.executed_at < {}", crate::ids::day_text(to))
+    });
+    format!("{lower}{upper}")
+}
+
+/// How far back [`user_history`] looks before the older spans.
 const RECENT_HISTORY: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// Where each branch of [`HISTORY_PAGE`] and [`HISTORY_AFTER`] orders its rows.
@@ -184,10 +247,12 @@ const BRANCH_ORDER: &str = "\n     ORDER BY t.executed_at DESC, t.trade_id DESC"
 /// `sql` with both branches bounded to `executed_at >= floor` (an SQL constant:
 /// generic plans prune on it too).
 pub fn with_floor(sql: &str, floor: &str) -> String {
-    sql.replace(
-        BRANCH_ORDER,
-        &format!("\n       AND t.executed_at >= {floor}{BRANCH_ORDER}"),
-    )
+    with_bounds(sql, &format!("\n       AND t.executed_at >= {floor}"))
+}
+
+/// `sql` with `predicate` (`\n       AND …`) added to both branches.
+pub fn with_bounds(sql: &str, predicate: &str) -> String {
+    sql.replace(BRANCH_ORDER, &format!("{predicate}{BRANCH_ORDER}"))
 }
 
 #[cfg(test)]
@@ -196,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_floor_bounds_both_branches_and_only_them() {
-        for sql in [HISTORY_PAGE, HISTORY_AFTER] {
+        for sql in [HISTORY_PAGE, HISTORY_AFTER, HISTORY_COUNT] {
             assert_eq!(sql.matches(BRANCH_ORDER).count(), 2, "{sql}");
             let bounded = with_floor(sql, "'2026-01-01 00:00:00+00'::timestamptz");
             assert_eq!(bounded.matches("t.executed_at >= '2026-01-01").count(), 2);

@@ -61,7 +61,9 @@ pub async fn get<C: ConnectionTrait>(db: &C, trade_id: Uuid) -> Result<trades::M
 /// merges the days in order, so it reads `limit` rows, not the symbol's history.
 /// It looks at the trades since yesterday's UTC midnight first (a constant
 /// bound: two or three daily partitions planned and locked, in a generic plan
-/// too), and at the whole table only when they are fewer than `limit`.
+/// too), and only when they are fewer than `limit` at older spans of time, newest
+/// first ([`crate::ids::older_spans`]), until it has `limit` trades: never the
+/// whole table in one statement (D15).
 ///
 /// Errors: [`ServiceError::UnknownSymbol`], [`ServiceError::InvalidArgument`]
 /// (`limit`).
@@ -78,16 +80,28 @@ pub async fn recent<C: ConnectionTrait>(
             .order_by_desc(trades::Column::TradeId)
             .limit(limit)
     };
-    let since =
-        crate::ids::midnight_literal(chrono::Utc::now() - chrono::TimeDelta::days(1), false);
-    let recent = tape()
-        .filter(Expr::col(trades::Column::ExecutedAt).gte(since))
+    let now = chrono::Utc::now();
+    let since = (now - chrono::TimeDelta::days(1)).date_naive();
+    let mut found = tape()
+        .filter(Expr::col(trades::Column::ExecutedAt).gte(Expr::cust(crate::ids::day_text(since))))
         .all(db)
         .await?;
-    if recent.len() as u64 == limit {
-        return Ok(recent);
+    for (from, to) in crate::ids::older_spans(now, since) {
+        let missing = limit - found.len() as u64;
+        if missing == 0 {
+            break;
+        }
+        let mut older = tape().limit(missing);
+        if let Some(from) = from {
+            older = older.filter(
+                Expr::col(trades::Column::ExecutedAt).gte(Expr::cust(crate::ids::day_text(from))),
+            );
+        }
+        older = older
+            .filter(Expr::col(trades::Column::ExecutedAt).lt(Expr::cust(crate::ids::day_text(to))));
+        found.extend(older.all(db).await?);
     }
-    let tape = tape().all(db).await?;
+    let tape = found;
     // An empty tape is the one case where the symbol may not exist; asking
     // only then keeps the common case at one round trip.
     if tape.is_empty() {
