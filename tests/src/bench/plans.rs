@@ -6,7 +6,7 @@
 //! ([`crate::history::build`]), plus a small live book placed through the
 //! service. The N-year database is measured twice: with its ~365 × N daily
 //! partitions as created, then after `compact_trades` merged the old days into
-//! months. Each statement runs under `EXPLAIN (ANALYZE, SUMMARY, FORMAT JSON)`
+//! months and `compact_orders` the old months of orders into years. Each statement runs under `EXPLAIN (ANALYZE, SUMMARY, FORMAT JSON)`
 //! (writes: `EXPLAIN (SUMMARY)`, planned only) in a transaction of its own; the
 //! median of five runs after a warm-up is reported with the partitions the
 //! transaction holds locks on afterwards. A statement that fails (out of
@@ -18,12 +18,13 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use sea_orm::DatabaseConnection;
-use sea_orm::sqlx::{self, PgPool, Row};
+use sea_orm::sqlx::{self, PgConnection, Row};
 use serde::Serialize;
 use service::orders::{self, NewOrder};
 use service::pooling::{Pool, PoolMode};
 use service::statements::{
-    CANCEL, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER, history_with_floor, resting_statement,
+    CANCEL, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER, history_with_bounds,
+    history_with_floor, resting_statement,
 };
 use service::{Side, maintenance};
 use uuid::Uuid;
@@ -40,9 +41,24 @@ const TRADE_BY_ID_ALONE: &str = "SELECT * FROM trades WHERE trade_id = $1 LIMIT 
 /// midnight in the statement).
 const RECENT_TAPE_SINCE: &str = "SELECT * FROM trades WHERE symbol = $1 AND executed_at >= $3
     ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
-/// … and when the day had fewer trades than asked for.
+/// … and when the day had fewer trades than asked for, before the older
+/// spans: the whole table.
 const RECENT_TAPE: &str = "SELECT * FROM trades WHERE symbol = $1
     ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
+/// One of the older spans (`$3` inclusive, `$4` exclusive).
+const RECENT_TAPE_SPAN: &str = "SELECT * FROM trades WHERE symbol = $1 AND executed_at >= $3
+    AND executed_at < $4 ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
+/// The oldest span, open below.
+const RECENT_TAPE_OLDEST: &str = "SELECT * FROM trades WHERE symbol = $1 AND executed_at < $3
+    ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
+
+/// UTC midnight `days` before `now`, as the service writes it.
+fn day_before(now: DateTime<Utc>, days: i64) -> String {
+    format!(
+        "'{} 00:00:00+00'::timestamptz",
+        (now - TimeDelta::days(days)).format("%Y-%m-%d")
+    )
+}
 
 /// One statement's figures on one layout.
 #[derive(Clone, Debug, Serialize)]
@@ -156,9 +172,37 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             false,
         ),
         probe(
-            "recent trades, whole table",
+            "recent trades, whole table (before)",
             RECENT_TAPE,
             vec![sym.clone(), "50".to_owned()],
+            false,
+        ),
+        probe(
+            "recent trades, span 61–91 days",
+            RECENT_TAPE_SPAN,
+            vec![
+                sym.clone(),
+                "50".to_owned(),
+                day_before(now, 91),
+                day_before(now, 61),
+            ],
+            false,
+        ),
+        probe(
+            "recent trades, span 122–400 days",
+            RECENT_TAPE_SPAN,
+            vec![
+                sym.clone(),
+                "50".to_owned(),
+                day_before(now, 400),
+                day_before(now, 122),
+            ],
+            false,
+        ),
+        probe(
+            "recent trades, oldest span (800+ days)",
+            RECENT_TAPE_OLDEST,
+            vec![sym.clone(), "50".to_owned(), day_before(now, 800)],
             false,
         ),
         probe(
@@ -190,8 +234,30 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             false,
         ),
         probe(
-            "user history, whole table",
+            "user history, whole table (before)",
             HISTORY_PAGE,
+            history.clone(),
+            false,
+        ),
+        probe(
+            "user history, span 61–91 days",
+            &history_with_bounds(
+                HISTORY_PAGE,
+                &format!(
+                    "\n       AND t.executed_at >= {} AND t.executed_at < {}",
+                    day_before(now, 91),
+                    day_before(now, 61)
+                ),
+            ),
+            history.clone(),
+            false,
+        ),
+        probe(
+            "user history, oldest span (800+ days)",
+            &history_with_bounds(
+                HISTORY_PAGE,
+                &format!("\n       AND t.executed_at < {}", day_before(now, 800)),
+            ),
             history.clone(),
             false,
         ),
@@ -261,7 +327,7 @@ const LOCKED: &str = "SELECT count(*) FROM pg_locks l
 /// Runs of each statement after the warm-up; the median is reported.
 const RUNS: usize = 5;
 
-async fn measure(pool: &PgPool, layout: &str, probe: &Probe) -> PlanMeasurement {
+async fn measure(conn: &mut PgConnection, layout: &str, probe: &Probe) -> PlanMeasurement {
     let explain = if probe.write {
         format!("EXPLAIN (SUMMARY, FORMAT JSON) {}", probe.sql)
     } else {
@@ -272,7 +338,7 @@ async fn measure(pool: &PgPool, layout: &str, probe: &Probe) -> PlanMeasurement 
     let mut locked = None;
     let mut error = None;
     for run in 0..=RUNS {
-        match explain_once(pool, &explain).await {
+        match explain_once(conn, &explain).await {
             Ok((plan_ms, exec_ms, held)) => {
                 if run > 0 {
                     planning.push(plan_ms);
@@ -296,8 +362,8 @@ async fn measure(pool: &PgPool, layout: &str, probe: &Probe) -> PlanMeasurement 
     }
 }
 
-async fn explain_once(pool: &PgPool, explain: &str) -> Result<(f64, Option<f64>, i64)> {
-    let mut txn = pool.begin().await?;
+async fn explain_once(conn: &mut PgConnection, explain: &str) -> Result<(f64, Option<f64>, i64)> {
+    let mut txn = sqlx::Connection::begin(conn).await?;
     let row = sqlx::query(sqlx::AssertSqlSafe(explain.to_owned()))
         .fetch_one(&mut *txn)
         .await?;
@@ -325,10 +391,26 @@ async fn measure_layout(
     fixture: &Fixture,
     layout: &str,
 ) -> Vec<PlanMeasurement> {
+    // One connection for every probe, so each is measured on a session that
+    // has planned it before (a pool would hand some runs a session whose
+    // relation cache is cold).
     let pool = db.get_postgres_connection_pool().clone();
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            return vec![PlanMeasurement {
+                layout: layout.to_owned(),
+                statement: "connect".to_owned(),
+                planning_ms: None,
+                execution_ms: None,
+                partitions_locked: None,
+                error: Some(err.to_string()),
+            }];
+        }
+    };
     let mut out = Vec::new();
     for probe in probes(fixture) {
-        out.push(measure(&pool, layout, &probe).await);
+        out.push(measure(&mut conn, layout, &probe).await);
     }
     out.push(place_quiet(db, layout).await);
     out.extend(service_paths(db, fixture, layout).await);
@@ -410,29 +492,45 @@ async fn service_paths(
 }
 
 /// A placement through the service on a symbol without a trade in the last
-/// day: its last-price read falls back to the whole table.
+/// day: its last-price read walks the older spans (the whole table before).
 async fn place_quiet(db: &DatabaseConnection, layout: &str) -> PlanMeasurement {
-    let started = std::time::Instant::now();
-    let placed = orders::place(
-        db,
-        NewOrder::limit(
-            Uuid::from_u128(3),
-            "ETH/USDT",
-            Side::Buy,
-            Decimal::ONE,
-            Decimal::new(10, 0),
-        ),
-    )
-    .await;
+    // Resting buys that never cross: the symbol stays without a trade, so
+    // every call takes the fallback. The median of the calls, as for the
+    // service lines below.
+    let mut times = Vec::with_capacity(CALLS);
+    let mut error = None;
+    for _ in 0..CALLS {
+        let started = std::time::Instant::now();
+        let placed = orders::place(
+            db,
+            NewOrder::limit(
+                Uuid::from_u128(3),
+                "ETH/USDT",
+                Side::Buy,
+                Decimal::ONE,
+                Decimal::new(10, 0),
+            ),
+        )
+        .await;
+        match placed {
+            Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
+            Err(err) => {
+                error = Some(err.to_string());
+                break;
+            }
+        }
+    }
     PlanMeasurement {
         layout: layout.to_owned(),
         statement: "place an order (service, quiet symbol)".to_owned(),
         planning_ms: None,
-        execution_ms: placed
-            .is_ok()
-            .then(|| started.elapsed().as_secs_f64() * 1000.0),
+        execution_ms: if error.is_some() {
+            None
+        } else {
+            median(&mut times)
+        },
         partitions_locked: None,
-        error: placed.err().map(|err| err.to_string()),
+        error,
     }
 }
 
@@ -454,13 +552,15 @@ pub async fn run(server_url: &str, years: u32) -> Result<Vec<PlanMeasurement>> {
     eprintln!("creating {days} daily trades partitions");
     crate::history::build(&old, days, 7).await?;
     measurements.extend(measure_layout(&old, &fixture, &format!("{days} days, daily")).await);
-    eprintln!("merging the months before the daily window");
+    eprintln!("merging the months before the daily window, and the old years of orders");
+    let pool = Pool::new(old.clone(), PoolMode::Direct);
     let started = std::time::Instant::now();
-    let merged =
-        maintenance::compact_trades(&Pool::new(old.clone(), PoolMode::Direct), None).await?;
+    let merged = maintenance::compact_trades(&pool, None).await?;
+    let years = maintenance::compact_orders(&pool, None).await?;
     eprintln!(
-        "merged {} months in {:.1} s",
+        "merged {} months of trades and {} years of orders in {:.1} s",
         merged.len(),
+        years.len(),
         started.elapsed().as_secs_f64()
     );
     measurements.extend(measure_layout(&old, &fixture, &format!("{days} days, merged")).await);
