@@ -399,6 +399,53 @@ impl From<service::market::MarketStats> for MarketStatsDto {
     }
 }
 
+/// One bucket of `GET /api/v1/markets/{symbol}/candles`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CandleDto {
+    /// The bucket's start, a multiple of the interval since the UTC epoch.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub open_time: DateTime<FixedOffset>,
+    /// The first trade's price (by execution time, then trade id).
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub open: Decimal,
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub high: Decimal,
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub low: Decimal,
+    /// The last trade's price.
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub close: Decimal,
+    /// Base quantity traded.
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub volume: Decimal,
+    /// Σ price × quantity.
+    #[serde(serialize_with = "serialize_decimal")]
+    #[schema(value_type = String)]
+    pub quote_volume: Decimal,
+    pub trade_count: i64,
+}
+
+impl From<service::market::Candle> for CandleDto {
+    fn from(c: service::market::Candle) -> CandleDto {
+        CandleDto {
+            open_time: c.open_time.fixed_offset(),
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            quote_volume: c.quote_volume,
+            trade_count: c.trade_count,
+        }
+    }
+}
+
 /// `GET /api/v1/me/stats`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FillRateDto {

@@ -11,7 +11,7 @@ use crate::routes::{market, me, ops, orders};
     info(title = "Trade engine API", description = "Orders, trades and market data of the trade engine."),
     paths(
         orders::place, orders::list, orders::get, orders::cancel,
-        market::order_book, market::ticker, market::stats, market::symbols,
+        market::order_book, market::ticker, market::stats, market::candles, market::symbols,
         market::recent_trades, market::trade,
         me::trades, me::stats,
         ops::health, ops::ready, ops::metrics, ops::openapi,
@@ -19,7 +19,7 @@ use crate::routes::{market, me, ops, orders};
     components(schemas(
         dto::PlaceOrderRequest, dto::OrderDto, dto::TradeDto, dto::PlacementDto,
         dto::OwnTradeDto, dto::LevelDto, dto::OrderBookDto, dto::TickerDto,
-        dto::MarketStatsDto, dto::FillRateDto, dto::SymbolDto, dto::ErrorBody,
+        dto::MarketStatsDto, dto::CandleDto, dto::FillRateDto, dto::SymbolDto, dto::ErrorBody,
     )),
     modifiers(&Security),
 )]

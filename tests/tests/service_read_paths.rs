@@ -1062,3 +1062,221 @@ fn assert_field<T: std::fmt::Debug>(result: Result<T, ServiceError>, expected: &
         other => panic!("expected InvalidArgument {{ field: {expected:?} }}, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------- candles
+
+/// One trade as the candles need it.
+#[derive(Clone, Debug)]
+struct Tick {
+    at: chrono::DateTime<chrono::Utc>,
+    id: Uuid,
+    price: Decimal,
+    quantity: Decimal,
+}
+
+/// The candles of `ticks` computed here, oldest first: the reference the
+/// service's buckets must equal.
+fn reference_candles(ticks: &[Tick], interval: market::Interval) -> Vec<market::Candle> {
+    let width = interval.seconds();
+    let mut sorted = ticks.to_vec();
+    sorted.sort_by_key(|t| (t.at, t.id));
+    let mut out: Vec<market::Candle> = Vec::new();
+    for t in sorted {
+        let open_time =
+            chrono::DateTime::from_timestamp(t.at.timestamp().div_euclid(width) * width, 0)
+                .expect("a bucket");
+        match out.last_mut() {
+            Some(c) if c.open_time == open_time => {
+                c.high = c.high.max(t.price);
+                c.low = c.low.min(t.price);
+                c.close = t.price;
+                c.volume += t.quantity;
+                c.quote_volume += t.price * t.quantity;
+                c.trade_count += 1;
+            }
+            _ => out.push(market::Candle {
+                open_time,
+                open: t.price,
+                high: t.price,
+                low: t.price,
+                close: t.price,
+                volume: t.quantity,
+                quote_volume: t.price * t.quantity,
+                trade_count: 1,
+            }),
+        }
+    }
+    out
+}
+
+/// Decimals compared by value (the database keeps its scale).
+fn candle_text(c: &market::Candle) -> String {
+    format!(
+        "{} o{} h{} l{} c{} v{} q{} n{}",
+        c.open_time.to_rfc3339(),
+        c.open.normalize(),
+        c.high.normalize(),
+        c.low.normalize(),
+        c.close.normalize(),
+        c.volume.normalize(),
+        c.quote_volume.normalize(),
+        c.trade_count
+    )
+}
+
+#[tokio::test]
+async fn candles_equal_a_computation_over_the_trades_for_every_interval_and_window() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let (a, b) = (user(1), user(2));
+    // Trades over two years, in today's and older partitions and in the
+    // default one; ties on one instant (open and close then follow trade id);
+    // another symbol's trades that must not count.
+    let ages = [
+        "30 seconds",
+        "95 seconds",
+        "10 minutes",
+        "59 minutes",
+        "3 hours",
+        "5 hours",
+        "23 hours",
+        "30 hours",
+        "3 days",
+        "9 days",
+        "40 days",
+        "100 days",
+        "200 days",
+        "450 days",
+        "900 days",
+    ];
+    for (i, ago) in ages.iter().enumerate() {
+        let at = instant(c, ago).await;
+        for k in 0..3 {
+            let price = format!("{}.{}", 100 + i * 3 + k, 25 * k);
+            let quantity = format!("0.{}", 1 + (i + k) % 9);
+            trade(c, BTC, (a, b), (&price, &quantity), k % 2 == 0, &at, "").await;
+        }
+        trade(c, ETH, (a, b), ("1", "1"), true, &at, "").await;
+    }
+    let sql = "SELECT executed_at, trade_id, price, quantity FROM trades WHERE symbol = 'BTC/USDT'";
+    let ticks: Vec<Tick> = tests::sql::rows(c, sql)
+        .await
+        .iter()
+        .map(|row| Tick {
+            at: tests::sql::get::<chrono::DateTime<chrono::FixedOffset>>(row, 0, sql).to_utc(),
+            id: tests::sql::get(row, 1, sql),
+            price: tests::sql::get(row, 2, sql),
+            quantity: tests::sql::get(row, 3, sql),
+        })
+        .collect();
+    assert_eq!(ticks.len(), ages.len() * 3);
+    let texts = |candles: &[market::Candle]| candles.iter().map(candle_text).collect::<Vec<_>>();
+    let now = chrono::Utc::now();
+
+    for interval in market::Interval::ALL {
+        let all = reference_candles(&ticks, interval);
+        // The newest `limit` buckets, oldest first.
+        for limit in [1u64, 2, 5, 1000] {
+            let got = market::candles(
+                c,
+                BTC,
+                market::CandleQuery {
+                    interval,
+                    start: None,
+                    end: None,
+                    limit,
+                },
+            )
+            .await
+            .expect("newest candles");
+            let from = all.len().saturating_sub(limit as usize);
+            assert_eq!(
+                texts(&got),
+                texts(&all[from..]),
+                "{interval}, limit {limit}"
+            );
+        }
+        // Windows that start and end mid-bucket bound open_time.
+        for (start_ago, end_ago) in [(2.0f64, 0.5f64), (45.0, 2.5), (1000.0, 150.0), (0.01, -1.0)] {
+            let start = now - chrono::TimeDelta::seconds((start_ago * 86_400.0) as i64 + 17);
+            let end = now - chrono::TimeDelta::seconds((end_ago * 86_400.0) as i64 + 13);
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|c| c.open_time >= start && c.open_time < end)
+                .cloned()
+                .collect();
+            for limit in [3u64, 1000] {
+                let got = market::candles(
+                    c,
+                    BTC,
+                    market::CandleQuery {
+                        interval,
+                        start: Some(start),
+                        end: Some(end),
+                        limit,
+                    },
+                )
+                .await
+                .expect("a window");
+                let want = &expected[..expected.len().min(limit as usize)];
+                assert_eq!(
+                    texts(&got),
+                    texts(want),
+                    "{interval} from {start} to {end}, limit {limit}"
+                );
+            }
+            // Only an end: the newest buckets before it.
+            let got = market::candles(
+                c,
+                BTC,
+                market::CandleQuery {
+                    interval,
+                    start: None,
+                    end: Some(end),
+                    limit: 4,
+                },
+            )
+            .await
+            .expect("before an end");
+            let before: Vec<_> = all.iter().filter(|c| c.open_time < end).cloned().collect();
+            assert_eq!(
+                texts(&got),
+                texts(&before[before.len().saturating_sub(4)..]),
+                "{interval} before {end}"
+            );
+        }
+    }
+
+    // The errors.
+    let query = |limit| market::CandleQuery {
+        interval: market::Interval::OneHour,
+        start: None,
+        end: None,
+        limit,
+    };
+    assert_unknown_symbol(market::candles(c, UNKNOWN, query(10)).await, "candles");
+    assert!(
+        market::candles(c, ETH, query(10))
+            .await
+            .is_ok_and(|v| !v.is_empty())
+    );
+    for limit in [0, 1001] {
+        match market::candles(c, BTC, query(limit)).await {
+            Err(ServiceError::InvalidArgument { field, .. }) => assert_eq!(field, "limit"),
+            other => panic!("limit {limit}: {other:?}"),
+        }
+    }
+    let backwards = market::CandleQuery {
+        start: Some(now),
+        end: Some(now - chrono::TimeDelta::hours(1)),
+        ..query(10)
+    };
+    match market::candles(c, BTC, backwards).await {
+        Err(ServiceError::InvalidArgument { field, .. }) => assert_eq!(field, "start"),
+        other => panic!("start after end: {other:?}"),
+    }
+    for bad in ["2m", "1H", "", "60"] {
+        let err = bad.parse::<market::Interval>().expect_err(bad);
+        assert!(err.to_string().contains("1m, 5m, 15m, 1h, 4h, 1d"), "{err}");
+    }
+}

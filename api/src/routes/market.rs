@@ -1,5 +1,5 @@
-//! Market data: order book, ticker, statistics, symbols, recent trades. No
-//! credentials needed.
+//! Market data: order book, ticker, statistics, candles, symbols, recent
+//! trades. No credentials needed.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +8,7 @@ use service::market::{self, Period};
 use utoipa::IntoParams;
 
 use super::orders::page_limit;
-use crate::dto::{MarketStatsDto, OrderBookDto, SymbolDto, TickerDto, TradeDto};
+use crate::dto::{CandleDto, MarketStatsDto, OrderBookDto, SymbolDto, TickerDto, TradeDto};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, canonical_symbol, parse_id};
 use crate::state::AppState;
@@ -103,6 +103,74 @@ pub async fn stats(
         .run(async |db| market::stats(db, &symbol, period).await)
         .await?;
     Ok(Json(stats.into()))
+}
+
+/// Query of `GET /api/v1/markets/{symbol}/candles`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CandlesQuery {
+    /// The bucket width: 1m, 5m, 15m, 1h, 4h or 1d.
+    #[param(required = true, value_type = String, pattern = "^(1m|5m|15m|1h|4h|1d)$", example = "1m")]
+    interval: Option<String>,
+    /// RFC 3339; buckets whose open_time is at or after it (then the first
+    /// `limit` of them). Without it: the `limit` newest buckets.
+    #[param(value_type = Option<String>, format = DateTime)]
+    start: Option<String>,
+    /// RFC 3339; buckets whose open_time is before it. Default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    end: Option<String>,
+    /// Buckets at most.
+    #[param(minimum = 1, maximum = 1000, default = 500)]
+    limit: Option<u64>,
+}
+
+fn parse_time(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    text.map(|text| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| at.to_utc())
+            .map_err(|err| {
+                ApiError::field(
+                    field,
+                    format!("must be an RFC 3339 time ({err}), got {text:?}"),
+                )
+            })
+    })
+    .transpose()
+}
+
+#[utoipa::path(get, path = "/api/v1/markets/{symbol}/candles", tag = "market", operation_id = "market_candles",
+    params(("symbol" = String, Path, description = "BTC/USDT, BTC-USDT, any case"), CandlesQuery),
+    responses(
+        (status = 200, description = "Buckets with trades, oldest first", body = [CandleDto]),
+        (status = 400, description = "Unknown interval, malformed time, limit out of range", body = crate::dto::ErrorBody),
+        (status = 404, description = "Unknown symbol", body = crate::dto::ErrorBody),
+    ))]
+pub async fn candles(
+    State(state): State<AppState>,
+    ApiPath(symbol): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CandlesQuery>,
+) -> Result<Json<Vec<CandleDto>>, ApiError> {
+    let interval: market::Interval = query
+        .interval
+        .as_deref()
+        .ok_or_else(|| ApiError::field("interval", "is required (1m, 5m, 15m, 1h, 4h, 1d)"))?
+        .parse()?;
+    let request = market::CandleQuery {
+        interval,
+        start: parse_time("start", query.start.as_deref())?,
+        end: parse_time("end", query.end.as_deref())?,
+        limit: page_limit(query.limit, 500, market::MAX_CANDLES)?,
+    };
+    let symbol = canonical_symbol(&symbol);
+    let candles = state
+        .db
+        .run(async |db| market::candles(db, &symbol, request).await)
+        .await?;
+    Ok(Json(candles.into_iter().map(Into::into).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/symbols", tag = "market",

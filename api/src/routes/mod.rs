@@ -60,6 +60,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>, config: &Config) ->
         .route("/api/v1/orderbook/{symbol}", get(market::order_book))
         .route("/api/v1/markets/{symbol}/ticker", get(market::ticker))
         .route("/api/v1/markets/{symbol}/stats", get(market::stats))
+        .route("/api/v1/markets/{symbol}/candles", get(market::candles))
         .route("/api/v1/symbols", get(market::symbols))
         .route("/api/v1/trades", get(market::recent_trades))
         .route("/api/v1/trades/{id}", get(market::trade))

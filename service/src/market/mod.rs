@@ -1,5 +1,5 @@
 //! Market data: order-book depth, best bid/ask, ticker, trade statistics over
-//! 1h/4h/24h/7d/30d (VWAP, volume), and a user's fill rate.
+//! 1h/4h/24h/7d/30d (VWAP, volume), OHLCV candles, and a user's fill rate.
 //!
 //! Every function that takes a symbol answers [`ServiceError::UnknownSymbol`]
 //! for a symbol that does not exist, and an empty result (no levels, `None`
@@ -23,10 +23,12 @@
 //! ```
 
 pub(crate) mod book;
+mod candles;
 mod period;
 pub(crate) mod stats;
 
 pub use book::{BestBidAsk, OrderBook, PriceLevel, Ticker, best_bid_ask, depth, ticker};
+pub use candles::{Candle, CandleQuery, Interval, MAX_CANDLES, candles};
 pub use period::Period;
 pub use stats::{
     FillRate, MAX_FILL_RATE_DAYS, MarketStats, TradingVolume, fill_rate, stats, stats_floor,

@@ -244,6 +244,92 @@ async fn market_stats_cover_a_period_and_refuse_others() {
 }
 
 #[tokio::test]
+async fn candles_bucket_the_trades_and_refuse_bad_queries() {
+    let app = spawn_app(AppOptions::jwt()).await;
+    three_trades(&app, Uuid::new_v4(), Uuid::new_v4()).await;
+
+    for interval in ["1m", "5m", "15m", "1h", "4h", "1d"] {
+        let candles = app
+            .get_public_json(
+                &format!("/api/v1/markets/btc-usdt/candles?interval={interval}"),
+                200,
+            )
+            .await;
+        let candles = candles.as_array().expect("a list");
+        // Three trades of a few milliseconds: one bucket, two if a boundary
+        // fell between them.
+        assert!((1..=2).contains(&candles.len()), "{interval}: {candles:?}");
+        let count: i64 = candles
+            .iter()
+            .map(|c| c["trade_count"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(count, 3, "{interval}");
+        assert_eq!(candles[0]["open"], "50000", "{interval}");
+        assert_eq!(candles[candles.len() - 1]["close"], "50020", "{interval}");
+        for candle in candles {
+            let open_time = assert_timestamp(&candle["open_time"], "open_time");
+            let width: i64 = match interval {
+                "1m" => 60,
+                "5m" => 300,
+                "15m" => 900,
+                "1h" => 3600,
+                "4h" => 14_400,
+                _ => 86_400,
+            };
+            assert_eq!(open_time.timestamp() % width, 0, "{candle}");
+            for field in ["open", "high", "low", "close", "volume", "quote_volume"] {
+                assert!(candle[field].is_string(), "{field}: {candle}");
+            }
+        }
+        if candles.len() == 1 {
+            assert_eq!(candles[0]["high"], "50020");
+            assert_eq!(candles[0]["low"], "50000");
+            assert_eq!(candles[0]["volume"], "3");
+            assert_eq!(candles[0]["quote_volume"], "150030");
+        }
+    }
+    let newest = app
+        .get_public_json("/api/v1/markets/BTC-USDT/candles?interval=1d&limit=1", 200)
+        .await;
+    assert_eq!(newest.as_array().map(Vec::len), Some(1));
+    let future = app
+        .get_public_json(
+            "/api/v1/markets/BTC-USDT/candles?interval=1h&start=2999-01-01T00:00:00Z",
+            200,
+        )
+        .await;
+    assert_eq!(future, json!([]));
+
+    for (query, field) in [
+        ("", "interval"),
+        ("?interval=2m", "interval"),
+        ("?interval=1h&start=yesterday", "start"),
+        ("?interval=1h&end=2026-13-01T00:00:00Z", "end"),
+        ("?interval=1h&limit=0", "limit"),
+        ("?interval=1h&limit=1001", "limit"),
+        (
+            "?interval=1h&start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z",
+            "start",
+        ),
+        ("?interval=1h&period=24h", "period"),
+    ] {
+        let err = expect_error(
+            app.get_public(&format!("/api/v1/markets/btc-usdt/candles{query}"))
+                .await,
+            400,
+        )
+        .await;
+        assert!(mentions(&err, field), "{query:?}: {err}");
+    }
+    expect_error(
+        app.get_public("/api/v1/markets/FOO-BAR/candles?interval=1m")
+            .await,
+        404,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn symbols_list_their_trading_parameters() {
     let app = spawn_app(AppOptions::jwt()).await;
     let symbols = app.get_public_json("/api/v1/symbols", 200).await;

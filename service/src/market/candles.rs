@@ -1,0 +1,340 @@
+//! OHLCV candles of a symbol's trades, computed exactly from `trades`.
+//!
+//! A candle covers one bucket of an [`Interval`], aligned to the UTC epoch
+//! (every interval divides a day, so buckets never straddle a UTC midnight):
+//! `open` and `close` are the first and last trade's price in the bucket (by
+//! execution time, then trade id), `high` and `low` the extremes, `volume` the
+//! base quantity, `quote_volume` Σ price × quantity (unrounded), and
+//! `trade_count` the trades. Buckets without trades are left out.
+//!
+//! The trades are read span by span ([`crate::ids::older_spans`], bounds
+//! written as constants), so no statement plans or locks every partition
+//! (D15), and a read stops once it has its buckets.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use serde::Serialize;
+
+use super::{ensure_symbol, statement};
+use crate::error::{Result, ServiceError};
+
+/// A candle width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Interval {
+    #[serde(rename = "1m")]
+    OneMinute,
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "15m")]
+    FifteenMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+    #[serde(rename = "4h")]
+    FourHours,
+    #[serde(rename = "1d")]
+    OneDay,
+}
+
+impl Interval {
+    /// Every interval, shortest first.
+    pub const ALL: [Interval; 6] = [
+        Interval::OneMinute,
+        Interval::FiveMinutes,
+        Interval::FifteenMinutes,
+        Interval::OneHour,
+        Interval::FourHours,
+        Interval::OneDay,
+    ];
+
+    /// The text form: `1m`, `5m`, `15m`, `1h`, `4h`, `1d`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::OneMinute => "1m",
+            Interval::FiveMinutes => "5m",
+            Interval::FifteenMinutes => "15m",
+            Interval::OneHour => "1h",
+            Interval::FourHours => "4h",
+            Interval::OneDay => "1d",
+        }
+    }
+
+    /// The width in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Interval::OneMinute => 60,
+            Interval::FiveMinutes => 300,
+            Interval::FifteenMinutes => 900,
+            Interval::OneHour => 3_600,
+            Interval::FourHours => 14_400,
+            Interval::OneDay => 86_400,
+        }
+    }
+
+    /// The first bucket boundary at or after `at`.
+    pub fn ceil(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let width = self.seconds();
+        let seconds = at.timestamp();
+        let floor = seconds.div_euclid(width) * width;
+        let boundary = if floor == seconds && at.timestamp_subsec_nanos() == 0 {
+            floor
+        } else {
+            floor + width
+        };
+        DateTime::from_timestamp(boundary, 0).unwrap_or(at)
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Interval {
+    type Err = ServiceError;
+
+    /// Parses `1m`, `5m`, `15m`, `1h`, `4h` or `1d`; anything else is
+    /// [`ServiceError::InvalidArgument`] naming the accepted values.
+    ///
+    /// ```
+    /// use service::market::Interval;
+    /// assert_eq!("15m".parse::<Interval>().unwrap(), Interval::FifteenMinutes);
+    /// assert!("2m".parse::<Interval>().unwrap_err().to_string().contains("1m, 5m, 15m, 1h, 4h, 1d"));
+    /// ```
+    fn from_str(text: &str) -> Result<Interval> {
+        Interval::ALL
+            .into_iter()
+            .find(|interval| interval.as_str() == text)
+            .ok_or_else(|| {
+                ServiceError::argument(
+                    "interval",
+                    format!("must be one of 1m, 5m, 15m, 1h, 4h, 1d, got {text:?}"),
+                )
+            })
+    }
+}
+
+/// One bucket of a symbol's trades.
+#[derive(Clone, Debug, PartialEq, Serialize, FromQueryResult)]
+pub struct Candle {
+    /// The bucket's start: a multiple of the interval since the UTC epoch.
+    pub open_time: DateTime<Utc>,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    /// Σ quantity.
+    pub volume: Decimal,
+    /// Σ price × quantity, not rounded.
+    pub quote_volume: Decimal,
+    pub trade_count: i64,
+}
+
+/// Which candles to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CandleQuery {
+    pub interval: Interval,
+    /// Buckets whose `open_time` is at or after this; `None`: the `limit`
+    /// newest buckets (before `end`).
+    pub start: Option<DateTime<Utc>>,
+    /// Buckets whose `open_time` is before this; `None`: up to now.
+    pub end: Option<DateTime<Utc>>,
+    /// How many buckets at most (1..=[`MAX_CANDLES`]).
+    pub limit: u64,
+}
+
+/// The most buckets one read returns.
+pub const MAX_CANDLES: u64 = 1_000;
+
+/// The buckets of one span: `$1` symbol, `$2` the interval, `$3` how many;
+/// `{bounds}` the span's constant bounds, `{order}` ASC or DESC.
+const BUCKETS: &str = r#"
+SELECT date_bin($2::interval, t.executed_at, '1970-01-01 00:00:00+00'::timestamptz) AS open_time,
+       (array_agg(t.price ORDER BY t.executed_at, t.trade_id))[1] AS open,
+       max(t.price) AS high,
+       min(t.price) AS low,
+       (array_agg(t.price ORDER BY t.executed_at DESC, t.trade_id DESC))[1] AS close,
+       sum(t.quantity) AS volume,
+       sum(t.price * t.quantity) AS quote_volume,
+       count(*) AS trade_count
+FROM trades t
+WHERE t.symbol = $1{bounds}
+GROUP BY 1
+ORDER BY 1 {order}
+LIMIT $3"#;
+
+/// The symbol's candles, oldest first: from `start` on when it is given (the
+/// first `limit` buckets), else the `limit` newest buckets before `end` (or
+/// now).
+///
+/// Errors: [`ServiceError::InvalidArgument`] (`limit` outside 1..=1000,
+/// `start` not before `end`), [`ServiceError::UnknownSymbol`].
+pub async fn candles<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    query: CandleQuery,
+) -> Result<Vec<Candle>> {
+    let CandleQuery {
+        interval,
+        start,
+        end,
+        limit,
+    } = query;
+    if !(1..=MAX_CANDLES).contains(&limit) {
+        return Err(ServiceError::argument(
+            "limit",
+            format!("must be between 1 and {MAX_CANDLES}, got {limit}"),
+        ));
+    }
+    if let (Some(start), Some(end)) = (start, end)
+        && start >= end
+    {
+        return Err(ServiceError::argument(
+            "start",
+            format!("must be before end ({end}), got {start}"),
+        ));
+    }
+    // Bucket b is in range when start <= b < end; as bounds on the trades:
+    // ceil(start) <= executed_at < ceil(end).
+    let low = start.map(|at| interval.ceil(at));
+    let high = end.map(|at| interval.ceil(at));
+    let now = Utc::now();
+    // Spans of whole UTC days from the day after the upper bound back to the
+    // beginning of time, newest first.
+    let top = high
+        .unwrap_or(now)
+        .date_naive()
+        .succ_opt()
+        .unwrap_or(NaiveDate::MAX);
+    let mut spans = vec![(Some(top), None)];
+    spans.extend(
+        crate::ids::older_spans(now.max(high.unwrap_or(now)), top)
+            .into_iter()
+            .map(|(from, to)| (from, Some(to))),
+    );
+    // Keep the spans that meet [low, high).
+    spans.retain(|(from, to)| {
+        let below_high = match (from, high) {
+            (Some(from), Some(high)) => crate::ids::day_start(*from) < high,
+            _ => true,
+        };
+        let above_low = match (to, low) {
+            (Some(to), Some(low)) => crate::ids::day_start(*to) > low,
+            _ => true,
+        };
+        below_high && above_low
+    });
+    let ascending = low.is_some();
+    if ascending {
+        spans.reverse();
+    }
+    let width = format!("{} seconds", interval.seconds());
+    let mut found: Vec<Candle> = Vec::new();
+    for (from, to) in spans {
+        let missing = limit - found.len() as u64;
+        if missing == 0 {
+            break;
+        }
+        let sql = BUCKETS
+            .replace("{bounds}", &bounds(from, to, low, high))
+            .replace("{order}", if ascending { "ASC" } else { "DESC" });
+        let rows = Candle::find_by_statement(statement(
+            &sql,
+            [
+                symbol.into(),
+                width.clone().into(),
+                i64::try_from(missing).unwrap_or(i64::MAX).into(),
+            ],
+        ))
+        .all(db)
+        .await?;
+        found.extend(rows);
+    }
+    if !ascending {
+        found.reverse();
+    }
+    if found.is_empty() {
+        ensure_symbol(db, symbol).await?;
+    }
+    Ok(found)
+}
+
+/// The constant bounds of one span, narrowed to `[low, high)`.
+fn bounds(
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    low: Option<DateTime<Utc>>,
+    high: Option<DateTime<Utc>>,
+) -> String {
+    let lower = match (from.map(crate::ids::day_start), low) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let upper = match (to.map(crate::ids::day_start), high) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut text = String::new();
+    if let Some(lower) = lower {
+        text.push_str(&format!(" AND t.executed_at >= {}", time_text(lower)));
+    }
+    if let Some(upper) = upper {
+        text.push_str(&format!(" AND t.executed_at < {}", time_text(upper)));
+    }
+    text
+}
+
+/// A bucket boundary or midnight as an SQL constant (whole seconds, UTC).
+fn time_text(at: DateTime<Utc>) -> String {
+    format!("'{}'::timestamptz", at.format("%Y-%m-%d %H:%M:%S+00"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a valid time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn buckets_are_aligned_to_the_epoch() {
+        let t = at("2026-03-04T10:07:30Z");
+        assert_eq!(Interval::OneMinute.ceil(t), at("2026-03-04T10:08:00Z"));
+        assert_eq!(Interval::FifteenMinutes.ceil(t), at("2026-03-04T10:15:00Z"));
+        assert_eq!(Interval::FourHours.ceil(t), at("2026-03-04T12:00:00Z"));
+        assert_eq!(Interval::OneDay.ceil(t), at("2026-03-05T00:00:00Z"));
+        let boundary = at("2026-03-04T12:00:00Z");
+        assert_eq!(Interval::FourHours.ceil(boundary), boundary);
+        let just_after = at("2026-03-04T12:00:00.000001Z");
+        assert_eq!(
+            Interval::OneHour.ceil(just_after),
+            at("2026-03-04T13:00:00Z")
+        );
+        for interval in Interval::ALL {
+            assert_eq!(86_400 % interval.seconds(), 0, "{interval} divides a day");
+        }
+    }
+
+    #[test]
+    fn bounds_narrow_a_span_to_the_range() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).expect("a date");
+        let text = bounds(
+            Some(day(1)),
+            Some(day(5)),
+            Some(at("2026-03-02T10:00:00Z")),
+            None,
+        );
+        assert_eq!(
+            text,
+            " AND t.executed_at >= '2026-03-02 10:00:00+00'::timestamptz AND t.executed_at < '2026-03-05 00:00:00+00'::timestamptz"
+        );
+        assert_eq!(bounds(None, None, None, None), "");
+    }
+}
