@@ -1,11 +1,14 @@
 //! Background jobs: partition maintenance (then the merge of old trades days
-//! into months, each merge step its own transaction) at start and hourly;
+//! into months and of old orders months into years, each merge step its own
+//! transaction) at start and hourly;
 //! order expiry and the stop orders a placement's trigger bound left waiting,
 //! every minute.
 //! Each run is one transaction without the statement timeout (a large backlog
 //! may take long) but with `JOB_LOCK_TIMEOUT_MS` as its lock timeout, so a job
 //! never queues behind a lock for long; it is logged, and a failed run is
-//! logged and retried at the next tick.
+//! logged and retried at the next tick. Each run sets
+//! `trade_engine_job_last_run_timestamp_seconds` and
+//! `trade_engine_job_last_run_success` for its job on `/metrics`.
 
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ pub fn spawn(
                     .await
                 {
                     Ok(health) => {
+                        crate::metrics::record_job("maintain_partitions", true);
                         for table in health {
                             tracing::info!(
                                 job = "maintain_partitions",
@@ -42,14 +46,21 @@ pub fn spawn(
                             );
                         }
                     }
-                    Err(err) => tracing::warn!(job = "maintain_partitions", error = %err, "failed"),
+                    Err(err) => {
+                        crate::metrics::record_job("maintain_partitions", false);
+                        tracing::warn!(job = "maintain_partitions", error = %err, "failed");
+                    }
                 }
                 // D15: old days into monthly partitions, each step its own transaction.
-                if let Err(err) = service::maintenance::compact_trades(&db, None).await {
+                let compacted = service::maintenance::compact_trades(&db, None).await;
+                crate::metrics::record_job("compact_trades", compacted.is_ok());
+                if let Err(err) = compacted {
                     tracing::warn!(job = "compact_trades", error = %err, "failed");
                 }
                 // and old months of orders into yearly ones.
-                if let Err(err) = service::maintenance::compact_orders(&db, None).await {
+                let compacted = service::maintenance::compact_orders(&db, None).await;
+                crate::metrics::record_job("compact_orders", compacted.is_ok());
+                if let Err(err) = compacted {
                     tracing::warn!(job = "compact_orders", error = %err, "failed");
                 }
             }
@@ -66,13 +77,17 @@ pub fn spawn(
                     })
                     .await
                 {
-                    Ok(0) => {}
-                    Ok(triggered) => tracing::info!(
-                        job = "trigger_reached_stops",
-                        triggered,
-                        "waiting stop orders triggered"
-                    ),
+                    Ok(0) => crate::metrics::record_job("trigger_reached_stops", true),
+                    Ok(triggered) => {
+                        crate::metrics::record_job("trigger_reached_stops", true);
+                        tracing::info!(
+                            job = "trigger_reached_stops",
+                            triggered,
+                            "waiting stop orders triggered"
+                        )
+                    }
                     Err(err) => {
+                        crate::metrics::record_job("trigger_reached_stops", false);
                         tracing::warn!(job = "trigger_reached_stops", error = %err, "failed")
                     }
                 }
@@ -86,12 +101,18 @@ pub fn spawn(
                 .run_unbounded(async |db| service::maintenance::expire_orders(db).await)
                 .await
             {
-                Ok(expired) => tracing::info!(
-                    job = "expire_orders",
-                    expired = expired.len(),
-                    "orders expired"
-                ),
-                Err(err) => tracing::warn!(job = "expire_orders", error = %err, "failed"),
+                Ok(expired) => {
+                    crate::metrics::record_job("expire_orders", true);
+                    tracing::info!(
+                        job = "expire_orders",
+                        expired = expired.len(),
+                        "orders expired"
+                    )
+                }
+                Err(err) => {
+                    crate::metrics::record_job("expire_orders", false);
+                    tracing::warn!(job = "expire_orders", error = %err, "failed")
+                }
             }
         }
     });

@@ -41,6 +41,49 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The partition and book gauges of one scrape (see
+/// [`service::maintenance::gauges`]), labelled by table.
+pub fn record_gauges(gauges: &service::maintenance::Gauges) {
+    let now = chrono::Utc::now();
+    for t in &gauges.tables {
+        let table = t.table_name.clone();
+        metrics::gauge!("trade_engine_partitions", "table" => table.clone())
+            .set(t.partitions as f64);
+        metrics::gauge!("trade_engine_partitions_ahead", "table" => table.clone())
+            .set(t.ahead as f64);
+        // Seconds from now to the end of the newest partition: below a day,
+        // tomorrow's rows have no partition yet (negative: already today's).
+        let covered = t.covered_until.map_or(f64::NEG_INFINITY, |until| {
+            (until.to_utc() - now).num_milliseconds() as f64 / 1000.0
+        });
+        metrics::gauge!("trade_engine_partition_coverage_seconds", "table" => table.clone())
+            .set(covered);
+        metrics::gauge!("trade_engine_default_partition_rows", "table" => table.clone())
+            .set(t.default_rows as f64);
+        metrics::gauge!("trade_engine_partitions_due_for_retention", "table" => table.clone())
+            .set(t.due_for_retention as f64);
+        metrics::gauge!("trade_engine_table_size_bytes", "table" => table.clone())
+            .set(t.table_bytes as f64);
+        metrics::gauge!("trade_engine_index_size_bytes", "table" => table)
+            .set(t.index_bytes as f64);
+    }
+    let age = gauges.oldest_resting_order.map_or(0.0, |at| {
+        ((now - at.to_utc()).num_milliseconds() as f64 / 1000.0).max(0.0)
+    });
+    metrics::gauge!("trade_engine_oldest_resting_order_age_seconds").set(age);
+}
+
+/// Records a background job's run: when it ended and whether it succeeded.
+pub fn record_job(job: &'static str, succeeded: bool) {
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    metrics::gauge!("trade_engine_job_last_run_timestamp_seconds", "job" => job).set(now);
+    metrics::gauge!("trade_engine_job_last_run_success", "job" => job).set(if succeeded {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Counts and times every request by method, route and status, and logs it.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();

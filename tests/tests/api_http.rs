@@ -13,6 +13,9 @@ mod flows;
 mod hardening;
 #[path = "api_http/market.rs"]
 mod market;
+// The monitoring files of the repository, checked once.
+#[path = "api_http/monitoring.rs"]
+mod monitoring;
 #[path = "api_http/ops.rs"]
 mod ops;
 #[path = "api_http/order_reads.rs"]

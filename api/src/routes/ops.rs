@@ -57,6 +57,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let pool = state.db.connection().get_postgres_connection_pool();
     metrics::gauge!("db_pool_connections").set(f64::from(pool.size()));
     metrics::gauge!("db_pool_idle_connections").set(pool.num_idle() as f64);
+    metrics::gauge!("db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+    // A database that does not answer still gets its request and pool
+    // figures out, with trade_engine_gauges_up at 0.
+    match state
+        .db
+        .run(async |db| service::maintenance::gauges(db).await)
+        .await
+    {
+        Ok(gauges) => {
+            crate::metrics::record_gauges(&gauges);
+            metrics::gauge!("trade_engine_gauges_up").set(1.0);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: the partition gauges could not be read");
+            metrics::gauge!("trade_engine_gauges_up").set(0.0);
+        }
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -18,6 +18,7 @@
 //! | [`refresh_order_book`] | every few seconds, for readers of `mv_order_book_snapshot` |
 //! | [`snapshot_order_books`] | as recovery and audit need |
 //! | [`health`] | for dashboards and readiness checks |
+//! | [`gauges`] | on every metrics scrape |
 //!
 //! ```no_run
 //! use service::{maintenance, ServiceError};
@@ -31,12 +32,14 @@
 //! ```
 
 mod compaction;
+mod gauges;
 mod snapshot;
 
 pub use compaction::{
     MergedMonth, MergedYear, ORDER_COPY_BATCH, compact_orders, compact_trades, merge_orders_year,
     merge_trades_month,
 };
+pub use gauges::{DEFAULT_ROWS_CAP, Gauges, TableGauges, gauges};
 pub use snapshot::snapshot_order_books;
 
 use std::time::Instant;
