@@ -51,7 +51,7 @@ pub mod statements {
     pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
     pub use crate::market::stats::STATS;
     pub use crate::orders::book::{
-        BOOK_LOCK, LOCK_BOOK_READ_CLOCK, RECENT_LAST_PRICE, TRIGGERED_STOPS, UPDATE_MAKERS,
+        BOOK_LOCK, LAST_PRICE, LOCK_BOOK_READ_CLOCK, TRIGGERED_STOPS, UPDATE_MAKERS,
         resting_statement,
     };
     pub use crate::orders::lifecycle::CANCEL;

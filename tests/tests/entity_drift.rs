@@ -20,7 +20,9 @@ use similar::TextDiff;
 use tests::db::TestDb;
 
 /// The tables that have entities: not the partitions, not `seaql_migrations`.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 8] = [
+    "market_last_trade",
+    "market_levels",
     "order_book_snapshots",
     "orders",
     "partition_retention_config",

@@ -540,6 +540,8 @@ async fn d11_check_table_sizes_reports_parents_with_their_partitions_totals() {
     assert_eq!(
         names,
         vec![
+            "market_last_trade",
+            "market_levels",
             "order_book_snapshots",
             "orders",
             "partition_retention_config",

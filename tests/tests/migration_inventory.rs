@@ -333,12 +333,18 @@ async fn triggers_fire_when_the_spec_says() {
         found,
         expect(
             "orders|trg_add_stop_order_to_watchlist|CREATE TRIGGER trg_add_stop_order_to_watchlist AFTER INSERT OR UPDATE OF status ON public.orders FOR EACH ROW EXECUTE FUNCTION add_stop_order_to_watchlist()
+             orders|trg_market_levels_delete|CREATE TRIGGER trg_market_levels_delete AFTER DELETE ON public.orders REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_delete()
+             orders|trg_market_levels_insert|CREATE TRIGGER trg_market_levels_insert AFTER INSERT ON public.orders REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_insert()
+             orders|trg_market_levels_update|CREATE TRIGGER trg_market_levels_update AFTER UPDATE ON public.orders REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_update()
              orders|trg_orders_updated_at|CREATE TRIGGER trg_orders_updated_at BEFORE UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()
              orders|trg_remove_stop_order_from_watchlist|CREATE TRIGGER trg_remove_stop_order_from_watchlist AFTER UPDATE ON public.orders FOR EACH ROW WHEN ((old.status IS DISTINCT FROM new.status)) EXECUTE FUNCTION remove_stop_order_from_watchlist()
              orders|trg_set_cancelled_at|CREATE TRIGGER trg_set_cancelled_at BEFORE UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION set_cancelled_at_timestamp()
              orders|trg_set_filled_at|CREATE TRIGGER trg_set_filled_at BEFORE UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION set_filled_at_timestamp()
              orders|trg_validate_order_status_transition|CREATE TRIGGER trg_validate_order_status_transition BEFORE UPDATE ON public.orders FOR EACH ROW WHEN ((old.status IS DISTINCT FROM new.status)) EXECUTE FUNCTION validate_order_status_transition()
-             symbols|trg_symbols_updated_at|CREATE TRIGGER trg_symbols_updated_at BEFORE UPDATE ON public.symbols FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()"
+             symbols|trg_symbols_updated_at|CREATE TRIGGER trg_symbols_updated_at BEFORE UPDATE ON public.symbols FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()
+             trades|trg_market_last_trade_delete|CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON public.trades REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete()
+             trades|trg_market_last_trade_insert|CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert()
+             trades|trg_market_last_trade_update|CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update()"
         )
     );
     // Every partition carries the parent's row triggers as clones.
@@ -381,6 +387,17 @@ async fn functions_have_their_signatures_and_comments() {
              get_trading_volume|p_symbol character varying, p_period character varying DEFAULT '24h'::character varying|TABLE(symbol character varying, trade_count bigint, base_volume numeric, quote_volume numeric, period_start timestamp with time zone, period_end timestamp with time zone)|Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)
              get_user_trade_history|p_user_id uuid, p_symbol character varying DEFAULT NULL::character varying, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0|TABLE(trade_id uuid, symbol character varying, side character varying, price numeric, quantity numeric, fee numeric, is_maker boolean, executed_at timestamp with time zone)|Returns trade history for a user with pagination
              maintain_partitions||void|Automated partition maintenance - creates future partitions. Run daily via cron.
+             market_last_trade_on_delete||trigger|
+             market_last_trade_on_insert||trigger|
+             market_last_trade_on_update||trigger|
+             market_last_trade_recompute|p_symbols character varying[]|void|Recomputes market_last_trade for the given symbols from trades
+             market_last_trade_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, price numeric, executed_at timestamp with time zone, trade_id uuid)|market_last_trade as computed from trades (one symbol, or all)
+             market_levels_add|p_delta jsonb|void|Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change
+             market_levels_on_delete||trigger|
+             market_levels_on_insert||trigger|
+             market_levels_on_update||trigger|
+             market_levels_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, side order_side_enum, price numeric, quantity numeric, order_count bigint)|market_levels as computed from orders (one symbol, or all)
+             market_state_differences|p_symbol character varying DEFAULT NULL::character varying|TABLE(state text, symbol character varying, key text, maintained text, recomputed text)|Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree
              merge_orders_bounds|p_year date, OUT target text, OUT range_from timestamp with time zone, OUT range_to timestamp with time zone|record|The yearly orders partition of the year containing p_year: its name and UTC bounds
              merge_orders_candidates|p_monthly_months integer DEFAULT NULL::integer|SETOF date|Years whose monthly orders partitions all lie before the monthly window, oldest first
              merge_orders_copy|p_year date, p_partition text, p_after uuid DEFAULT NULL::uuid, p_batch integer DEFAULT 10000, OUT last_id uuid, OUT copied bigint|record|Merge step 2 for orders: copies the next batch of a monthly partition (order_id after p_after) into orders_YYYY; returns the last order_id of the batch (NULL when done) and the rows inserted
@@ -401,6 +418,7 @@ async fn functions_have_their_signatures_and_comments() {
              orders_monthly_months||integer|Full months of orders kept in monthly partitions before their year is merged: the setting trade_engine.orders_monthly_months, 3 when unset
              partition_lock_demand||TABLE(parent_table text, partitions integer, locks integer)|Partitions of orders and trades and the locks (partitions and their indexes) a statement that cannot prune them takes
              range_partitions|p_parent text|TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of a partitioned table of the current schema with their bounds, oldest first
+             rebuild_market_state|p_symbol character varying DEFAULT NULL::character varying|void|Recomputes market_levels and market_last_trade from orders and trades (one symbol, or all): after a bulk load, or for repair
              refresh_order_book_snapshot||void|Refresh order book materialized view - call periodically or on-demand
              remove_stop_order_from_watchlist||trigger|Automatically removes stop orders from watchlist when completed/cancelled
              set_cancelled_at_timestamp||trigger|

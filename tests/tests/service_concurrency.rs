@@ -322,7 +322,10 @@ async fn invariants_hold_under_concurrent_placements_and_cancels() {
     let (seen_terminal, mut violations, rounds) = watcher.await.expect("the monitor panicked");
     let c = db.conn();
 
-    // The invariants, in SQL.
+    // The invariants, in SQL; and the market state the triggers kept equals
+    // a recomputation from orders and trades.
+    let drift = lines(c, "SELECT state || ' ' || symbol || ' ' || key || ': ' || coalesce(maintained, '-') || ' vs ' || coalesce(recomputed, '-') FROM market_state_differences()").await;
+    violations.extend(drift.iter().map(|l| format!("market state: {l}")));
     let overfilled = lines(
         c,
         "SELECT order_id, quantity, filled_quantity FROM orders WHERE filled_quantity > quantity",

@@ -567,6 +567,8 @@ async fn health_reports_connections_tables_and_partitions() {
     assert_eq!(
         tables.keys().copied().collect::<Vec<_>>(),
         [
+            "market_last_trade",
+            "market_levels",
             "order_book_snapshots",
             "orders",
             "partition_retention_config",

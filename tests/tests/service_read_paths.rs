@@ -1280,3 +1280,177 @@ async fn candles_equal_a_computation_over_the_trades_for_every_interval_and_wind
         assert!(err.to_string().contains("1m, 5m, 15m, 1h, 4h, 1d"), "{err}");
     }
 }
+
+// ---------------------------------------------------------------- market state
+
+/// Every difference between the maintained market state and a recomputation.
+async fn drift(db: &DatabaseConnection) -> Vec<String> {
+    tests::sql::lines(
+        db,
+        "SELECT state || ' ' || symbol || ' ' || key || ': ' || coalesce(maintained, '-')
+                || ' vs ' || coalesce(recomputed, '-')
+         FROM market_state_differences()",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_market_state_follows_every_write_the_service_and_an_operator_make() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let (a, b, s) = (user(1), user(2), user(3));
+    let step = async |what: &str| {
+        let found = drift(c).await;
+        assert!(found.is_empty(), "after {what}: {found:?}");
+    };
+    // The service: resting orders on several levels, a partial fill, a
+    // sweep, a cancel, a stop that triggers, a DAY order that expires.
+    for (price, quantity) in [("100", "1"), ("100", "2.5"), ("101", "1"), ("103", "0.4")] {
+        svc::place(
+            c,
+            NewOrder::limit(a, BTC, Side::Sell, dec(quantity), dec(price)),
+        )
+        .await
+        .expect("a resting sell");
+    }
+    let bid = svc::place(c, NewOrder::limit(b, BTC, Side::Buy, dec("2"), dec("99")))
+        .await
+        .expect("a resting buy");
+    step("resting orders").await;
+    svc::place(
+        c,
+        NewOrder::limit(b, BTC, Side::Buy, dec("1.5"), dec("100")),
+    )
+    .await
+    .expect("a partial fill of the 100 level");
+    step("a partial fill").await;
+    svc::place(c, NewOrder::stop(s, BTC, Side::Buy, dec("0.1"), dec("101")))
+        .await
+        .expect("a stop");
+    svc::place(c, NewOrder::market(b, BTC, Side::Buy, dec("2.5")))
+        .await
+        .expect("a sweep that reaches the stop");
+    step("a sweep and a stop trigger").await;
+    svc::cancel(c, b, bid.order.order_id).await.expect("cancel");
+    step("a cancel").await;
+    let day = svc::place(
+        c,
+        NewOrder::limit(a, ETH, Side::Sell, dec("1"), dec("3000"))
+            .with_time_in_force(service::TimeInForce::Day),
+    )
+    .await
+    .expect("a DAY order");
+    exec(
+        c,
+        &format!(
+            "UPDATE orders SET created_at = created_at - interval '2 days'
+             WHERE order_id = '{}'",
+            day.order.order_id
+        ),
+    )
+    .await;
+    step("a direct update of created_at").await;
+    svc::expire_due(c).await.expect("expiry");
+    step("expiry").await;
+
+    // An operator in psql: insert, change, cancel and delete orders; insert,
+    // correct and delete trades, also the newest.
+    exec(
+        c,
+        "INSERT INTO orders (user_id, symbol, side, order_type, status, quantity, price, stop_price)
+         VALUES (gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 'OPEN', 7, 95, NULL),
+                (gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 'OPEN', 3, 95, NULL),
+                (gen_random_uuid(), 'BTC/USDT', 'SELL', 'STOP', 'OPEN', 1, NULL, 90)",
+    )
+    .await;
+    step("direct inserts").await;
+    exec(
+        c,
+        "UPDATE orders SET quantity = quantity + 1 WHERE symbol = 'BTC/USDT' AND price = 95",
+    )
+    .await;
+    step("a direct update of quantities").await;
+    exec(
+        c,
+        "UPDATE orders SET status = 'CANCELLED' WHERE symbol = 'BTC/USDT' AND price = 95 AND quantity = 8",
+    )
+    .await;
+    step("a direct cancel").await;
+    exec(
+        c,
+        "DELETE FROM orders WHERE symbol = 'BTC/USDT' AND price = 95",
+    )
+    .await;
+    step("a direct delete").await;
+    let newest = trade(
+        c,
+        BTC,
+        (a, b),
+        ("777", "1"),
+        true,
+        "now() + interval '1 second'",
+        "",
+    )
+    .await;
+    step("a direct trade insert").await;
+    let last: Decimal = scalar(
+        c,
+        "SELECT price FROM market_last_trade WHERE symbol = 'BTC/USDT'",
+    )
+    .await;
+    assert_eq!(last, dec("777"));
+    exec(
+        c,
+        &format!("UPDATE trades SET price = 778 WHERE trade_id = '{newest}'"),
+    )
+    .await;
+    step("a direct trade correction").await;
+    exec(
+        c,
+        &format!("DELETE FROM trades WHERE trade_id = '{newest}'"),
+    )
+    .await;
+    step("the newest trade deleted").await;
+    let last: Decimal = scalar(
+        c,
+        "SELECT price FROM market_last_trade WHERE symbol = 'BTC/USDT'",
+    )
+    .await;
+    assert_ne!(last, dec("778"));
+
+    // The reads agree with the orders themselves.
+    let book = market::depth(c, BTC, 10).await.expect("depth");
+    let expected_levels: Vec<String> = column(
+        c,
+        "SELECT side::text || ' ' || price::text || ' ' || sum(quantity - filled_quantity)::text || ' ' || count(*)
+         FROM orders WHERE symbol = 'BTC/USDT' AND status IN ('OPEN', 'PARTIALLY_FILLED')
+           AND order_type = 'LIMIT' AND price IS NOT NULL
+         GROUP BY side, price ORDER BY side, CASE WHEN side = 'BUY' THEN -price ELSE price END",
+    )
+    .await;
+    let got: Vec<String> = book
+        .bids
+        .iter()
+        .map(|l| format!("BUY {} {} {}", l.price, l.quantity, l.order_count))
+        .chain(
+            book.asks
+                .iter()
+                .map(|l| format!("SELL {} {} {}", l.price, l.quantity, l.order_count)),
+        )
+        .collect();
+    assert_eq!(got, expected_levels);
+    let ticker = market::ticker(c, BTC).await.expect("ticker");
+    assert_eq!(ticker.last_price, Some(last));
+
+    // A damaged state is reported, and rebuilt.
+    exec(
+        c,
+        "UPDATE market_levels SET quantity = quantity + 1 WHERE symbol = 'BTC/USDT'",
+    )
+    .await;
+    exec(c, "DELETE FROM market_last_trade WHERE symbol = 'BTC/USDT'").await;
+    let found = drift(c).await;
+    assert!(found.len() >= 2, "{found:?}");
+    exec(c, "SELECT rebuild_market_state('BTC/USDT')").await;
+    step("a rebuild").await;
+}

@@ -2,6 +2,8 @@
 
 pub mod prelude;
 
+pub mod market_last_trade;
+pub mod market_levels;
 pub mod order_book_snapshots;
 pub mod orders;
 pub mod partition_retention_config;

@@ -42,27 +42,21 @@ struct LevelRow {
     order_count: i64,
 }
 
-/// The best `$2` levels of each side. Each branch is `GROUP BY price ORDER BY
-/// price LIMIT n` over the partial index on (symbol, side, price): PostgreSQL
-/// walks the index in price order (merging the monthly partitions), aggregates
-/// each level as it streams past, and stops after the n-th level, so the cost
-/// follows the levels asked for, not the size of the book.
+/// The best `$2` levels of each side, read from `market_levels` (kept by the
+/// schema's triggers on `orders`, migration 9): a walk of its primary key
+/// that stops after the n-th level, so the cost follows the levels asked for,
+/// not the number of resting orders or of `orders` partitions.
 pub const DEPTH: &str = r#"
-(SELECT 'BUY'::text AS side, o.price, sum(o.quantity - o.filled_quantity) AS quantity,
-        count(*) AS order_count
- FROM orders o
- WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
- GROUP BY o.price
- ORDER BY o.price DESC
+(SELECT 'BUY'::text AS side, l.price, l.quantity, l.order_count
+ FROM market_levels l
+ WHERE l.symbol = $1 AND l.side = 'BUY'
+ ORDER BY l.price DESC
  LIMIT $2)
 UNION ALL
-(SELECT 'SELL'::text, o.price, sum(o.quantity - o.filled_quantity), count(*)
- FROM orders o
- WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
- GROUP BY o.price
- ORDER BY o.price ASC
+(SELECT 'SELL'::text, l.price, l.quantity, l.order_count
+ FROM market_levels l
+ WHERE l.symbol = $1 AND l.side = 'SELL'
+ ORDER BY l.price ASC
  LIMIT $2)"#;
 
 /// The best `levels` price levels (1..=[`MAX_LIMIT`]) of each side of the
@@ -140,27 +134,33 @@ struct TopRow {
 
 /// The best level of each side (the first step of the [`DEPTH`] walk), with
 /// the spread as `get_best_bid_ask` computes it. No row: unknown symbol.
-pub const BEST_BID_ASK: &str = r#"
-SELECT bid.price AS best_bid, bid.volume AS best_bid_volume,
-       ask.price AS best_ask, ask.volume AS best_ask_volume,
-       ask.price - bid.price AS spread,
-       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage
-FROM symbols s
+/// The best level of each side from `market_levels` (`bid`, `ask`), joined
+/// to `symbols s`: shared by [`BEST_BID_ASK`] and [`TICKER`].
+macro_rules! top_of_book {
+    () => {
+        "FROM symbols s
 LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price DESC LIMIT 1
+    SELECT l.price, l.quantity FROM market_levels l
+    WHERE l.symbol = $1 AND l.side = 'BUY' ORDER BY l.price DESC LIMIT 1
 ) bid ON true
 LEFT JOIN LATERAL (
-    SELECT o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.price ORDER BY o.price ASC LIMIT 1
+    SELECT l.price, l.quantity FROM market_levels l
+    WHERE l.symbol = $1 AND l.side = 'SELL' ORDER BY l.price ASC LIMIT 1
 ) ask ON true
-WHERE s.symbol = $1"#;
+"
+    };
+}
+
+pub const BEST_BID_ASK: &str = concat!(
+    "
+SELECT bid.price AS best_bid, bid.quantity AS best_bid_volume,
+       ask.price AS best_ask, ask.quantity AS best_ask_volume,
+       ask.price - bid.price AS spread,
+       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage
+",
+    top_of_book!(),
+    "WHERE s.symbol = $1"
+);
 
 /// The best bid and ask of the symbol, the volume at each, and the spread.
 ///
@@ -213,57 +213,37 @@ struct TickerRow {
     total_asks_volume: Option<Decimal>,
 }
 
-/// What [`BEST_BID_ASK`] reports, the last trade since `$2` (a day before now,
-/// one step down `IDX_trades_symbol_time`; the bound prunes the trades
-/// partitions at plan time, D15; a symbol quiet for a day gets its last price
-/// from further reads) and the two side totals. The totals need every resting
-/// order of the symbol (through the partial index, one heap row per order: no
-/// index holds the remaining quantity), so the statement reads them once,
-/// grouped into price levels, and takes the top of each side from the levels:
-/// one scan of `orders`, planned over its partitions once, not three times.
-/// docs/query-plans.md has the cost and the materialized-view alternative.
-pub const TICKER: &str = r#"
-WITH levels AS (
-    SELECT o.side, o.price, sum(o.quantity - o.filled_quantity) AS volume
-    FROM orders o
-    WHERE o.symbol = $1 AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
-    GROUP BY o.side, o.price
-), top AS (
-    SELECT max(price) FILTER (WHERE side = 'BUY') AS bid,
-           (array_agg(volume ORDER BY price DESC) FILTER (WHERE side = 'BUY'))[1] AS bid_volume,
-           min(price) FILTER (WHERE side = 'SELL') AS ask,
-           (array_agg(volume ORDER BY price ASC) FILTER (WHERE side = 'SELL'))[1] AS ask_volume,
-           sum(volume) FILTER (WHERE side = 'BUY') AS bids,
-           sum(volume) FILTER (WHERE side = 'SELL') AS asks
-    FROM levels
-)
-SELECT (SELECT t.price FROM trades t WHERE t.symbol = $1 AND t.executed_at > $2
-        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last_price,
-       top.bid AS best_bid, top.bid_volume AS best_bid_volume,
-       top.ask AS best_ask, top.ask_volume AS best_ask_volume,
-       top.ask - top.bid AS spread,
-       round((top.ask - top.bid) / nullif(top.bid, 0) * 100, 4) AS spread_percentage,
-       top.bids AS total_bids_volume, top.asks AS total_asks_volume
-FROM symbols s CROSS JOIN top
-WHERE s.symbol = $1"#;
+/// What [`BEST_BID_ASK`] reports, the last trade (`market_last_trade`) and
+/// the two side totals, summed over the symbol's price levels: the cost
+/// follows the number of levels, not of resting orders or trades.
+pub const TICKER: &str = concat!(
+    "
+SELECT (SELECT m.price FROM market_last_trade m WHERE m.symbol = $1) AS last_price,
+       bid.price AS best_bid, bid.quantity AS best_bid_volume,
+       ask.price AS best_ask, ask.quantity AS best_ask_volume,
+       ask.price - bid.price AS spread,
+       round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage,
+       totals.bids AS total_bids_volume, totals.asks AS total_asks_volume
+",
+    top_of_book!(),
+    "CROSS JOIN LATERAL (
+    SELECT sum(l.quantity) FILTER (WHERE l.side = 'BUY') AS bids,
+           sum(l.quantity) FILTER (WHERE l.side = 'SELL') AS asks
+    FROM market_levels l WHERE l.symbol = $1
+) totals
+WHERE s.symbol = $1"
+);
 
 /// The symbol's ticker: last trade price, top of the book with volumes and
 /// spread, and the total resting volume per side, read in one statement.
 ///
 /// Errors: [`ServiceError::UnknownSymbol`].
 pub async fn ticker<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<Ticker> {
-    let since = Utc::now() - chrono::TimeDelta::days(1);
-    let row = TickerRow::find_by_statement(statement(TICKER, [symbol.into(), since.into()]))
+    let row = TickerRow::find_by_statement(statement(TICKER, [symbol.into()]))
         .one(db)
         .await?
         .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
-    let last_price = match row.last_price {
-        Some(price) => Some(price),
-        None => {
-            crate::orders::book::last_trade_price(db, symbol, Utc::now().fixed_offset()).await?
-        }
-    };
+    let last_price = row.last_price;
     Ok(Ticker {
         symbol: symbol.to_owned(),
         last_price,

@@ -122,66 +122,24 @@ struct LastPrice {
     price: Decimal,
 }
 
-/// The newest trade since `$2` (a day before the placement's clock): the bound
-/// prunes the query to today's and yesterday's partitions (and the default
-/// one), where an active symbol's last trade is, instead of locking every daily
-/// partition of the retention period. Bound as a parameter, not
-/// `now() - interval`, so each execution's plan prunes at plan time and plans
-/// two or three partitions instead of all of them.
-pub const RECENT_LAST_PRICE: &str = "SELECT price FROM trades
-    WHERE symbol = $1 AND executed_at > $2
-    ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
+/// The symbol's newest trade price, kept by the schema in
+/// `market_last_trade` (migration 9): one primary-key read, whatever the
+/// trade rate or the time since the symbol last traded.
+pub const LAST_PRICE: &str = "SELECT price FROM market_last_trade WHERE symbol = $1";
 
-/// The fallback for a symbol quiet for a day, once per older span of
-/// [`crate::ids::older_spans`] (newest first, constant bounds, `{span}`), so
-/// no statement plans or locks every partition (D15).
-const LAST_PRICE_IN: &str = "SELECT price FROM trades WHERE symbol = $1{span}
-    ORDER BY executed_at DESC, trade_id DESC LIMIT 1";
-
-/// How far back [`RECENT_LAST_PRICE`] looks before the older spans.
-const RECENT: chrono::TimeDelta = chrono::TimeDelta::days(1);
-
-/// `AND executed_at >= from AND executed_at < to` for a span of
-/// [`crate::ids::older_spans`], as SQL constants.
-pub(crate) fn span_predicate(
-    column: &str,
-    (from, to): (Option<chrono::NaiveDate>, chrono::NaiveDate),
-) -> String {
-    let lower = from.map_or_else(String::new, |from| {
-        format!(" AND {column} >= {}", crate::ids::day_text(from))
-    });
-    format!("{lower} AND {column} < {}", crate::ids::day_text(to))
-}
-
-/// The price of the symbol's newest trade, read at `now` (the placement's
-/// clock).
+/// The price of the symbol's newest trade (`now`, the placement's clock, is
+/// no longer needed: the row is exact within the transaction).
 pub(crate) async fn last_trade_price<C: ConnectionTrait>(
     db: &C,
     symbol: &str,
-    now: DateTime<FixedOffset>,
+    _now: DateTime<FixedOffset>,
 ) -> Result<Option<Decimal>> {
-    let since = now - RECENT;
-    let recent = statement(RECENT_LAST_PRICE, [symbol.into(), since.into()]);
-    if let Some(last) = LastPrice::find_by_statement(recent).one(db).await? {
-        return Ok(Some(last.price));
-    }
-    // The spans start at the midnight after `since`: they overlap the recent
-    // read by less than a day, which found nothing there.
-    let below = since
-        .to_utc()
-        .date_naive()
-        .succ_opt()
-        .unwrap_or(since.date_naive());
-    for span in crate::ids::older_spans(now.to_utc(), below) {
-        let sql = LAST_PRICE_IN.replace("{span}", &span_predicate("executed_at", span));
-        if let Some(last) = LastPrice::find_by_statement(statement(&sql, [symbol.into()]))
+    Ok(
+        LastPrice::find_by_statement(statement(LAST_PRICE, [symbol.into()]))
             .one(db)
             .await?
-        {
-            return Ok(Some(last.price));
-        }
-    }
-    Ok(None)
+            .map(|last| last.price),
+    )
 }
 
 /// A resting LIMIT order, as matching needs it.

@@ -267,7 +267,7 @@ async fn raw_op(
             raw::read(pool, raw::BEST_BID_ASK, Binds::Symbol(symbol)).await?;
         }
         6 => {
-            raw::read(pool, raw::TICKER, Binds::SymbolLastDay(symbol)).await?;
+            raw::read(pool, raw::TICKER, Binds::Symbol(symbol)).await?;
         }
         7 => {
             raw::read(pool, raw::ORDERS_PAGE, Binds::UserPage(whale, PAGE, 0)).await?;

@@ -110,6 +110,14 @@ pub async fn load(pool: &PgPool, plan: Plan, progress: bool) -> Result<Loaded> {
     rebuild_indexes(pool, indexes).await?;
     let index_seconds = indexed.elapsed().as_secs_f64();
 
+    // The copies ran without triggers (session_replication_role = replica),
+    // so the maintained market state is computed once from the loaded rows.
+    bar.set_message("market state");
+    sqlx::query("SELECT rebuild_market_state()")
+        .execute(pool)
+        .await
+        .context("rebuild_market_state()")?;
+
     bar.set_message("vacuum analyze");
     let analyzed = Instant::now();
     sqlx::query("VACUUM (ANALYZE) orders").execute(pool).await?;

@@ -23,8 +23,8 @@ use serde::Serialize;
 use service::orders::{self, NewOrder};
 use service::pooling::{Pool, PoolMode};
 use service::statements::{
-    CANCEL, HISTORY_PAGE, RECENT_LAST_PRICE, STATS, TICKER, history_with_bounds,
-    history_with_floor, resting_statement,
+    CANCEL, HISTORY_PAGE, LAST_PRICE, STATS, TICKER, history_with_bounds, history_with_floor,
+    resting_statement,
 };
 use service::{Side, maintenance};
 use uuid::Uuid;
@@ -148,8 +148,8 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
         ),
         probe(
             "last price (placement)",
-            RECENT_LAST_PRICE,
-            vec![sym.clone(), at(now - TimeDelta::days(1))],
+            LAST_PRICE,
+            vec![sym.clone()],
             false,
         ),
         probe(
@@ -205,12 +205,7 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
             vec![sym.clone(), "50".to_owned(), day_before(now, 800)],
             false,
         ),
-        probe(
-            "ticker",
-            TICKER,
-            vec![sym.clone(), at(now - TimeDelta::days(1))],
-            false,
-        ),
+        probe("ticker", TICKER, vec![sym.clone()], false),
         probe(
             "stats 24h",
             STATS,

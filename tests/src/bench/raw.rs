@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
 pub use service::statements::{
-    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LOCK_BOOK_READ_CLOCK, RECENT_LAST_PRICE,
-    STATS, TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
+    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK, STATS,
+    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
 };
 use uuid::Uuid;
 
@@ -52,10 +52,6 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
     let query = sqlx::query(sql);
     let query = match bind {
         Binds::Symbol(symbol) => query.bind(symbol),
-        // TICKER's `$2`: the trades of the last day, as the service sends it.
-        Binds::SymbolLastDay(symbol) => query
-            .bind(symbol)
-            .bind(Utc::now() - chrono::TimeDelta::days(1)),
         Binds::SymbolLevels(symbol, levels) => query.bind(symbol).bind(levels),
         Binds::SymbolHours(symbol, hours) => query
             .bind(symbol)
@@ -77,7 +73,6 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
 #[derive(Clone, Copy, Debug)]
 pub enum Binds<'a> {
     Symbol(&'a str),
-    SymbolLastDay(&'a str),
     SymbolLevels(&'a str, i64),
     SymbolHours(&'a str, i32),
     UserPage(Uuid, i64, i64),
@@ -104,9 +99,9 @@ pub async fn place(
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let last = sqlx::query(RECENT_LAST_PRICE)
+    let _ = now;
+    let last = sqlx::query(LAST_PRICE)
         .bind(symbol)
-        .bind(now - chrono::TimeDelta::days(1))
         .fetch_optional(&mut *tx)
         .await?;
     let _ = last;

@@ -16,6 +16,9 @@ pub struct Invariants {
     pub self_trades: i64,
     /// Symbols whose best resting bid is at or above their best resting ask.
     pub crossed_books: i64,
+    /// Differences between the maintained market state (price levels, last
+    /// trade) and a recomputation from orders and trades.
+    pub market_state_differences: i64,
     /// Orders checked.
     pub orders: i64,
     /// Trades checked.
@@ -53,6 +56,8 @@ impl Invariants {
             fills_not_matching_trades: scalar(db, FILLS_NOT_MATCHING_TRADES).await,
             self_trades: scalar(db, SELF_TRADES).await,
             crossed_books: scalar(db, CROSSED_BOOKS).await,
+            market_state_differences: scalar(db, "SELECT count(*) FROM market_state_differences()")
+                .await,
             orders: scalar(db, "SELECT count(*) FROM orders").await,
             trades: scalar(db, "SELECT count(*) FROM trades").await,
         }
@@ -64,7 +69,8 @@ impl Invariants {
             self.overfilled == 0
                 && self.fills_not_matching_trades == 0
                 && self.self_trades == 0
-                && self.crossed_books == 0,
+                && self.crossed_books == 0
+                && self.market_state_differences == 0,
             "invariants of service.md broken: {self:?}"
         );
     }

@@ -1,0 +1,329 @@
+//! Migration 9 (`m1700000009000_market_state`, no TypeORM original): the
+//! market state kept up to date by the database itself, so the book reads and
+//! the last price cost the same at any book size and trade count.
+//!
+//! - `market_levels`: per symbol, side and price, the remaining quantity and
+//!   the number of resting LIMIT orders (OPEN or PARTIALLY_FILLED with a
+//!   price): what depth, best bid/ask and the ticker's side totals read.
+//! - `market_last_trade`: per symbol, the newest trade (by execution time,
+//!   then trade id): what the ticker and the placement's price band read.
+//!
+//! Both are maintained in the transaction of the write that changes them, by
+//! statement-level triggers with transition tables on `orders` and `trades`
+//! (one upsert per statement, however many rows it wrote), whoever writes:
+//! the service, the schema's functions, an operator in psql.
+//! The trigger functions run as their owner (`SECURITY DEFINER`, with the
+//! search path pinned), so a role that writes orders needs no write access
+//! to the derived tables: only the schema keeps them.
+//! `rebuild_market_state(symbol)` recomputes them from `orders` and `trades`
+//! (after a bulk load, or for repair) and `market_state_differences(symbol)`
+//! lists every difference between the maintained state and a recomputation
+//! (no row when they agree). Everything here can be rebuilt, so `down` drops
+//! it without a data-loss guard.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// The resting-book predicate of `IDX_orders_matching`, for a row alias.
+macro_rules! resting {
+    ($row:literal) => {
+        concat!(
+            $row,
+            ".status IN ('OPEN', 'PARTIALLY_FILLED') AND ",
+            $row,
+            ".price IS NOT NULL AND ",
+            $row,
+            ".order_type = 'LIMIT'"
+        )
+    };
+}
+
+const UP: &str = concat!(
+    r#"
+CREATE TABLE market_levels (
+    symbol varchar(20) NOT NULL,
+    side order_side_enum NOT NULL,
+    price numeric(20,8) NOT NULL,
+    quantity numeric NOT NULL,
+    order_count bigint NOT NULL,
+    CONSTRAINT market_levels_pkey PRIMARY KEY (symbol, side, price)
+);
+COMMENT ON TABLE market_levels IS 'Resting LIMIT orders per symbol, side and price: remaining quantity and count; maintained by triggers on orders';
+
+CREATE TABLE market_last_trade (
+    symbol varchar(20) NOT NULL,
+    price numeric(20,8) NOT NULL,
+    executed_at timestamptz NOT NULL,
+    trade_id uuid NOT NULL,
+    CONSTRAINT market_last_trade_pkey PRIMARY KEY (symbol)
+);
+COMMENT ON TABLE market_last_trade IS 'The newest trade per symbol (by executed_at, then trade_id); maintained by triggers on trades';
+
+-- Adds the change of one statement (rows leaving, rows entering the book) to
+-- the levels, in key order so two writers meet their rows in the same order.
+CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_delta IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
+    SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
+    FROM jsonb_to_recordset(p_delta)
+         AS d(symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
+    ORDER BY d.symbol, d.side, d.price
+    ON CONFLICT (symbol, side, price) DO UPDATE
+        SET quantity = l.quantity + excluded.quantity,
+            order_count = l.order_count + excluded.order_count;
+    DELETE FROM market_levels l
+    USING jsonb_to_recordset(p_delta) AS d(symbol varchar, side order_side_enum, price numeric)
+    WHERE l.symbol = d.symbol AND l.side = d.side AND l.price = d.price AND l.order_count = 0;
+END;
+$fn$;
+COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';
+
+CREATE OR REPLACE FUNCTION market_levels_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT n.symbol, n.side, n.price, sum(n.quantity - n.filled_quantity) AS quantity,
+               count(*) AS order_count
+        FROM new_rows n WHERE "#,
+    resting!("n"),
+    r#"
+        GROUP BY 1, 2, 3
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION market_levels_on_update() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT symbol, side, price, sum(quantity) AS quantity, sum(order_count) AS order_count
+        FROM (
+            SELECT n.symbol, n.side, n.price, n.quantity - n.filled_quantity AS quantity,
+                   1 AS order_count
+            FROM new_rows n WHERE "#,
+    resting!("n"),
+    r#"
+            UNION ALL
+            SELECT o.symbol, o.side, o.price, o.filled_quantity - o.quantity, -1
+            FROM old_rows o WHERE "#,
+    resting!("o"),
+    r#"
+        ) c
+        GROUP BY 1, 2, 3
+        HAVING sum(quantity) <> 0 OR sum(order_count) <> 0
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION market_levels_on_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT o.symbol, o.side, o.price, -sum(o.quantity - o.filled_quantity) AS quantity,
+               -count(*) AS order_count
+        FROM old_rows o WHERE "#,
+    resting!("o"),
+    r#"
+        GROUP BY 1, 2, 3
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE TRIGGER trg_market_levels_insert AFTER INSERT ON orders
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_insert();
+CREATE TRIGGER trg_market_levels_update AFTER UPDATE ON orders
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_update();
+CREATE TRIGGER trg_market_levels_delete AFTER DELETE ON orders
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_delete();
+
+-- The newest trade of each symbol a statement inserted, if newer than the one kept.
+CREATE OR REPLACE FUNCTION market_last_trade_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    INSERT INTO market_last_trade AS m (symbol, price, executed_at, trade_id)
+    SELECT DISTINCT ON (n.symbol) n.symbol, n.price, n.executed_at, n.trade_id
+    FROM new_rows n
+    ORDER BY n.symbol, n.executed_at DESC, n.trade_id DESC
+    ON CONFLICT (symbol) DO UPDATE
+        SET price = excluded.price, executed_at = excluded.executed_at, trade_id = excluded.trade_id
+        WHERE (excluded.executed_at, excluded.trade_id) > (m.executed_at, m.trade_id);
+    RETURN NULL;
+END;
+$fn$;
+
+-- An update or delete of trades (an operator's correction): the symbols it
+-- touched get their newest trade again from the table.
+CREATE OR REPLACE FUNCTION market_last_trade_recompute(p_symbols varchar[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    DELETE FROM market_last_trade WHERE symbol = ANY (p_symbols);
+    INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
+    SELECT s.symbol, t.price, t.executed_at, t.trade_id
+    FROM unnest(p_symbols) AS s(symbol)
+    CROSS JOIN LATERAL (
+        SELECT t.price, t.executed_at, t.trade_id FROM trades t
+        WHERE t.symbol = s.symbol
+        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1
+    ) t;
+END;
+$fn$;
+COMMENT ON FUNCTION market_last_trade_recompute(varchar[]) IS 'Recomputes market_last_trade for the given symbols from trades';
+
+CREATE OR REPLACE FUNCTION market_last_trade_on_update() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_last_trade_recompute(ARRAY(
+        SELECT symbol FROM old_rows UNION SELECT symbol FROM new_rows));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION market_last_trade_on_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_last_trade_recompute(ARRAY(SELECT DISTINCT symbol FROM old_rows));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON trades
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert();
+CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON trades
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update();
+CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON trades
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete();
+
+-- What the state should hold, from the base tables.
+CREATE OR REPLACE FUNCTION market_levels_recomputed(p_symbol varchar DEFAULT NULL)
+RETURNS TABLE (symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT o.symbol, o.side, o.price, sum(o.quantity - o.filled_quantity), count(*)
+    FROM orders o
+    WHERE "#,
+    resting!("o"),
+    r#" AND (p_symbol IS NULL OR o.symbol = p_symbol)
+    GROUP BY 1, 2, 3;
+$fn$;
+COMMENT ON FUNCTION market_levels_recomputed(varchar) IS 'market_levels as computed from orders (one symbol, or all)';
+
+CREATE OR REPLACE FUNCTION market_last_trade_recomputed(p_symbol varchar DEFAULT NULL)
+RETURNS TABLE (symbol varchar, price numeric, executed_at timestamptz, trade_id uuid)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    -- One step down IDX_trades_symbol_time per symbol (trades.symbol
+    -- references symbols), not a sort of every trade.
+    SELECT s.symbol, t.price, t.executed_at, t.trade_id
+    FROM symbols s
+    CROSS JOIN LATERAL (
+        SELECT t.price, t.executed_at, t.trade_id FROM trades t
+        WHERE t.symbol = s.symbol
+        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1
+    ) t
+    WHERE p_symbol IS NULL OR s.symbol = p_symbol;
+$fn$;
+COMMENT ON FUNCTION market_last_trade_recomputed(varchar) IS 'market_last_trade as computed from trades (one symbol, or all)';
+
+CREATE OR REPLACE FUNCTION rebuild_market_state(p_symbol varchar DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    -- Writers of orders and trades wait at their trigger until this commits;
+    -- the lock waits for those that already wrote, so the recomputation below
+    -- (a statement of its own, a snapshot taken after the lock) sees them.
+    LOCK TABLE market_levels, market_last_trade IN EXCLUSIVE MODE;
+    DELETE FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol;
+    INSERT INTO market_levels (symbol, side, price, quantity, order_count)
+    SELECT * FROM market_levels_recomputed(p_symbol);
+    DELETE FROM market_last_trade m WHERE p_symbol IS NULL OR m.symbol = p_symbol;
+    INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
+    SELECT * FROM market_last_trade_recomputed(p_symbol);
+END;
+$fn$;
+COMMENT ON FUNCTION rebuild_market_state(varchar) IS 'Recomputes market_levels and market_last_trade from orders and trades (one symbol, or all): after a bulk load, or for repair';
+
+CREATE OR REPLACE FUNCTION market_state_differences(p_symbol varchar DEFAULT NULL)
+RETURNS TABLE (state text, symbol varchar, key text, maintained text, recomputed text)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT 'market_levels', coalesce(m.symbol, r.symbol),
+           coalesce(m.side, r.side)::text || ' ' || coalesce(m.price, r.price)::text,
+           m.quantity::text || ' × ' || m.order_count::text,
+           r.quantity::text || ' × ' || r.order_count::text
+    FROM (SELECT * FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol) m
+    FULL JOIN market_levels_recomputed(p_symbol) r
+      ON r.symbol = m.symbol AND r.side = m.side AND r.price = m.price
+    WHERE m.quantity IS DISTINCT FROM r.quantity OR m.order_count IS DISTINCT FROM r.order_count
+    UNION ALL
+    SELECT 'market_last_trade', coalesce(m.symbol, r.symbol), '',
+           m.trade_id::text || ' ' || m.price::text || ' ' || m.executed_at::text,
+           r.trade_id::text || ' ' || r.price::text || ' ' || r.executed_at::text
+    FROM (SELECT * FROM market_last_trade t WHERE p_symbol IS NULL OR t.symbol = p_symbol) m
+    FULL JOIN market_last_trade_recomputed(p_symbol) r ON r.symbol = m.symbol
+    WHERE (m.trade_id, m.price, m.executed_at) IS DISTINCT FROM (r.trade_id, r.price, r.executed_at)
+    ORDER BY 1, 2, 3;
+$fn$;
+COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
+
+SELECT rebuild_market_state();
+"#
+);
+
+const DOWN: &str = r#"
+DROP FUNCTION market_state_differences(varchar);
+DROP FUNCTION rebuild_market_state(varchar);
+DROP FUNCTION market_last_trade_recomputed(varchar);
+DROP FUNCTION market_levels_recomputed(varchar);
+DROP TRIGGER trg_market_last_trade_delete ON trades;
+DROP TRIGGER trg_market_last_trade_update ON trades;
+DROP TRIGGER trg_market_last_trade_insert ON trades;
+DROP FUNCTION market_last_trade_on_delete();
+DROP FUNCTION market_last_trade_on_update();
+DROP FUNCTION market_last_trade_recompute(varchar[]);
+DROP FUNCTION market_last_trade_on_insert();
+DROP TRIGGER trg_market_levels_delete ON orders;
+DROP TRIGGER trg_market_levels_update ON orders;
+DROP TRIGGER trg_market_levels_insert ON orders;
+DROP FUNCTION market_levels_on_delete();
+DROP FUNCTION market_levels_on_update();
+DROP FUNCTION market_levels_on_insert();
+DROP FUNCTION market_levels_add(jsonb);
+DROP TABLE market_last_trade;
+DROP TABLE market_levels;
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(UP).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(DOWN).await?;
+        Ok(())
+    }
+}
