@@ -58,6 +58,13 @@ pub fn spawn(
                     tracing::warn!(job = "compact_trades", error = %err, "failed");
                 }
                 // and old months of orders into yearly ones.
+                let pruned = db
+                    .run_unbounded(async |db| service::maintenance::prune_trade_candles(db).await)
+                    .await;
+                crate::metrics::record_job("prune_trade_candles", pruned.is_ok());
+                if let Err(err) = pruned {
+                    tracing::warn!(job = "prune_trade_candles", error = %err, "failed");
+                }
                 let compacted = service::maintenance::compact_orders(&db, None).await;
                 crate::metrics::record_job("compact_orders", compacted.is_ok());
                 if let Err(err) = compacted {

@@ -4,8 +4,8 @@
 //! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
 //! and every defect of the originals that we fix is cited by its id (D1–D14, see
 //! `docs/schema.md`). The seventh and eighth bound the number of `trades` and `orders`
-//! partitions (D15); the ninth keeps the market state (price levels, last trade)
-//! that the book reads and the ticker use.
+//! partitions (D15); the ninth keeps the market state (price levels, last trade,
+//! candles) that the book reads, the ticker and the candles use.
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!

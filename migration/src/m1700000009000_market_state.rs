@@ -7,8 +7,10 @@
 //!   price): what depth, best bid/ask and the ticker's side totals read.
 //! - `market_last_trade`: per symbol, the newest trade (by execution time,
 //!   then trade id): what the ticker and the placement's price band read.
+//! - `trade_candles`: per symbol and UTC minute and hour, OHLCV with the
+//!   first and last trade of the bucket: what the candles read.
 //!
-//! Both are maintained in the transaction of the write that changes them, by
+//! All three are maintained in the transaction of the write that changes them, by
 //! statement-level triggers with transition tables on `orders` and `trades`
 //! (one upsert per statement, however many rows it wrote), whoever writes:
 //! the service, the schema's functions, an operator in psql.
@@ -216,6 +218,168 @@ CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON trades
 CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON trades
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete();
 
+CREATE TABLE trade_candles (
+    symbol varchar(20) NOT NULL,
+    bucket_seconds integer NOT NULL,
+    open_time timestamptz NOT NULL,
+    open numeric(20,8) NOT NULL,
+    high numeric(20,8) NOT NULL,
+    low numeric(20,8) NOT NULL,
+    close numeric(20,8) NOT NULL,
+    volume numeric NOT NULL,
+    quote_volume numeric NOT NULL,
+    trade_count bigint NOT NULL,
+    first_at timestamptz NOT NULL,
+    first_id uuid NOT NULL,
+    last_at timestamptz NOT NULL,
+    last_id uuid NOT NULL,
+    CONSTRAINT trade_candles_pkey PRIMARY KEY (symbol, bucket_seconds, open_time),
+    CONSTRAINT chk_trade_candles_bucket CHECK (bucket_seconds IN (60, 3600))
+);
+COMMENT ON TABLE trade_candles IS 'OHLCV per symbol and UTC minute (bucket_seconds 60) and hour (3600), with the first and last trade of each bucket; maintained by triggers on trades';
+
+-- The candles of a set of trades (`$1`: a query over trades rows), per
+-- symbol, width and bucket.
+CREATE OR REPLACE FUNCTION trade_candles_of(p_rows text)
+RETURNS SETOF trade_candles
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT r.symbol, w.s,
+               date_bin(make_interval(secs => w.s), r.executed_at, '1970-01-01 00:00:00+00'::timestamptz),
+               ((array_agg(r.price ORDER BY r.executed_at, r.trade_id))[1])::numeric(20,8),
+               max(r.price)::numeric(20,8), min(r.price)::numeric(20,8),
+               ((array_agg(r.price ORDER BY r.executed_at DESC, r.trade_id DESC))[1])::numeric(20,8),
+               sum(r.quantity), sum(r.price * r.quantity), count(*),
+               min(r.executed_at),
+               (array_agg(r.trade_id ORDER BY r.executed_at, r.trade_id))[1],
+               max(r.executed_at),
+               (array_agg(r.trade_id ORDER BY r.executed_at DESC, r.trade_id DESC))[1]
+        FROM (%s) r CROSS JOIN (VALUES (60), (3600)) AS w(s)
+        GROUP BY 1, 2, 3$q$, p_rows);
+END;
+$fn$;
+COMMENT ON FUNCTION trade_candles_of(text) IS 'The 1-minute and 1-hour candles of the trades a query returns';
+
+CREATE OR REPLACE FUNCTION trade_candles_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    -- The query of trade_candles_of, written out: a static statement is
+    -- planned once per session, not at every placement.
+    INSERT INTO trade_candles AS c
+    SELECT r.symbol, w.s,
+           date_bin(make_interval(secs => w.s), r.executed_at, '1970-01-01 00:00:00+00'::timestamptz),
+           (array_agg(r.price ORDER BY r.executed_at, r.trade_id))[1],
+           max(r.price), min(r.price),
+           (array_agg(r.price ORDER BY r.executed_at DESC, r.trade_id DESC))[1],
+           sum(r.quantity), sum(r.price * r.quantity), count(*),
+           min(r.executed_at),
+           (array_agg(r.trade_id ORDER BY r.executed_at, r.trade_id))[1],
+           max(r.executed_at),
+           (array_agg(r.trade_id ORDER BY r.executed_at DESC, r.trade_id DESC))[1]
+    FROM new_rows r CROSS JOIN (VALUES (60), (3600)) AS w(s)
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (symbol, bucket_seconds, open_time) DO UPDATE SET
+        open = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
+                    THEN excluded.open ELSE c.open END,
+        first_id = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
+                        THEN excluded.first_id ELSE c.first_id END,
+        first_at = least(c.first_at, excluded.first_at),
+        close = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
+                     THEN excluded.close ELSE c.close END,
+        last_id = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
+                       THEN excluded.last_id ELSE c.last_id END,
+        last_at = greatest(c.last_at, excluded.last_at),
+        high = greatest(c.high, excluded.high),
+        low = least(c.low, excluded.low),
+        volume = c.volume + excluded.volume,
+        quote_volume = c.quote_volume + excluded.quote_volume,
+        trade_count = c.trade_count + excluded.trade_count;
+    RETURN NULL;
+END;
+$fn$;
+
+-- An update or delete of trades: the buckets it touched are recomputed
+-- from the table.
+CREATE OR REPLACE FUNCTION trade_candles_recompute(p_keys jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    DELETE FROM trade_candles c
+    USING jsonb_to_recordset(p_keys) AS k(symbol varchar, open_time timestamptz)
+    WHERE c.symbol = k.symbol AND c.bucket_seconds = 3600 AND c.open_time = k.open_time;
+    DELETE FROM trade_candles c
+    USING jsonb_to_recordset(p_keys) AS k(symbol varchar, open_time timestamptz)
+    WHERE c.symbol = k.symbol AND c.bucket_seconds = 60
+      AND c.open_time >= k.open_time AND c.open_time < k.open_time + interval '1 hour';
+    INSERT INTO trade_candles
+    SELECT * FROM trade_candles_of(format(
+        'SELECT t.* FROM trades t JOIN jsonb_to_recordset(%L::jsonb) AS k(symbol varchar, open_time timestamptz)
+           ON t.symbol = k.symbol AND t.executed_at >= k.open_time
+          AND t.executed_at < k.open_time + interval ''1 hour''', p_keys));
+END;
+$fn$;
+COMMENT ON FUNCTION trade_candles_recompute(jsonb) IS 'Recomputes the candles of the given (symbol, hour) buckets from trades';
+
+CREATE OR REPLACE FUNCTION trade_candles_on_update() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM trade_candles_recompute((SELECT jsonb_agg(k) FROM (
+        SELECT DISTINCT symbol, date_bin('1 hour', executed_at, '1970-01-01 00:00:00+00'::timestamptz) AS open_time
+        FROM (SELECT symbol, executed_at FROM old_rows UNION ALL SELECT symbol, executed_at FROM new_rows) r
+    ) k));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION trade_candles_on_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM trade_candles_recompute((SELECT jsonb_agg(k) FROM (
+        SELECT DISTINCT symbol, date_bin('1 hour', executed_at, '1970-01-01 00:00:00+00'::timestamptz) AS open_time
+        FROM old_rows
+    ) k));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE TRIGGER trg_trade_candles_insert AFTER INSERT ON trades
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_insert();
+CREATE TRIGGER trg_trade_candles_update AFTER UPDATE ON trades
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_update();
+CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON trades
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_delete();
+
+-- Retention: candles older than every trades partition go with them.
+CREATE OR REPLACE FUNCTION prune_trade_candles() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_oldest timestamptz;
+    v_default_oldest timestamptz;
+    v_rows bigint;
+BEGIN
+    SELECT min(range_start) INTO v_oldest FROM range_partitions('trades');
+    SELECT min(executed_at) INTO v_default_oldest FROM trades_default;
+    v_oldest := least(v_oldest, v_default_oldest);
+    IF v_oldest IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM trade_candles WHERE open_time + make_interval(secs => bucket_seconds) <= v_oldest;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RETURN v_rows;
+END;
+$fn$;
+COMMENT ON FUNCTION prune_trade_candles() IS 'Deletes the candles wholly older than the oldest trade the table can hold (after retention dropped partitions); returns how many';
+
 -- What the state should hold, from the base tables.
 CREATE OR REPLACE FUNCTION market_levels_recomputed(p_symbol varchar DEFAULT NULL)
 RETURNS TABLE (symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
@@ -247,6 +411,16 @@ SET search_path FROM CURRENT AS $fn$
 $fn$;
 COMMENT ON FUNCTION market_last_trade_recomputed(varchar) IS 'market_last_trade as computed from trades (one symbol, or all)';
 
+CREATE OR REPLACE FUNCTION trade_candles_recomputed(p_symbol varchar DEFAULT NULL)
+RETURNS SETOF trade_candles
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT * FROM trade_candles_of(
+        'SELECT * FROM trades' || CASE WHEN p_symbol IS NULL THEN ''
+                                       ELSE format(' WHERE symbol = %L', p_symbol) END);
+$fn$;
+COMMENT ON FUNCTION trade_candles_recomputed(varchar) IS 'trade_candles as computed from trades (one symbol, or all)';
+
 CREATE OR REPLACE FUNCTION rebuild_market_state(p_symbol varchar DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $fn$
@@ -254,16 +428,18 @@ BEGIN
     -- Writers of orders and trades wait at their trigger until this commits;
     -- the lock waits for those that already wrote, so the recomputation below
     -- (a statement of its own, a snapshot taken after the lock) sees them.
-    LOCK TABLE market_levels, market_last_trade IN EXCLUSIVE MODE;
+    LOCK TABLE market_levels, market_last_trade, trade_candles IN EXCLUSIVE MODE;
     DELETE FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol;
     INSERT INTO market_levels (symbol, side, price, quantity, order_count)
     SELECT * FROM market_levels_recomputed(p_symbol);
     DELETE FROM market_last_trade m WHERE p_symbol IS NULL OR m.symbol = p_symbol;
     INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
     SELECT * FROM market_last_trade_recomputed(p_symbol);
+    DELETE FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol;
+    INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed(p_symbol);
 END;
 $fn$;
-COMMENT ON FUNCTION rebuild_market_state(varchar) IS 'Recomputes market_levels and market_last_trade from orders and trades (one symbol, or all): after a bulk load, or for repair';
+COMMENT ON FUNCTION rebuild_market_state(varchar) IS 'Recomputes market_levels, market_last_trade and trade_candles from orders and trades (one symbol, or all): after a bulk load, or for repair';
 
 CREATE OR REPLACE FUNCTION market_state_differences(p_symbol varchar DEFAULT NULL)
 RETURNS TABLE (state text, symbol varchar, key text, maintained text, recomputed text)
@@ -284,6 +460,21 @@ SET search_path FROM CURRENT AS $fn$
     FROM (SELECT * FROM market_last_trade t WHERE p_symbol IS NULL OR t.symbol = p_symbol) m
     FULL JOIN market_last_trade_recomputed(p_symbol) r ON r.symbol = m.symbol
     WHERE (m.trade_id, m.price, m.executed_at) IS DISTINCT FROM (r.trade_id, r.price, r.executed_at)
+    UNION ALL
+    SELECT 'trade_candles', coalesce(m.symbol, r.symbol),
+           coalesce(m.bucket_seconds, r.bucket_seconds)::text || 's ' || coalesce(m.open_time, r.open_time)::text,
+           row(m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
+               m.first_at, m.first_id, m.last_at, m.last_id)::text,
+           row(r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
+               r.first_at, r.first_id, r.last_at, r.last_id)::text
+    FROM (SELECT * FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol) m
+    FULL JOIN trade_candles_recomputed(p_symbol) r
+      ON r.symbol = m.symbol AND r.bucket_seconds = m.bucket_seconds AND r.open_time = m.open_time
+    WHERE (m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
+           m.first_at, m.first_id, m.last_at, m.last_id)
+          IS DISTINCT FROM
+          (r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
+           r.first_at, r.first_id, r.last_at, r.last_id)
     ORDER BY 1, 2, 3;
 $fn$;
 COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
@@ -295,6 +486,17 @@ SELECT rebuild_market_state();
 const DOWN: &str = r#"
 DROP FUNCTION market_state_differences(varchar);
 DROP FUNCTION rebuild_market_state(varchar);
+DROP FUNCTION trade_candles_recomputed(varchar);
+DROP FUNCTION prune_trade_candles();
+DROP TRIGGER trg_trade_candles_delete ON trades;
+DROP TRIGGER trg_trade_candles_update ON trades;
+DROP TRIGGER trg_trade_candles_insert ON trades;
+DROP FUNCTION trade_candles_on_delete();
+DROP FUNCTION trade_candles_on_update();
+DROP FUNCTION trade_candles_recompute(jsonb);
+DROP FUNCTION trade_candles_on_insert();
+DROP FUNCTION trade_candles_of(text);
+DROP TABLE trade_candles;
 DROP FUNCTION market_last_trade_recomputed(varchar);
 DROP FUNCTION market_levels_recomputed(varchar);
 DROP TRIGGER trg_market_last_trade_delete ON trades;

@@ -20,7 +20,7 @@ use similar::TextDiff;
 use tests::db::TestDb;
 
 /// The tables that have entities: not the partitions, not `seaql_migrations`.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "market_last_trade",
     "market_levels",
     "order_book_snapshots",
@@ -28,6 +28,7 @@ const TABLES: [&str; 8] = [
     "partition_retention_config",
     "stop_orders_watchlist",
     "symbols",
+    "trade_candles",
     "trades",
 ];
 

@@ -548,6 +548,7 @@ async fn d11_check_table_sizes_reports_parents_with_their_partitions_totals() {
             "seaql_migrations",
             "stop_orders_watchlist",
             "symbols",
+            "trade_candles",
             "trades"
         ]
     );

@@ -344,7 +344,10 @@ async fn triggers_fire_when_the_spec_says() {
              symbols|trg_symbols_updated_at|CREATE TRIGGER trg_symbols_updated_at BEFORE UPDATE ON public.symbols FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()
              trades|trg_market_last_trade_delete|CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON public.trades REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete()
              trades|trg_market_last_trade_insert|CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert()
-             trades|trg_market_last_trade_update|CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update()"
+             trades|trg_market_last_trade_update|CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update()
+             trades|trg_trade_candles_delete|CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON public.trades REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_delete()
+             trades|trg_trade_candles_insert|CREATE TRIGGER trg_trade_candles_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_insert()
+             trades|trg_trade_candles_update|CREATE TRIGGER trg_trade_candles_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_update()"
         )
     );
     // Every partition carries the parent's row triggers as clones.
@@ -417,12 +420,19 @@ async fn functions_have_their_signatures_and_comments() {
              merge_trades_validate|p_month date|void|Merge step 3: validates the monthly trades table's bounds and foreign key
              orders_monthly_months||integer|Full months of orders kept in monthly partitions before their year is merged: the setting trade_engine.orders_monthly_months, 3 when unset
              partition_lock_demand||TABLE(parent_table text, partitions integer, locks integer)|Partitions of orders and trades and the locks (partitions and their indexes) a statement that cannot prune them takes
+             prune_trade_candles||bigint|Deletes the candles wholly older than the oldest trade the table can hold (after retention dropped partitions); returns how many
              range_partitions|p_parent text|TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of a partitioned table of the current schema with their bounds, oldest first
-             rebuild_market_state|p_symbol character varying DEFAULT NULL::character varying|void|Recomputes market_levels and market_last_trade from orders and trades (one symbol, or all): after a bulk load, or for repair
+             rebuild_market_state|p_symbol character varying DEFAULT NULL::character varying|void|Recomputes market_levels, market_last_trade and trade_candles from orders and trades (one symbol, or all): after a bulk load, or for repair
              refresh_order_book_snapshot||void|Refresh order book materialized view - call periodically or on-demand
              remove_stop_order_from_watchlist||trigger|Automatically removes stop orders from watchlist when completed/cancelled
              set_cancelled_at_timestamp||trigger|
              set_filled_at_timestamp||trigger|
+             trade_candles_of|p_rows text|SETOF trade_candles|The 1-minute and 1-hour candles of the trades a query returns
+             trade_candles_on_delete||trigger|
+             trade_candles_on_insert||trigger|
+             trade_candles_on_update||trigger|
+             trade_candles_recompute|p_keys jsonb|void|Recomputes the candles of the given (symbol, hour) buckets from trades
+             trade_candles_recomputed|p_symbol character varying DEFAULT NULL::character varying|SETOF trade_candles|trade_candles as computed from trades (one symbol, or all)
              trades_daily_days||integer|Days of trades kept in daily partitions: the setting trade_engine.trades_daily_days, 90 when unset
              trades_partition_ranges||TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of trades with their bounds, oldest first
              update_updated_at_column||trigger|

@@ -575,6 +575,7 @@ async fn health_reports_connections_tables_and_partitions() {
             "seaql_migrations",
             "stop_orders_watchlist",
             "symbols",
+            "trade_candles",
             "trades",
         ],
         "partitions are counted in their parent, not listed"

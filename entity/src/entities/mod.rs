@@ -10,4 +10,5 @@ pub mod partition_retention_config;
 pub mod sea_orm_active_enums;
 pub mod stop_orders_watchlist;
 pub mod symbols;
+pub mod trade_candles;
 pub mod trades;

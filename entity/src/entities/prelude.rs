@@ -7,4 +7,5 @@ pub use super::orders::Entity as Orders;
 pub use super::partition_retention_config::Entity as PartitionRetentionConfig;
 pub use super::stop_orders_watchlist::Entity as StopOrdersWatchlist;
 pub use super::symbols::Entity as Symbols;
+pub use super::trade_candles::Entity as TradeCandles;
 pub use super::trades::Entity as Trades;

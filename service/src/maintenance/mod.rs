@@ -121,6 +121,26 @@ pub struct RetiredPartition {
 const RETENTION: &str = "SELECT partition_name, parent_table, range_end, dropped
     FROM enforce_partition_retention($1)";
 
+#[derive(FromQueryResult)]
+struct Pruned {
+    pruned: i64,
+}
+
+/// Deletes the stored candles (`trade_candles`, migration 9) wholly older than
+/// the oldest trade `trades` can still hold, once retention dropped the
+/// partitions they summed; returns how many. [`enforce_retention`] runs it
+/// after a drop, the api's hourly job too (for retention run from cron).
+pub async fn prune_trade_candles<C: ConnectionTrait>(db: &C) -> Result<i64> {
+    let pruned = Pruned::find_by_statement(statement("SELECT prune_trade_candles() AS pruned", []))
+        .one(db)
+        .await?
+        .map_or(0, |p| p.pruned);
+    if pruned > 0 {
+        tracing::info!(pruned, "candles past retention deleted");
+    }
+    Ok(pruned)
+}
+
 /// The partitions past retention (D14). With `dry_run` they are only listed;
 /// without, they are dropped, with their rows, in this call's transaction.
 pub async fn enforce_retention<C>(db: &C, dry_run: bool) -> Result<Vec<RetiredPartition>>
@@ -128,10 +148,15 @@ where
     C: ConnectionTrait + TransactionTrait,
 {
     let retired = retry::in_transaction!(db, |txn| {
-        RetiredPartition::find_by_statement(statement(RETENTION, [dry_run.into()]))
+        let retired = RetiredPartition::find_by_statement(statement(RETENTION, [dry_run.into()]))
             .all(&txn)
             .await
-            .map_err(ServiceError::from)
+            .map_err(ServiceError::from)?;
+        // The candles of the dropped trades go in the same transaction.
+        if !dry_run {
+            prune_trade_candles(&txn).await?;
+        }
+        Ok::<_, ServiceError>(retired)
     })?;
     for partition in &retired {
         tracing::info!(

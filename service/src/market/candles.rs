@@ -7,14 +7,17 @@
 //! base quantity, `quote_volume` Σ price × quantity (unrounded), and
 //! `trade_count` the trades. Buckets without trades are left out.
 //!
-//! The trades are read span by span ([`crate::ids::older_spans`], bounds
-//! written as constants), so no statement plans or locks every partition
-//! (D15), and a read stops once it has its buckets.
+//! They are read from `trade_candles` (migration 9), the 1-minute and
+//! 1-hour candles the schema's triggers keep for every trade: `1m` reads the
+//! minutes, `5m` and `15m` combine them, `1h` reads the hours, `4h` and `1d`
+//! combine those. Every bucket of every interval is a whole number of stored
+//! candles, so the figures equal a computation over the trades, and a read
+//! costs the candles it returns (at most 24 per `1d` bucket), not the trades.
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use serde::Serialize;
@@ -150,19 +153,20 @@ pub struct CandleQuery {
 /// The most buckets one read returns.
 pub const MAX_CANDLES: u64 = 1_000;
 
-/// The buckets of one span: `$1` symbol, `$2` the interval, `$3` how many;
-/// `{bounds}` the span's constant bounds, `{order}` ASC or DESC.
+/// `$1` symbol, `$2` the interval, `$3` how many, `$4` the stored width
+/// (60 or 3600 seconds); `{bounds}` the range of `open_time` as constants,
+/// `{order}` ASC or DESC.
 const BUCKETS: &str = r#"
-SELECT date_bin($2::interval, t.executed_at, '1970-01-01 00:00:00+00'::timestamptz) AS open_time,
-       (array_agg(t.price ORDER BY t.executed_at, t.trade_id))[1] AS open,
-       max(t.price) AS high,
-       min(t.price) AS low,
-       (array_agg(t.price ORDER BY t.executed_at DESC, t.trade_id DESC))[1] AS close,
-       sum(t.quantity) AS volume,
-       sum(t.price * t.quantity) AS quote_volume,
-       count(*) AS trade_count
-FROM trades t
-WHERE t.symbol = $1{bounds}
+SELECT date_bin($2::interval, c.open_time, '1970-01-01 00:00:00+00'::timestamptz) AS open_time,
+       (array_agg(c.open ORDER BY c.open_time))[1] AS open,
+       max(c.high) AS high,
+       min(c.low) AS low,
+       (array_agg(c.close ORDER BY c.open_time DESC))[1] AS close,
+       sum(c.volume) AS volume,
+       sum(c.quote_volume) AS quote_volume,
+       sum(c.trade_count)::bigint AS trade_count
+FROM trade_candles c
+WHERE c.symbol = $1 AND c.bucket_seconds = $4{bounds}
 GROUP BY 1
 ORDER BY 1 {order}
 LIMIT $3"#;
@@ -198,62 +202,37 @@ pub async fn candles<C: ConnectionTrait>(
             format!("must be before end ({end}), got {start}"),
         ));
     }
-    // Bucket b is in range when start <= b < end; as bounds on the trades:
-    // ceil(start) <= executed_at < ceil(end).
+    // Bucket b is in range when start <= b < end, that is when
+    // ceil(start) <= b < ceil(end): bounds the stored candles share.
     let low = start.map(|at| interval.ceil(at));
     let high = end.map(|at| interval.ceil(at));
-    let now = Utc::now();
-    // Spans of whole UTC days from the day after the upper bound back to the
-    // beginning of time, newest first.
-    let top = high
-        .unwrap_or(now)
-        .date_naive()
-        .succ_opt()
-        .unwrap_or(NaiveDate::MAX);
-    let mut spans = vec![(Some(top), None)];
-    spans.extend(
-        crate::ids::older_spans(now.max(high.unwrap_or(now)), top)
-            .into_iter()
-            .map(|(from, to)| (from, Some(to))),
-    );
-    // Keep the spans that meet [low, high).
-    spans.retain(|(from, to)| {
-        let below_high = match (from, high) {
-            (Some(from), Some(high)) => crate::ids::day_start(*from) < high,
-            _ => true,
-        };
-        let above_low = match (to, low) {
-            (Some(to), Some(low)) => crate::ids::day_start(*to) > low,
-            _ => true,
-        };
-        below_high && above_low
-    });
     let ascending = low.is_some();
-    if ascending {
-        spans.reverse();
+    let stored: i32 = if interval.seconds() % 3_600 == 0 {
+        3_600
+    } else {
+        60
+    };
+    let mut bounds = String::new();
+    if let Some(low) = low {
+        bounds.push_str(&format!(" AND c.open_time >= {}", time_text(low)));
     }
-    let width = format!("{} seconds", interval.seconds());
-    let mut found: Vec<Candle> = Vec::new();
-    for (from, to) in spans {
-        let missing = limit - found.len() as u64;
-        if missing == 0 {
-            break;
-        }
-        let sql = BUCKETS
-            .replace("{bounds}", &bounds(from, to, low, high))
-            .replace("{order}", if ascending { "ASC" } else { "DESC" });
-        let rows = Candle::find_by_statement(statement(
-            &sql,
-            [
-                symbol.into(),
-                width.clone().into(),
-                i64::try_from(missing).unwrap_or(i64::MAX).into(),
-            ],
-        ))
-        .all(db)
-        .await?;
-        found.extend(rows);
+    if let Some(high) = high {
+        bounds.push_str(&format!(" AND c.open_time < {}", time_text(high)));
     }
+    let sql = BUCKETS
+        .replace("{bounds}", &bounds)
+        .replace("{order}", if ascending { "ASC" } else { "DESC" });
+    let mut found = Candle::find_by_statement(statement(
+        &sql,
+        [
+            symbol.into(),
+            format!("{} seconds", interval.seconds()).into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            stored.into(),
+        ],
+    ))
+    .all(db)
+    .await?;
     if !ascending {
         found.reverse();
     }
@@ -263,32 +242,7 @@ pub async fn candles<C: ConnectionTrait>(
     Ok(found)
 }
 
-/// The constant bounds of one span, narrowed to `[low, high)`.
-fn bounds(
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-    low: Option<DateTime<Utc>>,
-    high: Option<DateTime<Utc>>,
-) -> String {
-    let lower = match (from.map(crate::ids::day_start), low) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let upper = match (to.map(crate::ids::day_start), high) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let mut text = String::new();
-    if let Some(lower) = lower {
-        text.push_str(&format!(" AND t.executed_at >= {}", time_text(lower)));
-    }
-    if let Some(upper) = upper {
-        text.push_str(&format!(" AND t.executed_at < {}", time_text(upper)));
-    }
-    text
-}
-
-/// A bucket boundary or midnight as an SQL constant (whole seconds, UTC).
+/// A bucket boundary as an SQL constant (whole seconds, UTC).
 fn time_text(at: DateTime<Utc>) -> String {
     format!("'{}'::timestamptz", at.format("%Y-%m-%d %H:%M:%S+00"))
 }
@@ -320,21 +274,5 @@ mod tests {
         for interval in Interval::ALL {
             assert_eq!(86_400 % interval.seconds(), 0, "{interval} divides a day");
         }
-    }
-
-    #[test]
-    fn bounds_narrow_a_span_to_the_range() {
-        let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).expect("a date");
-        let text = bounds(
-            Some(day(1)),
-            Some(day(5)),
-            Some(at("2026-03-02T10:00:00Z")),
-            None,
-        );
-        assert_eq!(
-            text,
-            " AND t.executed_at >= '2026-03-02 10:00:00+00'::timestamptz AND t.executed_at < '2026-03-05 00:00:00+00'::timestamptz"
-        );
-        assert_eq!(bounds(None, None, None, None), "");
     }
 }
