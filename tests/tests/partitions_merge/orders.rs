@@ -285,7 +285,7 @@ async fn merging_a_year_of_orders_under_concurrent_fills_and_inserts_loses_nothi
     assert_eq!((again.months, again.rows_copied), (0, 0));
     let down = migration::run(
         c,
-        migration::Operation::Down(Some(1)),
+        migration::Operation::Down(Some(super::steps_through(8))),
         migration::DataLoss::Refuse,
     )
     .await;
