@@ -1454,3 +1454,73 @@ async fn the_market_state_follows_every_write_the_service_and_an_operator_make()
     exec(c, "SELECT rebuild_market_state('BTC/USDT')").await;
     step("a rebuild").await;
 }
+
+#[tokio::test]
+async fn stats_from_stored_candles_equal_a_computation_over_the_window_s_trades() {
+    use sea_orm::TransactionTrait;
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    // Trades spread over 31 days at every second offset, so each window
+    // starts and ends inside a minute with trades on both sides of its edges.
+    exec(
+        c,
+        "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
+            price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset,
+            is_buyer_maker, executed_at)
+         SELECT 'BTC/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+            gen_random_uuid(), 100 + (i * 37) % 91 + (i % 7) * 0.125, 0.001 * (1 + i % 13), 0, 0,
+            'USDT', 'USDT', i % 2 = 0,
+            now() - make_interval(secs => (i * 7919) % (31 * 86400) + (i % 10) * 0.1)
+         FROM generate_series(1, 3000) i",
+    )
+    .await;
+    // Trades in the seconds around the window edges of every period.
+    for hours in [1, 4, 24, 168, 720] {
+        exec(
+            c,
+            &format!(
+                "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id,
+                    seller_user_id, price, quantity, buyer_fee, seller_fee, buyer_fee_asset,
+                    seller_fee_asset, is_buyer_maker, executed_at)
+                 SELECT 'BTC/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                    gen_random_uuid(), 150 + d, 1, 0, 0, 'USDT', 'USDT', true,
+                    now() - interval '{hours} hours' + make_interval(secs => d)
+                 FROM generate_series(-3, 3) d"
+            ),
+        )
+        .await;
+    }
+    let txn = c.begin().await.expect("begin");
+    for period in Period::ALL {
+        let got = market::stats(&txn, BTC, period).await.expect("stats");
+        let expected: String = scalar(
+            &txn,
+            &format!(
+                "SELECT count(*) || '|' || coalesce(sum(quantity), 0) || '|'
+                        || coalesce(round(sum(price * quantity), 8), 0) || '|'
+                        || coalesce(round(sum(price * quantity) / nullif(sum(quantity), 0), 8)::text, '-')
+                        || '|' || coalesce(max(price)::text, '-') || '|' || coalesce(min(price)::text, '-')
+                 FROM trades WHERE symbol = 'BTC/USDT'
+                   AND executed_at >= now() - interval '{} hours' AND executed_at <= now()",
+                period.hours()
+            ),
+        )
+        .await;
+        let text = |v: Option<Decimal>| v.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        assert_eq!(
+            format!(
+                "{}|{}|{}|{}|{}|{}",
+                got.trade_count,
+                got.base_volume,
+                got.quote_volume,
+                text(got.vwap),
+                text(got.high),
+                text(got.low)
+            ),
+            expected,
+            "{period}"
+        );
+        assert!(got.trade_count > 0, "{period}");
+    }
+    txn.rollback().await.expect("rollback");
+}
