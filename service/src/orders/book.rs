@@ -127,12 +127,10 @@ struct LastPrice {
 /// trade rate or the time since the symbol last traded.
 pub const LAST_PRICE: &str = "SELECT price FROM market_last_trade WHERE symbol = $1";
 
-/// The price of the symbol's newest trade (`now`, the placement's clock, is
-/// no longer needed: the row is exact within the transaction).
+/// The price of the symbol's newest trade.
 pub(crate) async fn last_trade_price<C: ConnectionTrait>(
     db: &C,
     symbol: &str,
-    _now: DateTime<FixedOffset>,
 ) -> Result<Option<Decimal>> {
     Ok(
         LastPrice::find_by_statement(statement(LAST_PRICE, [symbol.into()]))

@@ -67,7 +67,7 @@ async fn placement<T: ConnectionTrait>(
     }
     let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
     validate::expiry(&order, now)?;
-    let last_price = book::last_trade_price(txn, &symbol.symbol, now).await?;
+    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
     validate::price_band(&order, &symbol, last_price)?;
     limits::check_resting(txn, &order, limits).await?;
 
@@ -85,7 +85,7 @@ pub(crate) async fn continue_stops<T: ConnectionTrait>(
 ) -> Result<usize> {
     let symbol = book::load_symbol(txn, symbol).await?;
     let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
-    let last_price = book::last_trade_price(txn, &symbol.symbol, now).await?;
+    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
     let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
     Ok(engine.trigger_stops().await?.len())
 }
