@@ -179,13 +179,8 @@ SET search_path FROM CURRENT AS $fn$
 BEGIN
     DELETE FROM market_last_trade WHERE symbol = ANY (p_symbols);
     INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
-    SELECT s.symbol, t.price, t.executed_at, t.trade_id
-    FROM unnest(p_symbols) AS s(symbol)
-    CROSS JOIN LATERAL (
-        SELECT t.price, t.executed_at, t.trade_id FROM trades t
-        WHERE t.symbol = s.symbol
-        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1
-    ) t;
+    SELECT r.* FROM unnest(p_symbols) AS s(symbol)
+    CROSS JOIN LATERAL market_last_trade_recomputed(s.symbol) r;
 END;
 $fn$;
 COMMENT ON FUNCTION market_last_trade_recompute(varchar[]) IS 'Recomputes market_last_trade for the given symbols from trades';
