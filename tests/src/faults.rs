@@ -18,7 +18,7 @@ mod pooler;
 mod roles;
 mod server;
 
-pub use invariants::Invariants;
+pub use invariants::{Invariants, market_state_drift};
 pub use pooler::{PoolMode, Pooler};
 pub use roles::Roles;
 pub use server::PrivateServer;

@@ -324,7 +324,7 @@ async fn invariants_hold_under_concurrent_placements_and_cancels() {
 
     // The invariants, in SQL; and the market state the triggers kept equals
     // a recomputation from orders and trades.
-    let drift = lines(c, "SELECT state || ' ' || symbol || ' ' || key || ': ' || coalesce(maintained, '-') || ' vs ' || coalesce(recomputed, '-') FROM market_state_differences()").await;
+    let drift = tests::faults::market_state_drift(c).await;
     violations.extend(drift.iter().map(|l| format!("market state: {l}")));
     let overfilled = lines(
         c,

@@ -590,13 +590,7 @@ async fn run_case(
         compare_orders(db, &reference, &ids).await.map_err(at)?;
         // The market state the triggers keep equals a recomputation after
         // every operation.
-        let drift = tests::sql::lines(
-            db,
-            "SELECT state || ' ' || symbol || ' ' || key || ': ' || coalesce(maintained, '-')
-                    || ' vs ' || coalesce(recomputed, '-')
-             FROM market_state_differences()",
-        )
-        .await;
+        let drift = tests::faults::market_state_drift(db).await;
         if !drift.is_empty() {
             return Err(at(format!("market state drifted: {drift:?}")));
         }

@@ -1283,16 +1283,7 @@ async fn candles_equal_a_computation_over_the_trades_for_every_interval_and_wind
 
 // ---------------------------------------------------------------- market state
 
-/// Every difference between the maintained market state and a recomputation.
-async fn drift(db: &DatabaseConnection) -> Vec<String> {
-    tests::sql::lines(
-        db,
-        "SELECT state || ' ' || symbol || ' ' || key || ': ' || coalesce(maintained, '-')
-                || ' vs ' || coalesce(recomputed, '-')
-         FROM market_state_differences()",
-    )
-    .await
-}
+use tests::faults::market_state_drift as drift;
 
 #[tokio::test]
 async fn the_market_state_follows_every_write_the_service_and_an_operator_make() {
