@@ -418,6 +418,38 @@ async fn measure_layout(
 /// what the service pays in steady state, planning included.
 const CALLS: usize = 20;
 
+/// [`CALLS`] runs of `$call` (an expression evaluated anew each time, a
+/// future of a `Result`), reported as the median of their times, or the first
+/// error.
+macro_rules! time_calls {
+    ($layout:expr, $statement:expr, $call:expr) => {{
+        let mut times = Vec::with_capacity(CALLS);
+        let mut error = None;
+        for _ in 0..CALLS {
+            let started = std::time::Instant::now();
+            match $call.await {
+                Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
+                Err(err) => {
+                    error = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+        PlanMeasurement {
+            layout: $layout.to_owned(),
+            statement: $statement.to_owned(),
+            planning_ms: None,
+            execution_ms: if error.is_some() {
+                None
+            } else {
+                median(&mut times)
+            },
+            partitions_locked: None,
+            error,
+        }
+    }};
+}
+
 async fn service_paths(
     db: &DatabaseConnection,
     fixture: &Fixture,
@@ -427,32 +459,9 @@ async fn service_paths(
     let symbol = "BTC/USDT";
     let mut out = Vec::new();
     macro_rules! timed {
-        ($name:expr, $call:expr) => {{
-            let mut times = Vec::with_capacity(CALLS);
-            let mut error = None;
-            for _ in 0..CALLS {
-                let started = std::time::Instant::now();
-                match $call.await {
-                    Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
-                    Err(err) => {
-                        error = Some(err.to_string());
-                        break;
-                    }
-                }
-            }
-            out.push(PlanMeasurement {
-                layout: layout.to_owned(),
-                statement: format!("service: {}", $name),
-                planning_ms: None,
-                execution_ms: if error.is_some() {
-                    None
-                } else {
-                    median(&mut times)
-                },
-                partitions_locked: None,
-                error,
-            });
-        }};
+        ($name:expr, $call:expr) => {
+            out.push(time_calls!(layout, format!("service: {}", $name), $call))
+        };
     }
     timed!(
         "get order",
@@ -486,17 +495,16 @@ async fn service_paths(
     out
 }
 
-/// A placement through the service on a symbol without a trade in the last
-/// day: its last-price read walks the older spans (the whole table before).
+/// A placement through the service on a symbol without a trade: its last
+/// price is one read of `market_last_trade` (before the maintained state it
+/// walked the older spans of `trades`, and before those the whole table).
 async fn place_quiet(db: &DatabaseConnection, layout: &str) -> PlanMeasurement {
     // Resting buys that never cross: the symbol stays without a trade, so
-    // every call takes the fallback. The median of the calls, as for the
-    // service lines below.
-    let mut times = Vec::with_capacity(CALLS);
-    let mut error = None;
-    for _ in 0..CALLS {
-        let started = std::time::Instant::now();
-        let placed = orders::place(
+    // every call finds no last trade.
+    time_calls!(
+        layout,
+        "place an order (service, quiet symbol)",
+        orders::place(
             db,
             NewOrder::limit(
                 Uuid::from_u128(3),
@@ -506,27 +514,7 @@ async fn place_quiet(db: &DatabaseConnection, layout: &str) -> PlanMeasurement {
                 Decimal::new(10, 0),
             ),
         )
-        .await;
-        match placed {
-            Ok(_) => times.push(started.elapsed().as_secs_f64() * 1000.0),
-            Err(err) => {
-                error = Some(err.to_string());
-                break;
-            }
-        }
-    }
-    PlanMeasurement {
-        layout: layout.to_owned(),
-        statement: "place an order (service, quiet symbol)".to_owned(),
-        planning_ms: None,
-        execution_ms: if error.is_some() {
-            None
-        } else {
-            median(&mut times)
-        },
-        partitions_locked: None,
-        error,
-    }
+    )
 }
 
 /// Builds the two layouts on the server of `server_url` and measures them.
