@@ -60,6 +60,7 @@ GRANT EXECUTE ON FUNCTION
     calculate_vwap(varchar, int),
     get_order_fill_rate(uuid, int),
     get_trading_volume(varchar, varchar),
+    trade_window_totals(varchar, timestamptz, timestamptz),
     check_partition_health(),
     check_table_sizes(),
     check_db_connections()

@@ -1,11 +1,12 @@
-//! The trade engine's PostgreSQL schema as nine `sea-orm-migration` migrations.
+//! The trade engine's PostgreSQL schema as ten `sea-orm-migration` migrations.
 //!
 //! The first six are ported from the TypeORM migrations `1700000001000-CreateEnums`
 //! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
 //! and every defect of the originals that we fix is cited by its id (D1–D14, see
 //! `docs/schema.md`). The seventh and eighth bound the number of `trades` and `orders`
 //! partitions (D15); the ninth keeps the market state (price levels, last trade,
-//! candles) that the book reads, the ticker and the candles use.
+//! candles) that the book reads, the ticker and the candles use, and the tenth
+//! redefines the original market-data functions and `v_symbol_stats_24h` over it.
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!
@@ -45,6 +46,7 @@ mod m1700000006000_create_utility_functions;
 mod m1700000007000_bounded_partitions;
 mod m1700000008000_yearly_order_partitions;
 mod m1700000009000_market_state;
+mod m1700000010000_market_functions;
 
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
 pub use locks::{
@@ -97,6 +99,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000007000_bounded_partitions::Migration),
         Box::new(m1700000008000_yearly_order_partitions::Migration),
         Box::new(m1700000009000_market_state::Migration),
+        Box::new(m1700000010000_market_functions::Migration),
     ]
 }
 

@@ -91,7 +91,26 @@ CREATE TRIGGER trg_remove_stop_order_from_watchlist
 /// "Active" is OPEN or PARTIALLY_FILLED. D9: untriggered stop orders
 /// (STOP, STOP_LIMIT, and TRAILING_STOP alike) are not book liquidity, so the
 /// book objects leave them out.
-const VIEWS: &str = r#"
+/// The query of `v_symbol_stats_24h` as this migration creates it; migration 10
+/// puts it back when it is rolled back.
+macro_rules! symbol_stats_24h_query {
+    () => {
+        r#"SELECT t.symbol,
+       count(*) AS trade_count,
+       sum(t.quantity) AS volume,
+       sum(t.quantity * t.price) AS quote_volume,
+       min(t.price) AS low_price,
+       max(t.price) AS high_price,
+       (array_agg(t.price ORDER BY t.executed_at DESC, t.trade_id DESC))[1] AS last_price
+FROM trades t
+WHERE t.executed_at >= now() - interval '24 hours'
+GROUP BY t.symbol"#
+    };
+}
+pub(crate) use symbol_stats_24h_query;
+
+const VIEWS: &str = concat!(
+    r#"
 CREATE VIEW v_active_orders AS
 SELECT o.order_id, o.user_id, o.symbol, o.side, o.order_type, o.quantity, o.filled_quantity,
        o.quantity - o.filled_quantity AS remaining_quantity,
@@ -119,16 +138,9 @@ GROUP BY o.user_id, o.symbol;
 COMMENT ON VIEW v_user_order_summary IS 'Summary statistics of user orders per symbol';
 
 CREATE VIEW v_symbol_stats_24h AS
-SELECT t.symbol,
-       count(*) AS trade_count,
-       sum(t.quantity) AS volume,
-       sum(t.quantity * t.price) AS quote_volume,
-       min(t.price) AS low_price,
-       max(t.price) AS high_price,
-       (array_agg(t.price ORDER BY t.executed_at DESC, t.trade_id DESC))[1] AS last_price
-FROM trades t
-WHERE t.executed_at >= now() - interval '24 hours'
-GROUP BY t.symbol;
+"#,
+    symbol_stats_24h_query!(),
+    r#";
 
 COMMENT ON VIEW v_symbol_stats_24h IS '24-hour trading statistics per symbol';
 
@@ -179,7 +191,8 @@ WHERE o.status IN ('OPEN', 'PARTIALLY_FILLED')
 GROUP BY o.symbol, o.side, o.price;
 
 COMMENT ON MATERIALIZED VIEW mv_order_book_snapshot IS 'Materialized view of order book - refresh periodically for performance';
-"#;
+"#
+);
 
 const REFRESH_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION refresh_order_book_snapshot() RETURNS void

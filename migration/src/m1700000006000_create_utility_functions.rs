@@ -6,10 +6,14 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// D9 holds here too: the depth and the best bid/ask count resting LIMIT
-/// liquidity only, never untriggered stop orders.
-const FUNCTIONS: &str = r#"
-CREATE OR REPLACE FUNCTION get_order_book_depth(p_symbol varchar(20), p_depth int DEFAULT 20)
+// The four market-data functions as this migration creates them, each a
+// literal of its own: migration 10 redefines them over the market state and
+// puts these back when it is rolled back. D9 holds here too: the depth and
+// the best bid/ask count resting LIMIT liquidity only, never untriggered stop
+// orders.
+macro_rules! get_order_book_depth {
+    () => {
+        r#"CREATE OR REPLACE FUNCTION get_order_book_depth(p_symbol varchar(20), p_depth int DEFAULT 20)
 RETURNS TABLE (side varchar(4), price numeric(20,8), quantity numeric(20,8), order_count int)
 LANGUAGE sql STABLE
 SET search_path FROM CURRENT AS $fn$
@@ -43,7 +47,105 @@ SET search_path FROM CURRENT AS $fn$
 $fn$;
 
 COMMENT ON FUNCTION get_order_book_depth(varchar, int) IS 'Returns order book depth for a symbol (bids and asks up to specified depth)';
+"#
+    };
+}
+pub(crate) use get_order_book_depth;
 
+macro_rules! get_best_bid_ask {
+    () => {
+        r#"CREATE OR REPLACE FUNCTION get_best_bid_ask(p_symbol varchar(20))
+RETURNS TABLE (best_bid numeric(20,8), best_ask numeric(20,8), spread numeric(20,8),
+               spread_percentage numeric(10,4))
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT book.bid, book.ask, book.ask - book.bid,
+           round((book.ask - book.bid) / nullif(book.bid, 0) * 100, 4)
+    FROM (
+        SELECT
+            (SELECT max(o.price) FROM orders o
+             WHERE o.symbol = p_symbol AND o.side = 'BUY'
+               AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
+               AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP')) AS bid,
+            (SELECT min(o.price) FROM orders o
+             WHERE o.symbol = p_symbol AND o.side = 'SELL'
+               AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
+               AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP')) AS ask
+    ) book;
+$fn$;
+
+COMMENT ON FUNCTION get_best_bid_ask(varchar) IS 'Returns best bid/ask prices and spread for a symbol';
+"#
+    };
+}
+pub(crate) use get_best_bid_ask;
+
+macro_rules! calculate_vwap {
+    () => {
+        r#"CREATE OR REPLACE FUNCTION calculate_vwap(p_symbol varchar(20), p_interval_hours int DEFAULT 24)
+RETURNS numeric(20,8)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8)
+    FROM trades t
+    WHERE t.symbol = p_symbol
+      AND t.executed_at >= now() - make_interval(hours => p_interval_hours);
+$fn$;
+
+COMMENT ON FUNCTION calculate_vwap(varchar, int) IS 'Calculates Volume Weighted Average Price for a symbol over specified hours';
+"#
+    };
+}
+pub(crate) use calculate_vwap;
+
+macro_rules! get_trading_volume {
+    () => {
+        r#"CREATE OR REPLACE FUNCTION get_trading_volume(p_symbol varchar(20), p_period varchar(10) DEFAULT '24h')
+RETURNS TABLE (symbol varchar(20), trade_count bigint, base_volume numeric(20,8),
+               quote_volume numeric(20,8), period_start timestamptz, period_end timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_end timestamptz := now();
+    v_interval interval;
+BEGIN
+    v_interval := CASE p_period
+        WHEN '1h' THEN interval '1 hour'
+        WHEN '4h' THEN interval '4 hours'
+        WHEN '24h' THEN interval '24 hours'
+        WHEN '7d' THEN interval '7 days'
+        WHEN '30d' THEN interval '30 days'
+    END;
+    IF v_interval IS NULL THEN
+        RAISE EXCEPTION 'invalid period %: accepted periods are 1h, 4h, 24h, 7d, 30d',
+            coalesce(quote_literal(p_period), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT p_symbol,
+           count(*),
+           coalesce(sum(t.quantity), 0),
+           coalesce(round(sum(t.quantity * t.price), 8), 0),
+           v_end - v_interval,
+           v_end
+    FROM trades t
+    WHERE t.symbol = p_symbol
+      AND t.executed_at >= v_end - v_interval
+      AND t.executed_at <= v_end;
+END;
+$fn$;
+
+COMMENT ON FUNCTION get_trading_volume(varchar, varchar) IS 'Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)';
+"#
+    };
+}
+pub(crate) use get_trading_volume;
+
+const FUNCTIONS: &str = concat!(
+    r#"
+"#,
+    get_order_book_depth!(),
+    r#"
 CREATE OR REPLACE FUNCTION get_user_trade_history(
     p_user_id uuid, p_symbol varchar(20) DEFAULT NULL, p_limit int DEFAULT 50, p_offset int DEFAULT 0
 )
@@ -105,40 +207,12 @@ $fn$;
 
 COMMENT ON FUNCTION check_table_sizes() IS 'Monitoring: returns table sizes and row counts';
 
-CREATE OR REPLACE FUNCTION get_best_bid_ask(p_symbol varchar(20))
-RETURNS TABLE (best_bid numeric(20,8), best_ask numeric(20,8), spread numeric(20,8),
-               spread_percentage numeric(10,4))
-LANGUAGE sql STABLE
-SET search_path FROM CURRENT AS $fn$
-    SELECT book.bid, book.ask, book.ask - book.bid,
-           round((book.ask - book.bid) / nullif(book.bid, 0) * 100, 4)
-    FROM (
-        SELECT
-            (SELECT max(o.price) FROM orders o
-             WHERE o.symbol = p_symbol AND o.side = 'BUY'
-               AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
-               AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP')) AS bid,
-            (SELECT min(o.price) FROM orders o
-             WHERE o.symbol = p_symbol AND o.side = 'SELL'
-               AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
-               AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP')) AS ask
-    ) book;
-$fn$;
-
-COMMENT ON FUNCTION get_best_bid_ask(varchar) IS 'Returns best bid/ask prices and spread for a symbol';
-
-CREATE OR REPLACE FUNCTION calculate_vwap(p_symbol varchar(20), p_interval_hours int DEFAULT 24)
-RETURNS numeric(20,8)
-LANGUAGE sql STABLE
-SET search_path FROM CURRENT AS $fn$
-    SELECT round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8)
-    FROM trades t
-    WHERE t.symbol = p_symbol
-      AND t.executed_at >= now() - make_interval(hours => p_interval_hours);
-$fn$;
-
-COMMENT ON FUNCTION calculate_vwap(varchar, int) IS 'Calculates Volume Weighted Average Price for a symbol over specified hours';
-
+"#,
+    get_best_bid_ask!(),
+    r#"
+"#,
+    calculate_vwap!(),
+    r#"
 CREATE OR REPLACE FUNCTION get_order_fill_rate(p_user_id uuid, p_days int DEFAULT 30)
 RETURNS TABLE (total_orders bigint, filled_orders bigint, partially_filled_orders bigint,
                cancelled_orders bigint, fill_rate numeric(5,2))
@@ -180,43 +254,9 @@ $fn$;
 COMMENT ON FUNCTION check_partition_health() IS 'Monitoring: returns partition statistics for orders and trades tables';
 
 -- D12: an unknown period is an error naming the accepted ones, not a silent 24h.
-CREATE OR REPLACE FUNCTION get_trading_volume(p_symbol varchar(20), p_period varchar(10) DEFAULT '24h')
-RETURNS TABLE (symbol varchar(20), trade_count bigint, base_volume numeric(20,8),
-               quote_volume numeric(20,8), period_start timestamptz, period_end timestamptz)
-LANGUAGE plpgsql STABLE
-SET search_path FROM CURRENT AS $fn$
-DECLARE
-    v_end timestamptz := now();
-    v_interval interval;
-BEGIN
-    v_interval := CASE p_period
-        WHEN '1h' THEN interval '1 hour'
-        WHEN '4h' THEN interval '4 hours'
-        WHEN '24h' THEN interval '24 hours'
-        WHEN '7d' THEN interval '7 days'
-        WHEN '30d' THEN interval '30 days'
-    END;
-    IF v_interval IS NULL THEN
-        RAISE EXCEPTION 'invalid period %: accepted periods are 1h, 4h, 24h, 7d, 30d',
-            coalesce(quote_literal(p_period), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
-    SELECT p_symbol,
-           count(*),
-           coalesce(sum(t.quantity), 0),
-           coalesce(round(sum(t.quantity * t.price), 8), 0),
-           v_end - v_interval,
-           v_end
-    FROM trades t
-    WHERE t.symbol = p_symbol
-      AND t.executed_at >= v_end - v_interval
-      AND t.executed_at <= v_end;
-END;
-$fn$;
-
-COMMENT ON FUNCTION get_trading_volume(varchar, varchar) IS 'Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)';
-"#;
+"#,
+    get_trading_volume!(),
+);
 
 const DOWN: &str = r#"
 DROP FUNCTION get_trading_volume(varchar, varchar);

@@ -433,6 +433,7 @@ async fn functions_have_their_signatures_and_comments() {
              trade_candles_on_update||trigger|
              trade_candles_recompute|p_keys jsonb|void|Recomputes the candles of the given (symbol, hour) buckets from trades
              trade_candles_recomputed|p_symbol character varying DEFAULT NULL::character varying|SETOF trade_candles|trade_candles as computed from trades (one symbol, or all)
+             trade_window_totals|p_symbol character varying, p_from timestamp with time zone, p_to timestamp with time zone|TABLE(symbol character varying, trade_count bigint, volume numeric, quote_volume numeric, low_price numeric, high_price numeric)|Trade count, base and quote volume, low and high of the trades in [p_from, p_to] (p_to NULL: unbounded) per symbol (NULL: all), from trade_candles and the partial edge minutes of trades
              trades_daily_days||integer|Days of trades kept in daily partitions: the setting trade_engine.trades_daily_days, 90 when unset
              trades_partition_ranges||TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of trades with their bounds, oldest first
              update_updated_at_column||trigger|

@@ -1515,3 +1515,198 @@ async fn stats_from_stored_candles_equal_a_computation_over_the_window_s_trades(
     }
     txn.rollback().await.expect("rollback");
 }
+
+/// The market-data functions and the view that migration 10 redefined over the
+/// market state return, to the last decimal and scale, what their original
+/// definitions computed over `orders` and `trades` (the queries below are
+/// those definitions), in one transaction so `now()` is the same for both.
+#[tokio::test]
+async fn original_market_functions_over_the_state_equal_their_definitions() {
+    use sea_orm::TransactionTrait;
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    // Trades of two symbols over 31 days at every second offset, some in the
+    // future (calculate_vwap and the view have no upper bound).
+    exec(
+        c,
+        "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
+            price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset,
+            is_buyer_maker, executed_at)
+         SELECT CASE WHEN i % 3 = 0 THEN 'ETH/USDT' ELSE 'BTC/USDT' END,
+            gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+            gen_random_uuid(), 100 + (i * 37) % 91 + (i % 7) * 0.125, 0.001 * (1 + i % 13), 0, 0,
+            'USDT', 'USDT', i % 2 = 0,
+            now() - make_interval(secs => (i * 7919) % (31 * 86400) - 7200 + (i % 10) * 0.1)
+         FROM generate_series(1, 3000) i",
+    )
+    .await;
+    for hours in [1, 4, 24, 168, 720] {
+        exec(
+            c,
+            &format!(
+                "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id,
+                    seller_user_id, price, quantity, buyer_fee, seller_fee, buyer_fee_asset,
+                    seller_fee_asset, is_buyer_maker, executed_at)
+                 SELECT 'BTC/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                    gen_random_uuid(), 150 + d, 1, 0, 0, 'USDT', 'USDT', true,
+                    now() - interval '{hours} hours' + make_interval(secs => d)
+                 FROM generate_series(-3, 3) d"
+            ),
+        )
+        .await;
+    }
+    // A book: resting limits (some partly filled) on many levels, stop orders
+    // with prices (never in the book) and orders that left it.
+    exec(
+        c,
+        "INSERT INTO orders (user_id, symbol, side, order_type, status, quantity, filled_quantity,
+            price, stop_price)
+         SELECT gen_random_uuid(), 'BTC/USDT',
+            (CASE WHEN i % 2 = 0 THEN 'BUY' ELSE 'SELL' END)::order_side_enum,
+            (CASE WHEN i % 11 = 0 THEN 'STOP_LIMIT' ELSE 'LIMIT' END)::order_type_enum,
+            (CASE WHEN i % 5 = 0 THEN 'PARTIALLY_FILLED' WHEN i % 13 = 0 THEN 'CANCELLED'
+                  ELSE 'OPEN' END)::order_status_enum,
+            1 + i % 4, CASE WHEN i % 5 = 0 OR i % 13 = 0 THEN 0.5 ELSE 0 END,
+            CASE WHEN i % 2 = 0 THEN 100 - (i % 40) * 0.5 ELSE 101 + (i % 40) * 0.5 END,
+            CASE WHEN i % 11 = 0 THEN 99 END
+         FROM generate_series(1, 400) i",
+    )
+    .await;
+    assert_eq!(drift(c).await, Vec::<String>::new());
+
+    let txn = c.begin().await.expect("begin");
+    let mut checked = 0;
+    let mut same = |what: String, got: Vec<Option<String>>, expected: Vec<Option<String>>| {
+        assert!(!expected.is_empty(), "{what}: nothing to compare");
+        assert_eq!(got, expected, "{what}");
+        checked += 1;
+    };
+    for hours in [1, 2, 4, 24, 25, 168, 720, 1000] {
+        for symbol in [BTC, ETH, "SOL/USDT"] {
+            same(
+                format!("calculate_vwap({symbol}, {hours})"),
+                column(&txn, &format!("SELECT calculate_vwap('{symbol}', {hours})::text")).await,
+                column(
+                    &txn,
+                    &format!(
+                        "SELECT round(sum(t.price * t.quantity) / nullif(sum(t.quantity), 0), 8)::text
+                         FROM trades t WHERE t.symbol = '{symbol}'
+                           AND t.executed_at >= now() - make_interval(hours => {hours})"
+                    ),
+                )
+                .await,
+            );
+        }
+    }
+    for period in ["1h", "4h", "24h", "7d", "30d"] {
+        for symbol in [BTC, ETH, "SOL/USDT"] {
+            let interval = match period {
+                "1h" => "1 hour",
+                "4h" => "4 hours",
+                "24h" => "24 hours",
+                "7d" => "7 days",
+                _ => "30 days",
+            };
+            same(
+                format!("get_trading_volume({symbol}, {period})"),
+                column(
+                    &txn,
+                    &format!("SELECT g::text FROM get_trading_volume('{symbol}', '{period}') g"),
+                )
+                .await,
+                column(
+                    &txn,
+                    &format!(
+                        "SELECT row('{symbol}'::varchar(20), count(*), coalesce(sum(t.quantity), 0),
+                                    coalesce(round(sum(t.quantity * t.price), 8), 0),
+                                    now() - interval '{interval}', now())::text
+                         FROM trades t WHERE t.symbol = '{symbol}'
+                           AND t.executed_at >= now() - interval '{interval}'
+                           AND t.executed_at <= now()"
+                    ),
+                )
+                .await,
+            );
+        }
+    }
+    same(
+        "v_symbol_stats_24h".to_owned(),
+        column(
+            &txn,
+            "SELECT v::text FROM v_symbol_stats_24h v ORDER BY v.symbol",
+        )
+        .await,
+        column(
+            &txn,
+            "SELECT row(t.symbol, count(*), sum(t.quantity), sum(t.quantity * t.price),
+                        min(t.price), max(t.price),
+                        (array_agg(t.price ORDER BY t.executed_at DESC, t.trade_id DESC))[1])::text
+             FROM trades t WHERE t.executed_at >= now() - interval '24 hours'
+             GROUP BY t.symbol ORDER BY t.symbol",
+        )
+        .await,
+    );
+    for depth in [1, 5, 20, 100] {
+        let side = |name: &str, side: &str, order: &str| {
+            format!(
+                "(SELECT '{name}'::varchar(4) AS side, o.price, sum(o.quantity - o.filled_quantity) AS q,
+                         count(*)::int AS n
+                  FROM orders o
+                  WHERE o.symbol = 'BTC/USDT' AND o.side = '{side}'
+                    AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
+                    AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP')
+                  GROUP BY o.price ORDER BY o.price {order} LIMIT {depth})"
+            )
+        };
+        same(
+            format!("get_order_book_depth(BTC, {depth})"),
+            column(
+                &txn,
+                &format!("SELECT d::text FROM get_order_book_depth('BTC/USDT', {depth}) d"),
+            )
+            .await,
+            column(
+                &txn,
+                &format!(
+                    "SELECT row(l.side, l.price, l.q, l.n)::text FROM ({} UNION ALL {}) l
+                     ORDER BY l.side = 'ASK',
+                              CASE WHEN l.side = 'BID' THEN l.price END DESC,
+                              CASE WHEN l.side = 'ASK' THEN l.price END ASC",
+                    side("BID", "BUY", "DESC"),
+                    side("ASK", "SELL", "ASC")
+                ),
+            )
+            .await,
+        );
+    }
+    for symbol in [BTC, ETH] {
+        let best = |side: &str, agg: &str| {
+            format!(
+                "(SELECT {agg}(o.price) FROM orders o WHERE o.symbol = '{symbol}' AND o.side = '{side}'
+                   AND o.status IN ('OPEN', 'PARTIALLY_FILLED') AND o.price IS NOT NULL
+                   AND o.order_type NOT IN ('STOP', 'STOP_LIMIT', 'TRAILING_STOP'))"
+            )
+        };
+        same(
+            format!("get_best_bid_ask({symbol})"),
+            column(
+                &txn,
+                &format!("SELECT b::text FROM get_best_bid_ask('{symbol}') b"),
+            )
+            .await,
+            column(
+                &txn,
+                &format!(
+                    "SELECT row(b.bid, b.ask, b.ask - b.bid,
+                                round((b.ask - b.bid) / nullif(b.bid, 0) * 100, 4))::text
+                     FROM (SELECT {} AS bid, {} AS ask) b",
+                    best("BUY", "max"),
+                    best("SELL", "min")
+                ),
+            )
+            .await,
+        );
+    }
+    txn.rollback().await.expect("rollback");
+    assert_eq!(checked, 8 * 3 + 5 * 3 + 1 + 4 + 2);
+}
