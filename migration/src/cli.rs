@@ -234,7 +234,8 @@ fn init_tracing(verbose: bool) {
     let filter = if verbose {
         "debug"
     } else {
-        "sea_orm_migration=info,migration=info"
+        // The notices of the server (progress of a long migration) too.
+        "sea_orm_migration=info,migration=info,sqlx::postgres::notice=info"
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))

@@ -474,7 +474,35 @@ SET search_path FROM CURRENT AS $fn$
 $fn$;
 COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
 
-SELECT rebuild_market_state();
+-- The first build: rebuild_market_state() in its three steps, each reported
+-- (the CLI prints the notices), so an upgrade of a loaded database shows
+-- what it is doing; writes to orders and trades wait from the first CREATE
+-- TRIGGER above until the migration commits.
+DO $build$
+DECLARE
+    v_step timestamptz := clock_timestamp();
+    v_rows bigint;
+BEGIN
+    RAISE NOTICE 'market state: price levels from the resting orders ...';
+    INSERT INTO market_levels (symbol, side, price, quantity, order_count)
+    SELECT * FROM market_levels_recomputed();
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RAISE NOTICE 'market state: % price levels in % s', v_rows,
+        round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
+    v_step := clock_timestamp();
+    INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
+    SELECT * FROM market_last_trade_recomputed();
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RAISE NOTICE 'market state: the last trade of % symbols in % s', v_rows,
+        round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
+    v_step := clock_timestamp();
+    RAISE NOTICE 'market state: minute and hour candles from every trade (one pass over trades) ...';
+    INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed();
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RAISE NOTICE 'market state: % candles in % s', v_rows,
+        round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
+END
+$build$;
 "#
 );
 

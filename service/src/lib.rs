@@ -49,6 +49,7 @@ pub mod ids;
 #[doc(hidden)]
 pub mod statements {
     pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
+    pub use crate::market::candles::statement_text as candles_statement;
     pub use crate::market::stats::STATS;
     pub use crate::orders::book::{
         BOOK_LOCK, LAST_PRICE, LOCK_BOOK_READ_CLOCK, TRIGGERED_STOPS, UPDATE_MAKERS,

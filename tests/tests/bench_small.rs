@@ -194,8 +194,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
     let lines = json.as_array().expect("the report is an array");
     assert_eq!(
         lines.len(),
-        13 * 2 + 2 * 4,
-        "13 latency pairs, 4 lines per concurrency"
+        15 * 2 + 2 * 4,
+        "15 latency pairs, 4 lines per concurrency"
     );
     for line in lines {
         let operation = line["operation"].as_str().expect("operation is a string");
@@ -226,6 +226,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
         "trade history page 1",
         "vwap 24h",
         "stats 24h",
+        "candles 500 × 1m",
+        "candles 500 × 1h",
         "place resting, service x4",
         "place crossing, service x4",
         "place resting, HTTP api x4",

@@ -171,6 +171,14 @@ GROUP BY 1
 ORDER BY 1 {order}
 LIMIT $3"#;
 
+/// [`BUCKETS`] with its `open_time` bounds (` AND c.open_time …` clauses, or
+/// nothing) and its order.
+pub fn statement_text(bounds: &str, ascending: bool) -> String {
+    BUCKETS
+        .replace("{bounds}", bounds)
+        .replace("{order}", if ascending { "ASC" } else { "DESC" })
+}
+
 /// The symbol's candles, oldest first: from `start` on when it is given (the
 /// first `limit` buckets), else the `limit` newest buckets before `end` (or
 /// now).
@@ -219,9 +227,7 @@ pub async fn candles<C: ConnectionTrait>(
     if let Some(high) = high {
         bounds.push_str(&format!(" AND c.open_time < {}", time_text(high)));
     }
-    let sql = BUCKETS
-        .replace("{bounds}", &bounds)
-        .replace("{order}", if ascending { "ASC" } else { "DESC" });
+    let sql = statement_text(&bounds, ascending);
     let mut found = Candle::find_by_statement(statement(
         &sql,
         [

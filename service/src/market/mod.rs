@@ -23,7 +23,7 @@
 //! ```
 
 pub(crate) mod book;
-mod candles;
+pub(crate) mod candles;
 mod period;
 pub(crate) mod stats;
 

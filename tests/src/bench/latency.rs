@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, PgPool, Row};
-use service::market::{self, Period};
+use service::market::{self, CandleQuery, Interval, Period};
 use service::orders::{self, NewOrder, OrderFilter};
 use service::{Cursor, Page, Side, trades};
 use uuid::Uuid;
@@ -71,7 +71,7 @@ impl Fixture {
 }
 
 /// The operations measured, in the order of a round.
-const OPERATIONS: [&str; 13] = [
+const OPERATIONS: [&str; 15] = [
     "place resting limit",
     "place crossing (market)",
     "cancel",
@@ -85,7 +85,16 @@ const OPERATIONS: [&str; 13] = [
     "recent trades 50",
     "vwap 24h",
     "stats 24h",
+    "candles 500 × 1m",
+    "candles 500 × 1h",
 ];
+
+/// How many candles the candle lines read.
+const CANDLES: i64 = 500;
+
+/// What `market::candles` sends for the newest candles (no `start`, no `end`).
+static NEWEST_CANDLES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| raw::candles_statement("", false));
 
 struct Queues {
     service: VecDeque<(Uuid, Uuid)>,
@@ -216,8 +225,22 @@ async fn service_op(
         11 => {
             market::vwap(db, symbol, Period::OneDay).await?;
         }
-        _ => {
+        12 => {
             market::stats(db, symbol, Period::OneDay).await?;
+        }
+        _ => {
+            let interval = if op == 13 {
+                Interval::OneMinute
+            } else {
+                Interval::OneHour
+            };
+            let query = CandleQuery {
+                interval,
+                start: None,
+                end: None,
+                limit: CANDLES as u64,
+            };
+            market::candles(db, symbol, query).await?;
         }
     }
     Ok(())
@@ -290,6 +313,19 @@ async fn raw_op(
         }
         11 | 12 => {
             raw::read(pool, raw::STATS, Binds::SymbolHours(symbol, 24)).await?;
+        }
+        13 | 14 => {
+            let (interval, stored) = if op == 13 {
+                ("60 seconds", 60)
+            } else {
+                ("3600 seconds", 3_600)
+            };
+            raw::read(
+                pool,
+                &NEWEST_CANDLES,
+                Binds::Candles(symbol, interval, CANDLES, stored),
+            )
+            .await?;
         }
         _ => unreachable!("{} operations", OPERATIONS.len()),
     }

@@ -9,7 +9,7 @@ use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
 pub use service::statements::{
     BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK, STATS,
-    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, resting_statement,
+    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, candles_statement, resting_statement,
 };
 use uuid::Uuid;
 
@@ -59,6 +59,9 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
             .bind(service::market::stats_floor(hours)),
         Binds::UserPage(user, limit, offset) => query.bind(user).bind(limit).bind(offset),
         Binds::UserAfter(user, at, id, limit) => query.bind(user).bind(at).bind(id).bind(limit),
+        Binds::Candles(symbol, interval, limit, stored) => {
+            query.bind(symbol).bind(interval).bind(limit).bind(stored)
+        }
         Binds::History(user, per_branch, limit, offset) => query
             .bind(user)
             .bind(None::<String>)
@@ -78,6 +81,8 @@ pub enum Binds<'a> {
     UserPage(Uuid, i64, i64),
     UserAfter(Uuid, DateTime<Utc>, Uuid, i64),
     History(Uuid, i64, i64, i64),
+    /// Symbol, interval (`'60 seconds'`), how many, stored width (60 or 3600).
+    Candles(&'a str, &'static str, i64, i32),
 }
 
 /// A raw placement: what `orders::place` sends for a LIMIT or MARKET order
