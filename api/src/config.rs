@@ -122,6 +122,9 @@ pub struct Config {
     /// `JOB_LOCK_TIMEOUT_MS`, default 5000: the background jobs give up a lock
     /// wait after this long and try again at their next tick.
     pub job_lock_timeout: Duration,
+    /// `PLACEMENT_BATCH_MAX`, default 64: the most placements of one symbol
+    /// the sequencer writes in one transaction (1: no batching).
+    pub placement_batch_max: usize,
 }
 
 impl Config {
@@ -305,6 +308,7 @@ impl Config {
                 5_000,
                 1..=600_000,
             )?),
+            placement_batch_max: number("PLACEMENT_BATCH_MAX", 64, 1..=1_000)? as usize,
             database_url: get("DATABASE_URL"),
             bind_addr,
             auth_mode,
@@ -393,6 +397,7 @@ mod tests {
             })
         );
         assert_eq!(c.max_resting_orders_per_user, 1000);
+        assert_eq!(c.placement_batch_max, 64);
         assert_eq!(c.job_lock_timeout, Duration::from_secs(5));
         let off = config(&[("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
         assert_eq!(off.user_rate_limit, None);

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
+use service::orders::{Sequencer, SequencerSettings};
 use service::pooling::{Pool, configure, set_statement_timeout};
 
 use crate::auth::Auth;
@@ -82,6 +83,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     jobs: Vec<JoinHandle<()>>,
+    sequencer: Sequencer,
 }
 
 impl Server {
@@ -110,12 +112,20 @@ impl Server {
             db = db.with_statement_timeout(timeout);
         }
         let placement = config.placement_limits();
+        let sequencer = Sequencer::new(
+            db.clone(),
+            placement,
+            SequencerSettings {
+                max_batch: config.placement_batch_max,
+            },
+        );
         let state = AppState {
             db: db.clone(),
             auth: Arc::new(auth.with_trusted_proxies(config.trusted_proxies.clone())),
             metrics: crate::metrics::handle(),
             throttle: Arc::new(Throttle::new(config)),
             placement,
+            sequencer: sequencer.clone(),
         };
         let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
@@ -138,6 +148,7 @@ impl Server {
             stop,
             http,
             jobs,
+            sequencer,
         })
     }
 
@@ -146,16 +157,24 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting, finishes in-flight requests, stops the jobs.
+    /// The sequencer that places `POST /api/v1/orders` (its batch sizes).
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    /// Stops accepting, finishes in-flight requests, stops the jobs, and
+    /// places every order still queued in the sequencer.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
         for job in self.jobs {
             let _ = job.await;
         }
-        match self.http.await {
+        let served = match self.http.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
-        }
+        };
+        self.sequencer.shutdown().await;
+        served
     }
 }
 

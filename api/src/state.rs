@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
-use service::orders::PlacementLimits;
+use service::orders::{PlacementLimits, Sequencer};
 use service::pooling::Pool;
 
 use crate::auth::Auth;
@@ -23,6 +23,8 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     /// The bounds of one placement (the per-user resting cap among them).
     pub placement: PlacementLimits,
+    /// Places `POST /api/v1/orders` in per-symbol batches (group commit).
+    pub sequencer: Sequencer,
 }
 
 impl FromRef<AppState> for Arc<Auth> {

@@ -191,11 +191,22 @@ async fn connect(url: &str, schema: &str) -> anyhow::Result<DatabaseConnection> 
 /// `url` with `application_name=trade-engine-migration` unless it names one, so
 /// operators can tell the migrator apart in `pg_stat_activity` and `pg_locks`.
 fn with_application_name(url: &str) -> String {
-    if url.contains("application_name=") {
-        return url.to_owned();
+    let mut url = url.to_owned();
+    for (name, parameter) in [
+        (
+            "application_name=",
+            "application_name=trade-engine-migration",
+        ),
+        // The server's INFO messages (a long migration's progress) are
+        // printed; its routine notices ("… already exists, skipping") are not.
+        ("options=", "options=-c%20client_min_messages%3Dwarning"),
+    ] {
+        if !url.contains(name) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{parameter}");
+        }
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}application_name=trade-engine-migration")
+    url
 }
 
 /// The chain of causes on one line, each said once (driver errors often
@@ -234,8 +245,9 @@ fn init_tracing(verbose: bool) {
     let filter = if verbose {
         "debug"
     } else {
-        // The notices of the server (progress of a long migration) too.
-        "sea_orm_migration=info,migration=info,sqlx::postgres::notice=info"
+        // The server's INFO messages (progress of a long migration) too; sqlx
+        // logs them at trace.
+        "sea_orm_migration=info,migration=info,sqlx::postgres::notice=trace"
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
@@ -251,17 +263,20 @@ mod tests {
 
     #[test]
     fn application_name_is_added_unless_given() {
+        let quiet = "options=-c%20client_min_messages%3Dwarning";
         assert_eq!(
             with_application_name("postgres://h/db"),
-            "postgres://h/db?application_name=trade-engine-migration"
+            format!("postgres://h/db?application_name=trade-engine-migration&{quiet}")
         );
         assert_eq!(
             with_application_name("postgres://h/db?sslmode=require"),
-            "postgres://h/db?sslmode=require&application_name=trade-engine-migration"
+            format!(
+                "postgres://h/db?sslmode=require&application_name=trade-engine-migration&{quiet}"
+            )
         );
         assert_eq!(
-            with_application_name("postgres://h/db?application_name=deploy"),
-            "postgres://h/db?application_name=deploy"
+            with_application_name("postgres://h/db?application_name=deploy&options=-c%20x%3D1"),
+            "postgres://h/db?application_name=deploy&options=-c%20x%3D1"
         );
     }
 

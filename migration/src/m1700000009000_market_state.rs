@@ -42,6 +42,36 @@ macro_rules! resting {
     };
 }
 
+/// `market_levels_add` as this migration creates it; migration 10 replaces it
+/// and puts this back when it is rolled back.
+macro_rules! market_levels_add {
+    () => {
+        r#"CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_delta IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
+    SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
+    FROM jsonb_to_recordset(p_delta)
+         AS d(symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
+    ORDER BY d.symbol, d.side, d.price
+    ON CONFLICT (symbol, side, price) DO UPDATE
+        SET quantity = l.quantity + excluded.quantity,
+            order_count = l.order_count + excluded.order_count;
+    DELETE FROM market_levels l
+    USING jsonb_to_recordset(p_delta) AS d(symbol varchar, side order_side_enum, price numeric)
+    WHERE l.symbol = d.symbol AND l.side = d.side AND l.price = d.price AND l.order_count = 0;
+END;
+$fn$;
+COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';
+"#
+    };
+}
+pub(crate) use market_levels_add;
+
 const UP: &str = concat!(
     r#"
 CREATE TABLE market_levels (
@@ -65,28 +95,9 @@ COMMENT ON TABLE market_last_trade IS 'The newest trade per symbol (by executed_
 
 -- Adds the change of one statement (rows leaving, rows entering the book) to
 -- the levels, in key order so two writers meet their rows in the same order.
-CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
-LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    IF p_delta IS NULL THEN
-        RETURN;
-    END IF;
-    INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
-    SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
-    FROM jsonb_to_recordset(p_delta)
-         AS d(symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
-    ORDER BY d.symbol, d.side, d.price
-    ON CONFLICT (symbol, side, price) DO UPDATE
-        SET quantity = l.quantity + excluded.quantity,
-            order_count = l.order_count + excluded.order_count;
-    DELETE FROM market_levels l
-    USING jsonb_to_recordset(p_delta) AS d(symbol varchar, side order_side_enum, price numeric)
-    WHERE l.symbol = d.symbol AND l.side = d.side AND l.price = d.price AND l.order_count = 0;
-END;
-$fn$;
-COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';
-
+"#,
+    market_levels_add!(),
+    r#"
 CREATE OR REPLACE FUNCTION market_levels_on_insert() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -475,7 +486,8 @@ $fn$;
 COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
 
 -- The first build: rebuild_market_state() in its three steps, each reported
--- (the CLI prints the notices), so an upgrade of a loaded database shows
+-- (INFO reaches the client whatever client_min_messages says; the CLI prints
+-- it), so an upgrade of a loaded database shows
 -- what it is doing; writes to orders and trades wait from the first CREATE
 -- TRIGGER above until the migration commits.
 DO $build$
@@ -483,23 +495,23 @@ DECLARE
     v_step timestamptz := clock_timestamp();
     v_rows bigint;
 BEGIN
-    RAISE NOTICE 'market state: price levels from the resting orders ...';
+    RAISE INFO 'market state: price levels from the resting orders ...';
     INSERT INTO market_levels (symbol, side, price, quantity, order_count)
     SELECT * FROM market_levels_recomputed();
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    RAISE NOTICE 'market state: % price levels in % s', v_rows,
+    RAISE INFO 'market state: % price levels in % s', v_rows,
         round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
     v_step := clock_timestamp();
     INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
     SELECT * FROM market_last_trade_recomputed();
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    RAISE NOTICE 'market state: the last trade of % symbols in % s', v_rows,
+    RAISE INFO 'market state: the last trade of % symbols in % s', v_rows,
         round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
     v_step := clock_timestamp();
-    RAISE NOTICE 'market state: minute and hour candles from every trade (one pass over trades) ...';
+    RAISE INFO 'market state: minute and hour candles from every trade (one pass over trades) ...';
     INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed();
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    RAISE NOTICE 'market state: % candles in % s', v_rows,
+    RAISE INFO 'market state: % candles in % s', v_rows,
         round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
 END
 $build$;

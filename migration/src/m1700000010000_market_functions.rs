@@ -15,6 +15,8 @@
 //!   statement bound by `now()` plans every partition).
 //! - `v_symbol_stats_24h.last_price` is the symbol's `market_last_trade`: the
 //!   newest trade of the symbol is in the window whenever any trade is.
+//! - `market_levels_add` (the levels triggers' upsert) deletes the levels
+//!   it emptied by primary key instead of joining the whole table.
 
 use sea_orm_migration::prelude::*;
 
@@ -22,11 +24,46 @@ use crate::m1700000005000_create_auxiliary_tables::symbol_stats_24h_query;
 use crate::m1700000006000_create_utility_functions::{
     calculate_vwap, get_best_bid_ask, get_order_book_depth, get_trading_volume,
 };
+use crate::m1700000009000_market_state::market_levels_add;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
 const UP: &str = r#"
+-- Migration 9's version deletes emptied levels with a join of the whole
+-- market_levels table against the change (a sequential scan of every level
+-- of every symbol: 5-6 ms per statement at 45,000 levels); this one deletes
+-- by primary key only the levels the upsert left without an order.
+CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+DECLARE
+    v_empty record;
+BEGIN
+    IF p_delta IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_empty IN
+        WITH changed AS (
+            INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
+            SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
+            FROM jsonb_to_recordset(p_delta)
+                 AS d(symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
+            ORDER BY d.symbol, d.side, d.price
+            ON CONFLICT (symbol, side, price) DO UPDATE
+                SET quantity = l.quantity + excluded.quantity,
+                    order_count = l.order_count + excluded.order_count
+            RETURNING l.symbol, l.side, l.price, l.order_count
+        )
+        SELECT c.symbol, c.side, c.price FROM changed c WHERE c.order_count = 0
+    LOOP
+        DELETE FROM market_levels l
+        WHERE l.symbol = v_empty.symbol AND l.side = v_empty.side AND l.price = v_empty.price
+          AND l.order_count = 0;
+    END LOOP;
+END;
+$fn$;
+
 -- The trades of [p_from, p_to] (p_to NULL: no upper bound) per symbol
 -- (p_symbol NULL: every symbol with a trade in the window).
 CREATE OR REPLACE FUNCTION trade_window_totals(p_symbol varchar, p_from timestamptz, p_to timestamptz)
@@ -181,6 +218,7 @@ LEFT JOIN market_last_trade m ON m.symbol = w.symbol;
 "#;
 
 const DOWN: &str = concat!(
+    market_levels_add!(),
     "CREATE OR REPLACE VIEW v_symbol_stats_24h AS\n",
     symbol_stats_24h_query!(),
     ";\n",

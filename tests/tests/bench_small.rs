@@ -194,8 +194,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
     let lines = json.as_array().expect("the report is an array");
     assert_eq!(
         lines.len(),
-        15 * 2 + 2 * 4,
-        "15 latency pairs, 4 lines per concurrency"
+        16 * 2 + 2 * 6,
+        "16 latency pairs, 6 lines per concurrency"
     );
     for line in lines {
         let operation = line["operation"].as_str().expect("operation is a string");
@@ -209,6 +209,13 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
             assert!(line.get("ratio_vs_raw").is_none(), "{operation}");
         } else if is_throughput {
             assert!(line["share_of_floor"].as_f64().is_some(), "{operation}");
+            // The sequencer's lines say how large its batches were.
+            let batched = operation.contains("sequencer") || operation.contains("HTTP");
+            assert_eq!(
+                line["batch_mean"].as_f64().is_some_and(|mean| mean >= 1.0),
+                batched,
+                "{operation}"
+            );
         } else {
             assert!(line["ratio_vs_raw"].as_f64().is_some(), "{operation}");
         }
@@ -226,11 +233,14 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
         "trade history page 1",
         "vwap 24h",
         "stats 24h",
+        "stats 30d",
         "candles 500 × 1m",
         "candles 500 × 1h",
         "place resting, service x4",
         "place crossing, service x4",
         "place resting, HTTP api x4",
+        "place resting, sequencer x4",
+        "place crossing, sequencer x4",
         "single-row insert floor x4",
     ] {
         assert!(

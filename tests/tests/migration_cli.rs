@@ -108,14 +108,16 @@ async fn up_down_and_status_with_the_url_from_a_dotenv_file() {
     let up = cli(&dir, &["up"], &[]);
     assert!(up.status.success(), "{}", stderr(&up));
     assert_eq!(applied().await, all());
-    // The server's notices are shown: the market state's first build reports
-    // its steps.
+    // The server's INFO messages are shown: the market state's first build
+    // reports its steps.
     for step in [
         "market state: price levels from the resting orders",
         "candles in",
     ] {
         assert!(stdout(&up).contains(step), "{step}: {}", stdout(&up));
     }
+    // Routine notices are not.
+    assert!(!stdout(&up).contains("skipping"), "{}", stdout(&up));
     let status = cli(&dir, &["status"], &[]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use entity::{orders, trades};
 use sea_orm::prelude::{Decimal, Uuid};
 use sea_orm::{DatabaseConnection, EntityTrait};
-use service::orders::{self as svc, NewOrder, Placement};
+use service::orders::{self as svc, NewOrder, Placement, Sequencer, SequencerSettings};
+use service::pooling::{Pool, PoolMode};
 use service::{OrderStatus, OrderType, ServiceError, Side, TimeInForce, is_terminal};
 use tests::db::TestDb;
 use tests::sql::{exec, lines, rows, scalar};
@@ -101,7 +102,14 @@ fn random_order(random: &mut Random) -> NewOrder {
     order.with_time_in_force(tif)
 }
 
-async fn worker(task: usize, db: DatabaseConnection, placed: Placed) -> Answers {
+/// How a task places: one transaction per order, or through a sequencer.
+#[derive(Clone)]
+enum Placer {
+    Direct,
+    Sequenced(Sequencer),
+}
+
+async fn worker(task: usize, db: DatabaseConnection, placer: Placer, placed: Placed) -> Answers {
     let mut random = Random(0x5eed_0000 + task as u64);
     let mut answers = Answers::default();
     for _ in 0..OPERATIONS_PER_TASK {
@@ -134,7 +142,11 @@ async fn worker(task: usize, db: DatabaseConnection, placed: Placed) -> Answers 
             }
             None => {
                 let order = random_order(&mut random);
-                match svc::place(&db, order.clone()).await {
+                let outcome = match &placer {
+                    Placer::Direct => svc::place(&db, order.clone()).await,
+                    Placer::Sequenced(sequencer) => sequencer.place(order.clone()).await,
+                };
+                match outcome {
                     Ok(placement) => {
                         if !is_terminal(placement.order.status) || random.below(8) == 0 {
                             placed
@@ -288,6 +300,17 @@ fn check_returned(returned: &orders::Model, stored: Option<&orders::Model>) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariants_hold_under_concurrent_placements_and_cancels() {
+    invariants_hold(false).await;
+}
+
+/// The same through two sequencers on two pools (two api processes): their
+/// batches serialize on the same book locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariants_hold_when_placing_through_sequencers() {
+    invariants_hold(true).await;
+}
+
+async fn invariants_hold(sequenced: bool) {
     let started = Instant::now();
     let db = TestDb::migrated().await;
     // Validation is not under test here: a wide band and no minimum value keep
@@ -302,10 +325,25 @@ async fn invariants_hold_under_concurrent_placements_and_cancels() {
     let placed: Placed = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(monitor(db.connect_single().await, done.clone()));
+    let mut sequencers = Vec::new();
+    if sequenced {
+        for _ in 0..2 {
+            let pool = Pool::new(db.connect().await, PoolMode::Direct);
+            sequencers.push(Sequencer::new(
+                pool,
+                svc::PlacementLimits::default(),
+                SequencerSettings { max_batch: 8 },
+            ));
+        }
+    }
     let mut workers = Vec::new();
     for task in 0..TASKS {
         let session = db.connect_single().await;
-        workers.push(tokio::spawn(worker(task, session, placed.clone())));
+        let placer = match sequencers.get(task % 2) {
+            Some(sequencer) => Placer::Sequenced(sequencer.clone()),
+            None => Placer::Direct,
+        };
+        workers.push(tokio::spawn(worker(task, session, placer, placed.clone())));
     }
     let mut answers = Answers::default();
     for handle in workers {
@@ -317,6 +355,12 @@ async fn invariants_hold_under_concurrent_placements_and_cancels() {
         answers.placements.extend(placements);
         answers.cancelled.extend(cancelled);
         answers.unexpected.extend(unexpected);
+    }
+    let mut batched = 0;
+    for sequencer in &sequencers {
+        sequencer.shutdown().await;
+        let stats = sequencer.stats();
+        batched += stats.orders - stats.batches;
     }
     done.store(true, Ordering::Release);
     let (seen_terminal, mut violations, rounds) = watcher.await.expect("the monitor panicked");
@@ -476,6 +520,9 @@ async fn invariants_hold_under_concurrent_placements_and_cancels() {
     );
     assert!(!answers.cancelled.is_empty(), "no cancel succeeded");
     assert!(triggered > 0, "no stop order triggered");
+    if sequenced {
+        assert!(batched > 0, "no batch carried more than one order");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

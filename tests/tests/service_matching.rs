@@ -595,3 +595,122 @@ async fn a_users_orders_list_newest_first_in_offset_and_keyset_pages() {
     .expect("filtered");
     assert!(filtered.items.is_empty());
 }
+
+// ------------------------------------------------------------ place_many
+
+/// A batch answers each order on its own: a refused order (bad quantity,
+/// another symbol, a client order id used earlier in the same batch) is
+/// refused alone, and the next order of the batch matches the previous one.
+#[tokio::test]
+async fn a_batch_answers_each_order_and_refusals_leave_the_others_alone() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let limits = svc::PlacementLimits::default();
+    let results = svc::place_many(
+        c,
+        vec![
+            NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("50000"))
+                .with_client_order_id("a"),
+            NewOrder::limit(user(1), BTC, Side::Sell, dec("0"), dec("50000")),
+            NewOrder::limit(user(1), "ETH/USDT", Side::Sell, dec("1"), dec("3000")),
+            NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("50001"))
+                .with_client_order_id("a"),
+            NewOrder::limit(user(2), BTC, Side::Buy, dec("0.4"), dec("50000")),
+        ],
+        &limits,
+    )
+    .await;
+    use service::ServiceError;
+    let first = results[0].as_ref().expect("the first order rests");
+    assert_eq!(
+        (first.order.status, first.trades.len()),
+        (OrderStatus::Open, 0)
+    );
+    assert!(
+        matches!(
+            &results[1],
+            Err(ServiceError::InvalidOrder {
+                field: "quantity",
+                ..
+            })
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(&results[2], Err(ServiceError::InvalidArgument { field: "symbol", reason })
+            if reason.contains("ETH/USDT")),
+        "{:?}",
+        results[2]
+    );
+    match &results[3] {
+        Err(service::ServiceError::DuplicateClientOrderId {
+            existing_order_id, ..
+        }) => assert_eq!(*existing_order_id, first.order.order_id),
+        other => panic!("the second use of client order id a: {other:?}"),
+    }
+    let taker = results[4].as_ref().expect("the buy matches");
+    assert_eq!(
+        (taker.order.status, taker.trades.len()),
+        (OrderStatus::Filled, 1)
+    );
+    assert_eq!(taker.trades[0].seller_order_id, first.order.order_id);
+    assert_eq!(
+        stored(c, &first.order).await.filled_quantity,
+        dec("0.4"),
+        "the maker's fill is stored"
+    );
+    let count: i64 = scalar(c, "SELECT count(*) FROM orders").await;
+    assert_eq!(count, 2, "refused orders leave nothing behind");
+    assert_eq!(
+        tests::faults::market_state_drift(c).await,
+        Vec::<String>::new()
+    );
+}
+
+/// An order the database refuses while the batch writes it (here a trigger an
+/// operator added) fails the batch's transaction; the batch is placed again
+/// one by one, so that order fails alone and the others are stored.
+#[tokio::test]
+async fn an_order_the_database_refuses_fails_alone_and_the_batch_is_placed_one_by_one() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    exec(
+        c,
+        "CREATE FUNCTION refuse_777() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.quantity = 0.777 THEN
+                 RAISE EXCEPTION 'quantity 0.777 is refused by the operator';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER trg_refuse_777 BEFORE INSERT ON orders
+             FOR EACH ROW EXECUTE FUNCTION refuse_777();",
+    )
+    .await;
+    let limits = svc::PlacementLimits::default();
+    let results = svc::place_many(
+        c,
+        vec![
+            NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("50000")),
+            NewOrder::limit(user(2), BTC, Side::Sell, dec("0.777"), dec("50000")),
+            NewOrder::limit(user(3), BTC, Side::Buy, dec("0.5"), dec("50000")),
+        ],
+        &limits,
+    )
+    .await;
+    let first = results[0].as_ref().expect("the first order is placed");
+    match &results[1] {
+        Err(err) => assert!(err.to_string().contains("0.777 is refused"), "{err}"),
+        Ok(p) => panic!("the refused order was placed: {p:?}"),
+    }
+    let third = results[2].as_ref().expect("the third order is placed");
+    assert_eq!(third.trades.len(), 1);
+    assert_eq!(third.trades[0].seller_order_id, first.order.order_id);
+    let stored_quantities = lines(c, "SELECT quantity::text FROM orders ORDER BY created_at").await;
+    assert_eq!(stored_quantities, ["1.00000000", "0.50000000"]);
+    assert_eq!(
+        tests::faults::market_state_drift(c).await,
+        Vec::<String>::new()
+    );
+}

@@ -633,8 +633,11 @@ async fn model_database() -> (TestDb, (Decimal, Decimal)) {
     (db, (maker, taker))
 }
 
-#[test]
-fn matching_agrees_with_the_reference_model() {
+/// A one-thread runtime for a proptest run against the database, and the
+/// runner: `PROPTEST_CASES` cases (`default_cases` unset), bounded shrinking
+/// (each case is dozens of round trips), failures kept beside this file and
+/// replayed first next time.
+fn database_runner(default_cases: u32) -> (tokio::runtime::Runtime, TestRunner, u32) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -643,25 +646,28 @@ fn matching_agrees_with_the_reference_model() {
         Ok(runtime) => runtime,
         Err(err) => panic!("cannot start a runtime: {err}"),
     };
-    // One database for the whole run, alive until the runner is done.
-    let (db, fees) = runtime.block_on(model_database());
-    // PROPTEST_CASES runs more (or fewer) cases, as with proptest's own macro.
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
-        .unwrap_or(64);
-    let mut runner = TestRunner::new(Config {
+        .unwrap_or(default_cases);
+    let runner = TestRunner::new(Config {
         cases,
-        // Each case is a few dozen round trips to the database: bound the shrinking.
         max_shrink_iters: 400,
         max_shrink_time: 60_000,
-        // A failing case is kept beside this file and replayed first next time.
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
         source_file: Some(file!()),
         ..Config::default()
     });
+    (runtime, runner, cases)
+}
+
+#[test]
+fn matching_agrees_with_the_reference_model() {
+    let (runtime, mut runner, _) = database_runner(64);
+    // One database for the whole run, alive until the runner is done.
+    let (db, fees) = runtime.block_on(model_database());
     let outcome = runner.run(&scenario_strategy(), |scenario| {
         let ops = scenario.ops();
         runtime
@@ -720,4 +726,359 @@ async fn a_sweep_across_several_batches_agrees_with_the_reference() {
     )
     .await;
     assert_eq!(widest, 40, "one placement swept the 40 asks");
+}
+
+// ------------------------------------------------- batches equal one by one
+
+/// What a placement of the batch scenarios is.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Limit(usize),
+    Market,
+    /// A STOP at the price index.
+    Stop(usize),
+    /// A STOP_LIMIT: limit index, stop index.
+    StopLimit(usize, usize),
+}
+
+/// One step of a batch scenario; `split` ends the batch after a placement.
+#[derive(Clone, Debug)]
+enum Step {
+    Place {
+        user: u8,
+        side: Side,
+        kind: Kind,
+        tif: TimeInForce,
+        quantity: usize,
+        /// A client order id out of three per user, so some collide.
+        client: Option<u8>,
+        split: bool,
+    },
+    Cancel {
+        user: Option<u8>,
+        target: usize,
+    },
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    let price = 0..PRICES.len();
+    let kind = prop_oneof![
+        6 => price.clone().prop_map(Kind::Limit),
+        2 => Just(Kind::Market),
+        1 => price.clone().prop_map(Kind::Stop),
+        1 => (price.clone(), price).prop_map(|(p, s)| Kind::StopLimit(p, s)),
+    ];
+    let tif = prop_oneof![
+        3 => Just(TimeInForce::Gtc),
+        1 => Just(TimeInForce::Ioc),
+        1 => Just(TimeInForce::Fok),
+        2 => Just(TimeInForce::Day),
+    ];
+    let client = prop_oneof![3 => Just(None), 1 => (0u8..3).prop_map(Some)];
+    let place = (
+        1..=USERS,
+        prop_oneof![Just(Side::Buy), Just(Side::Sell)],
+        kind,
+        tif,
+        0..QUANTITIES.len(),
+        client,
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(
+            |(user, side, kind, tif, quantity, client, split)| Step::Place {
+                user,
+                side,
+                kind,
+                tif,
+                quantity,
+                client,
+                split,
+            },
+        );
+    let canceller = prop_oneof![3 => Just(None), 1 => (1..=USERS).prop_map(Some)];
+    let cancel = (canceller, 0..64usize).prop_map(|(user, target)| Step::Cancel { user, target });
+    prop_oneof![8 => place, 1 => cancel]
+}
+
+fn new_order(step: &Step) -> Option<NewOrder> {
+    let Step::Place {
+        user,
+        side,
+        kind,
+        tif,
+        quantity,
+        client,
+        ..
+    } = *step
+    else {
+        return None;
+    };
+    let (user_id, quantity) = (user_id(user), dec(QUANTITIES[quantity]));
+    let order = match kind {
+        Kind::Limit(p) => NewOrder::limit(user_id, BTC, side, quantity, dec(PRICES[p])),
+        Kind::Market => NewOrder::market(user_id, BTC, side, quantity),
+        Kind::Stop(s) => NewOrder::stop(user_id, BTC, side, quantity, dec(PRICES[s])),
+        Kind::StopLimit(p, s) => {
+            NewOrder::stop_limit(user_id, BTC, side, quantity, dec(PRICES[p]), dec(PRICES[s]))
+        }
+    }
+    .with_time_in_force(tif);
+    Some(match client {
+        Some(c) => order.with_client_order_id(format!("c{c}")),
+        None => order,
+    })
+}
+
+/// A refusal by kind (its message may name ids that differ between runs).
+fn refusal(err: &ServiceError) -> String {
+    match err {
+        ServiceError::DuplicateClientOrderId {
+            client_order_id, ..
+        } => format!("duplicate client order id {client_order_id}"),
+        ServiceError::InvalidOrder { field, .. } => format!("invalid order: {field}"),
+        ServiceError::TerminalStatus { status, .. } => format!("terminal: {status:?}"),
+        ServiceError::NotFound { entity, .. } => format!("{entity} not found"),
+        ServiceError::Forbidden { entity, .. } => format!("{entity} of another user"),
+        other => other.to_string(),
+    }
+}
+
+/// Everything a run leaves, with orders named by their placement's step.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    answers: Vec<String>,
+    orders: Vec<String>,
+    trades: Vec<String>,
+}
+
+/// Runs `steps` one by one (`batched` false) or through `place_many` in the
+/// batches the steps' `split` flags and the cancels delimit.
+async fn run_steps(
+    db: &DatabaseConnection,
+    steps: &[Step],
+    batched: bool,
+) -> Result<Outcome, String> {
+    exec(
+        db,
+        "DELETE FROM stop_orders_watchlist; DELETE FROM trades; DELETE FROM orders;",
+    )
+    .await;
+    let limits = svc::PlacementLimits::default();
+    // Per step: the placement's result, or a cancel's answer.
+    let mut answers: Vec<Option<Result<Placement, String>>> = vec![None; steps.len()];
+    let mut cancel_answers: HashMap<usize, String> = HashMap::new();
+    let mut placed: Vec<(usize, Uuid, u8)> = Vec::new();
+    let mut pending: Vec<(usize, NewOrder)> = Vec::new();
+    async fn flush(
+        db: &DatabaseConnection,
+        limits: &svc::PlacementLimits,
+        batched: bool,
+        pending: &mut Vec<(usize, NewOrder)>,
+        answers: &mut [Option<Result<Placement, String>>],
+    ) {
+        let batch: Vec<(usize, NewOrder)> = std::mem::take(pending);
+        if batched {
+            let (at, orders): (Vec<usize>, Vec<NewOrder>) = batch.into_iter().unzip();
+            let results = svc::place_many(db, orders, limits).await;
+            for (i, result) in at.into_iter().zip(results) {
+                answers[i] = Some(result.map_err(|e| refusal(&e)));
+            }
+        } else {
+            for (i, order) in batch {
+                answers[i] = Some(
+                    svc::place_with(db, order, limits)
+                        .await
+                        .map_err(|e| refusal(&e)),
+                );
+            }
+        }
+    }
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Place { split, .. } => {
+                let order = new_order(step).ok_or("a placement step")?;
+                pending.push((i, order));
+                if *split || !batched {
+                    flush(db, &limits, batched, &mut pending, &mut answers).await;
+                }
+            }
+            Step::Cancel { user, target } => {
+                flush(db, &limits, batched, &mut pending, &mut answers).await;
+                placed.clear();
+                for (j, answer) in answers.iter().enumerate() {
+                    if let (Some(Ok(p)), Step::Place { user, .. }) = (answer, &steps[j]) {
+                        placed.push((j, p.order.order_id, *user));
+                    }
+                }
+                let target = target_of(*target, placed.len()).map(|t| placed[t]);
+                let id = target.map_or(Uuid::from_u128(u128::MAX), |t| t.1);
+                let who = user.or(target.map(|t| t.2)).unwrap_or(1);
+                let answer = match svc::cancel(db, user_id(who), id).await {
+                    Ok(row) => format!("cancelled: {:?}", row.status),
+                    Err(err) => refusal(&err),
+                };
+                cancel_answers.insert(i, answer);
+            }
+        }
+    }
+    flush(db, &limits, batched, &mut pending, &mut answers).await;
+
+    // Every order id named by the step that placed it.
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for (i, answer) in answers.iter().enumerate() {
+        if let Some(Ok(p)) = answer {
+            index.insert(p.order.order_id, i);
+        }
+    }
+    let name = |id: Uuid| {
+        index
+            .get(&id)
+            .map_or(format!("unknown {id}"), |i| format!("#{i}"))
+    };
+    let shown = answers
+        .iter()
+        .enumerate()
+        .map(|(i, answer)| match answer {
+            Some(Ok(p)) => format!(
+                "#{i} {:?} {:?} filled {} avg {:?}, {} trades, triggered [{}]",
+                p.order.order_type,
+                p.order.status,
+                p.order.filled_quantity.normalize(),
+                p.order.average_price.map(|d| d.normalize()),
+                p.trades.len(),
+                p.triggered
+                    .iter()
+                    .map(|t| format!(
+                        "{} {:?} {}",
+                        name(t.order.order_id),
+                        t.order.status,
+                        t.trades.len()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(Err(refused)) => format!("#{i} refused: {refused}"),
+            None => cancel_answers
+                .get(&i)
+                .map_or(format!("#{i} no answer"), |a| format!("#{i} {a}")),
+        })
+        .collect();
+    let mut orders: Vec<(usize, String)> = orders::Entity::find()
+        .all(db)
+        .await
+        .map_err(|e| format!("reading orders: {e}"))?
+        .into_iter()
+        .map(|o| {
+            let at = index.get(&o.order_id).copied().unwrap_or(usize::MAX);
+            (
+                at,
+                format!(
+                    "{} {:?} {:?} {:?} q {} filled {} avg {:?} price {:?} stop {:?} {:?} client {:?}",
+                    name(o.order_id),
+                    o.order_type,
+                    o.side,
+                    o.status,
+                    o.quantity.normalize(),
+                    o.filled_quantity.normalize(),
+                    o.average_price.map(|d| d.normalize()),
+                    o.price.map(|d| d.normalize()),
+                    o.stop_price.map(|d| d.normalize()),
+                    o.time_in_force,
+                    o.client_order_id
+                ),
+            )
+        })
+        .collect();
+    orders.sort();
+    let trades = trades::Entity::find()
+        .order_by_asc(trades::Column::ExecutedAt)
+        .order_by_asc(trades::Column::TradeId)
+        .all(db)
+        .await
+        .map_err(|e| format!("reading trades: {e}"))?
+        .into_iter()
+        .map(|t| {
+            format!(
+                "buyer {} seller {} {} × {} fees {} / {} buyer maker {}",
+                name(t.buyer_order_id),
+                name(t.seller_order_id),
+                t.price.normalize(),
+                t.quantity.normalize(),
+                t.buyer_fee.normalize(),
+                t.seller_fee.normalize(),
+                t.is_buyer_maker
+            )
+        })
+        .collect();
+    let drift = tests::faults::market_state_drift(db).await;
+    if !drift.is_empty() {
+        return Err(format!("market state drifted: {drift:?}"));
+    }
+    Ok(Outcome {
+        answers: shown,
+        orders: orders.into_iter().map(|(_, o)| o).collect(),
+        trades,
+    })
+}
+
+fn first_difference(one: &[String], other: &[String]) -> Option<String> {
+    (0..one.len().max(other.len()))
+        .find(|&i| one.get(i) != other.get(i))
+        .map(|i| {
+            format!(
+                "one by one: {:?}\nbatched:    {:?}",
+                one.get(i),
+                other.get(i)
+            )
+        })
+}
+
+/// Each generated scenario (limits, markets, stops and stop-limits, IOC, FOK,
+/// DAY, client order ids that collide, also within a batch, and cancels) run
+/// one order at a time and through `place_many` in random batches gives the
+/// same answers, orders, trades and fees, ids and timestamps aside.
+#[test]
+fn placing_in_batches_equals_placing_one_by_one() {
+    let (runtime, mut runner, cases) = database_runner(48);
+    let (db, _) = runtime.block_on(model_database());
+    let batches_seen = std::cell::Cell::new(0usize);
+    let strategy = prop::collection::vec(step_strategy(), 20..=40);
+    let outcome = runner.run(&strategy, |steps| {
+        let batched_steps = steps
+            .windows(2)
+            .filter(|w| {
+                matches!(w[0], Step::Place { split: false, .. })
+                    && matches!(w[1], Step::Place { .. })
+            })
+            .count();
+        batches_seen.set(batches_seen.get() + batched_steps);
+        runtime.block_on(async {
+            let one = run_steps(db.conn(), &steps, false)
+                .await
+                .map_err(TestCaseError::fail)?;
+            let other = run_steps(db.conn(), &steps, true)
+                .await
+                .map_err(TestCaseError::fail)?;
+            for (what, a, b) in [
+                ("answers", &one.answers, &other.answers),
+                ("orders", &one.orders, &other.orders),
+                ("trades", &one.trades, &other.trades),
+            ] {
+                if let Some(difference) = first_difference(a, b) {
+                    return Err(TestCaseError::fail(format!(
+                        "{what} differ:\n{difference}\nsteps: {steps:#?}"
+                    )));
+                }
+            }
+            Ok(())
+        })
+    });
+    runtime.block_on(async move { drop(db) });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+    assert!(
+        batches_seen.get() > cases as usize,
+        "the scenarios batched orders together"
+    );
 }

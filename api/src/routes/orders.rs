@@ -48,8 +48,8 @@ pub async fn place(
         order_source: Some("API".to_owned()),
     };
     let placed = state
-        .db
-        .run(async move |db| orders::place_with(db, order, &state.placement).await)
+        .sequencer
+        .place(order)
         .await
         .map_err(|err| match err {
             // For a placement an unknown symbol is a bad parameter, not a missing page.

@@ -57,67 +57,43 @@ struct StatsRow {
 /// `$1` symbol, `$2` window in hours, `$3` an instant at or before the window's
 /// start (the caller's clock less a margin). The window is `[now() − $2 h, now()]`,
 /// the bounds of `get_trading_volume`; `now()` is fixed for the transaction, so
-/// every figure covers the same trades. The whole minutes and hours of the
-/// window come from `trade_candles` (migration 9: at most 59 + 59 minute rows
-/// and 719 hour rows for 30 days), the partial minutes at its two edges from
-/// `trades` (a minute each, through `IDX_trades_symbol_time`), so the figures
-/// equal a computation over the window's trades and the cost does not grow
-/// with them. The last trade is one step down that index. Rounding as
-/// `calculate_vwap` and `get_trading_volume` round. No row: unknown symbol.
+/// every figure covers the same trades. The totals come from
+/// `trade_window_totals` (migration 10): the whole minutes and hours of the
+/// window from `trade_candles` (at most 59 + 59 minute rows and 719 hour rows
+/// for 30 days), the partial minutes at its two edges from `trades`, planned
+/// with the bounds as constants, so the figures equal a computation over the
+/// window's trades and the cost does not grow with them. A statement that
+/// reads the edges itself, with bounds the planner cannot see, gets a generic
+/// plan whose estimate covers every partition, and PostgreSQL's JIT then
+/// compiles it at every execution (0.5–1.5 s at full scale). The last price
+/// is the symbol's `market_last_trade` when that trade is in the window, else
+/// one step down `IDX_trades_symbol_time` (a trade stamped after now).
+/// Rounding as `calculate_vwap` and `get_trading_volume` round. No row:
+/// unknown symbol.
 ///
 /// `now()` bounds prune only at run time, after the planner has planned (and
 /// locked) every partition: 55 ms of planning at five years of partitions.
 /// `executed_at >= $3` says the same in a form the planner prunes on (D15).
 pub const STATS: &str = r#"
-WITH w AS (
-    SELECT now() - make_interval(hours => $2) AS period_start, now() AS period_end
-), b AS (
-    -- The window in whole minutes and hours: [m0, h0) and [h1, mf) are whole
-    -- minutes, [h0, h1) whole hours; [period_start, m0) and [mf, period_end]
-    -- are the partial edges.
-    SELECT w.*,
-           date_bin('1 minute', period_start, 'epoch'::timestamptz)
-               + CASE WHEN date_bin('1 minute', period_start, 'epoch'::timestamptz) < period_start
-                      THEN interval '1 minute' ELSE interval '0' END AS m0,
-           date_bin('1 hour', period_start, 'epoch'::timestamptz)
-               + CASE WHEN date_bin('1 hour', period_start, 'epoch'::timestamptz) < period_start
-                      THEN interval '1 hour' ELSE interval '0' END AS h0,
-           date_bin('1 hour', period_end, 'epoch'::timestamptz) AS h1,
-           date_bin('1 minute', period_end, 'epoch'::timestamptz) AS mf
-    FROM w
-), parts AS (
-    SELECT count(*) AS n, sum(t.quantity) AS base, sum(t.price * t.quantity) AS quote,
-           max(t.price) AS high, min(t.price) AS low
-    FROM trades t CROSS JOIN b
-    WHERE t.symbol = $1 AND t.executed_at >= $3
-      AND ((t.executed_at >= b.period_start AND t.executed_at < b.m0)
-           OR (t.executed_at >= b.mf AND t.executed_at <= b.period_end))
-    UNION ALL
-    SELECT sum(c.trade_count), sum(c.volume), sum(c.quote_volume), max(c.high), min(c.low)
-    FROM trade_candles c CROSS JOIN b
-    WHERE c.symbol = $1
-      AND ((c.bucket_seconds = 60
-            AND ((c.open_time >= b.m0 AND c.open_time < b.h0)
-                 OR (c.open_time >= b.h1 AND c.open_time < b.mf)))
-           OR (c.bucket_seconds = 3600 AND c.open_time >= b.h0 AND c.open_time < b.h1))
-)
-SELECT b.period_start, b.period_end, a.trade_count, a.base_volume, a.quote_volume,
-       a.vwap, a.high, a.low,
-       (SELECT t.price FROM trades t
-        WHERE t.symbol = $1 AND t.executed_at >= b.period_start AND t.executed_at <= b.period_end
-          AND t.executed_at >= $3
-        ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1) AS last
+SELECT w.period_start, w.period_end,
+       coalesce(a.trade_count, 0)::bigint AS trade_count,
+       coalesce(a.volume, 0) AS base_volume,
+       coalesce(round(a.quote_volume, 8), 0) AS quote_volume,
+       round(a.quote_volume / nullif(a.volume, 0), 8) AS vwap,
+       a.high_price AS high,
+       a.low_price AS low,
+       coalesce(
+           (SELECT m.price FROM market_last_trade m
+            WHERE m.symbol = $1 AND m.executed_at >= w.period_start
+              AND m.executed_at <= w.period_end),
+           (SELECT t.price FROM trades t
+            WHERE t.symbol = $1 AND t.executed_at >= w.period_start
+              AND t.executed_at <= w.period_end AND t.executed_at >= $3
+            ORDER BY t.executed_at DESC, t.trade_id DESC LIMIT 1)
+       ) AS last
 FROM symbols s
-CROSS JOIN b
-CROSS JOIN LATERAL (
-    SELECT coalesce(sum(p.n), 0)::bigint AS trade_count,
-           coalesce(sum(p.base), 0) AS base_volume,
-           coalesce(round(sum(p.quote), 8), 0) AS quote_volume,
-           round(sum(p.quote) / nullif(sum(p.base), 0), 8) AS vwap,
-           max(p.high) AS high,
-           min(p.low) AS low
-    FROM parts p
-) a
+CROSS JOIN (SELECT now() - make_interval(hours => $2) AS period_start, now() AS period_end) w
+LEFT JOIN LATERAL trade_window_totals($1, w.period_start, w.period_end) a ON true
 WHERE s.symbol = $1"#;
 
 /// `$3` of [`STATS`] for a window of `hours`: an hour earlier than the window

@@ -75,6 +75,152 @@ async fn placement<T: ConnectionTrait>(
     engine.place(order).await
 }
 
+/// Places `orders`, all on one symbol, in one transaction under one book lock,
+/// in list order, each exactly as if placed alone after the previous one
+/// (matching, self-trade prevention, IOC/FOK, DAY, stop triggers and their
+/// cascades, client order ids, also between two orders of the list), within
+/// `limits` (each order gets its own `max_fills` and `max_triggered_stops`).
+///
+/// Every order gets its own result, in list order. An order that is refused
+/// (a validation error, a client order id already used, the resting-order
+/// limit) is refused before anything of it is written and does not affect
+/// the others; an order on another symbol than the first is refused too.
+/// When the transaction fails (the database, or an error while writing), no
+/// order of it is stored and the orders are placed again one by one with
+/// [`place_with`], so an order that cannot be stored fails alone.
+pub async fn place_many<C>(
+    db: &C,
+    orders: Vec<NewOrder>,
+    limits: &PlacementLimits,
+) -> Vec<Result<Placement>>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let mut results: Vec<Option<Result<Placement>>> = Vec::with_capacity(orders.len());
+    let mut valid: Vec<(usize, NewOrder)> = Vec::with_capacity(orders.len());
+    let symbol = orders.first().map(|o| o.symbol.clone());
+    for (i, order) in orders.into_iter().enumerate() {
+        let checked = validate::shape(&order).and_then(|()| {
+            if Some(&order.symbol) == symbol.as_ref() {
+                Ok(())
+            } else {
+                Err(ServiceError::argument(
+                    "symbol",
+                    format!(
+                        "a batch places orders of one symbol, {}; this order is on {}",
+                        symbol.as_deref().unwrap_or_default(),
+                        order.symbol
+                    ),
+                ))
+            }
+        });
+        match checked {
+            Ok(()) => {
+                results.push(None);
+                valid.push((i, order));
+            }
+            Err(err) => results.push(Some(Err(err))),
+        }
+    }
+    if !valid.is_empty() {
+        let batch = retry::in_transaction!(db, |txn| { batch(&txn, &valid, limits).await });
+        match batch {
+            Ok(placed) => {
+                for (i, result) in placed {
+                    results[i] = Some(result);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, orders = valid.len(), "batch failed; placing its orders one by one");
+                for (i, order) in valid {
+                    results[i] = Some(place_with(db, order, limits).await);
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(ServiceError::Database(sea_orm::DbErr::Custom(
+                    "an order of the batch got no result".into(),
+                )))
+            })
+        })
+        .collect()
+}
+
+/// One attempt of [`place_many`] in its transaction `txn`: the refusals and
+/// placements of `orders` (index, order), or the error that fails them all.
+async fn batch<T: ConnectionTrait>(
+    txn: &T,
+    orders: &[(usize, NewOrder)],
+    limits: &PlacementLimits,
+) -> Result<Vec<(usize, Result<Placement>)>> {
+    let Some((_, first)) = orders.first() else {
+        return Ok(Vec::new());
+    };
+    let symbol = book::load_symbol(txn, &first.symbol).await?;
+    let mut refused: Vec<Option<ServiceError>> = orders
+        .iter()
+        .map(|(_, order)| validate::against_symbol(order, &symbol).err())
+        .collect();
+    // Client order ids are locked before the book, as a placement alone
+    // locks its own, in one order, so batches and single placements never
+    // wait for each other in a cycle.
+    let mut client_ids: Vec<(Uuid, &str)> = orders
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refusal)| refusal.is_none())
+        .filter_map(|((_, o), _)| o.client_order_id.as_deref().map(|c| (o.user_id, c)))
+        .collect();
+    client_ids.sort_unstable();
+    client_ids.dedup();
+    for (user_id, client_order_id) in client_ids {
+        book::lock_client_order_id(txn, user_id, client_order_id).await?;
+    }
+    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
+    let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
+    let mut placed = Vec::with_capacity(orders.len());
+    for ((i, order), refusal) in orders.iter().zip(refused.iter_mut()) {
+        if let Some(err) = refusal.take() {
+            placed.push((*i, Err(err)));
+            continue;
+        }
+        if let Some(client_order_id) = &order.client_order_id
+            && let Some(existing) =
+                book::order_with_client_id(txn, order.user_id, client_order_id).await?
+        {
+            placed.push((
+                *i,
+                Err(ServiceError::DuplicateClientOrderId {
+                    client_order_id: client_order_id.clone(),
+                    existing_order_id: existing,
+                }),
+            ));
+            continue;
+        }
+        let checked = validate::expiry(order, engine.clock())
+            .and_then(|()| validate::price_band(order, &symbol, engine.last_price));
+        if let Err(err) = checked {
+            placed.push((*i, Err(err)));
+            continue;
+        }
+        match limits::check_resting(txn, order, limits).await {
+            Ok(()) => {}
+            Err(err @ ServiceError::TooManyRestingOrders { .. }) => {
+                placed.push((*i, Err(err)));
+                continue;
+            }
+            Err(err) => return Err(err),
+        }
+        engine.next_order();
+        placed.push((*i, Ok(engine.place(order.clone()).await?)));
+    }
+    Ok(placed)
+}
+
 /// Triggers the symbol's PENDING stop orders (those a placement's
 /// `max_triggered_stops` left waiting) and what their trades reach in turn,
 /// under the symbol's book lock, within `limits`; returns how many triggered.
@@ -177,6 +323,17 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             stops_triggered: 0,
             deferred: Vec::new(),
         }
+    }
+
+    /// The time the next [`tick`](Self::tick) returns.
+    fn clock(&self) -> DateTime<FixedOffset> {
+        self.now + Duration::microseconds(self.ticks)
+    }
+
+    /// Starts the next order of a batch: its own stop-trigger budget.
+    fn next_order(&mut self) {
+        self.stops_triggered = 0;
+        self.deferred.clear();
     }
 
     /// A fresh timestamp: the clock read under the lock plus one microsecond per

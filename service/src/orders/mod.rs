@@ -73,13 +73,17 @@ pub(crate) mod lifecycle;
 mod limits;
 mod matching;
 mod query;
+#[cfg(feature = "sequencer")]
+mod sequencer;
 mod validate;
 
 pub use lifecycle::{cancel, expire_due};
 pub use limits::PlacementLimits;
 pub(crate) use matching::continue_stops;
-pub use matching::{place, place_with};
+pub use matching::{place, place_many, place_with};
 pub use query::{OrderFilter, get, list};
+#[cfg(feature = "sequencer")]
+pub use sequencer::{Sequencer, SequencerSettings, SequencerStats};
 
 use chrono::{DateTime, FixedOffset};
 use entity::{orders, trades};

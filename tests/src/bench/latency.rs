@@ -71,7 +71,7 @@ impl Fixture {
 }
 
 /// The operations measured, in the order of a round.
-const OPERATIONS: [&str; 15] = [
+const OPERATIONS: [&str; 16] = [
     "place resting limit",
     "place crossing (market)",
     "cancel",
@@ -85,6 +85,7 @@ const OPERATIONS: [&str; 15] = [
     "recent trades 50",
     "vwap 24h",
     "stats 24h",
+    "stats 30d",
     "candles 500 × 1m",
     "candles 500 × 1h",
 ];
@@ -228,8 +229,11 @@ async fn service_op(
         12 => {
             market::stats(db, symbol, Period::OneDay).await?;
         }
+        13 => {
+            market::stats(db, symbol, Period::ThirtyDays).await?;
+        }
         _ => {
-            let interval = if op == 13 {
+            let interval = if op == 14 {
                 Interval::OneMinute
             } else {
                 Interval::OneHour
@@ -314,8 +318,11 @@ async fn raw_op(
         11 | 12 => {
             raw::read(pool, raw::STATS, Binds::SymbolHours(symbol, 24)).await?;
         }
-        13 | 14 => {
-            let (interval, stored) = if op == 13 {
+        13 => {
+            raw::read(pool, raw::STATS, Binds::SymbolHours(symbol, 720)).await?;
+        }
+        14 | 15 => {
+            let (interval, stored) = if op == 14 {
                 ("60 seconds", 60)
             } else {
                 ("3600 seconds", 3_600)

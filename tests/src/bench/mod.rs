@@ -83,7 +83,7 @@ impl Scale {
                 },
                 rounds: 150,
                 throughput: Duration::from_millis(1500),
-                concurrency: vec![1, 8, 32],
+                concurrency: vec![1, 8, 32, 64],
                 progress: true,
             },
             Scale::Full => Settings {
@@ -100,7 +100,7 @@ impl Scale {
                 // rounds are few; 300 still gives a p99 from 3 samples.
                 rounds: 300,
                 throughput: Duration::from_secs(10),
-                concurrency: vec![1, 8, 32],
+                concurrency: vec![1, 8, 32, 64],
                 progress: true,
             },
         }
@@ -223,11 +223,16 @@ pub async fn benchmark(
         let floor =
             throughput::run(Kind::Floor, clients, settings.throughput, db, &prices, None).await?;
         measurements.push(throughput::line(Kind::Floor, clients, &floor, None));
-        for kind in [Kind::Resting, Kind::Crossing, Kind::Http] {
-            let samples =
-                throughput::run(kind, clients, settings.throughput, db, &prices, Some(&http))
-                    .await?;
-            measurements.push(throughput::line(kind, clients, &samples, Some(&floor)));
+        for kind in [
+            Kind::Resting,
+            Kind::Crossing,
+            Kind::SequencedResting,
+            Kind::SequencedCrossing,
+            Kind::Http,
+        ] {
+            let run = throughput::run(kind, clients, settings.throughput, db, &prices, Some(&http))
+                .await?;
+            measurements.push(throughput::line(kind, clients, &run, Some(&floor.samples)));
         }
     }
     server.shutdown().await.context("stopping the api")?;
@@ -273,6 +278,7 @@ async fn start_api(server_url: &str, database: &str) -> Result<(Http, api::serve
         Http {
             base: format!("http://{}", server.addr()),
             client,
+            sequencer: server.sequencer().clone(),
         },
         server,
     ))

@@ -21,6 +21,12 @@ pub struct Measurement {
     /// for the placement throughput lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share_of_floor: Option<f64>,
+    /// Mean size of the sequencer's batches, on the sequencer and HTTP lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_mean: Option<f64>,
+    /// 99th percentile of the batch sizes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_p99: Option<usize>,
 }
 
 /// Latencies of one operation.
@@ -89,6 +95,8 @@ impl Samples {
             ops_per_s: round1(self.ops_per_s()),
             ratio_vs_raw: None,
             share_of_floor: None,
+            batch_mean: None,
+            batch_p99: None,
         }
     }
 }
@@ -104,17 +112,21 @@ pub fn round3(value: f64) -> f64 {
 /// The table, as printed.
 pub fn table(measurements: &[Measurement]) -> String {
     let mut out = format!(
-        "{:<44} {:>10} {:>10} {:>10} {:>9} {:>8}\n",
-        "operation", "p50 µs", "p99 µs", "ops/s", "svc/raw", "vs floor"
+        "{:<44} {:>10} {:>10} {:>10} {:>9} {:>8} {:>13}\n",
+        "operation", "p50 µs", "p99 µs", "ops/s", "svc/raw", "vs floor", "batch mean/p99"
     );
     for m in measurements {
         let ratio = m.ratio_vs_raw.map_or(String::new(), |r| format!("{r:.2}"));
         let share = m
             .share_of_floor
             .map_or(String::new(), |s| format!("{:.0}%", s * 100.0));
+        let batches = match (m.batch_mean, m.batch_p99) {
+            (Some(mean), Some(p99)) => format!("{mean:.1}/{p99}"),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>8}\n",
-            m.operation, m.p50_us, m.p99_us, m.ops_per_s, ratio, share
+            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>8} {:>13}\n",
+            m.operation, m.p50_us, m.p99_us, m.ops_per_s, ratio, share, batches
         ));
     }
     out

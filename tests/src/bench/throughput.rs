@@ -1,7 +1,10 @@
-//! Placement throughput with 1, 8 and 32 concurrent clients, each on its own
-//! symbol (client `i` on symbol `i mod 10`), against the durable-commit floor:
-//! a plain single-row INSERT into `orders`, autocommit, at the same
-//! concurrency. Also over HTTP through the api, started in-process.
+//! Placement throughput with 1, 8, 32 and 64 concurrent clients (client `i`
+//! on symbol `i mod 10`, so several clients share a symbol past 10), against
+//! the durable-commit floor: a plain single-row INSERT into `orders`,
+//! autocommit, at the same concurrency. Placements go through the service one
+//! transaction each, through the per-symbol sequencer (batches of the
+//! placements that arrive together), and over HTTP through the api (started
+//! in-process, which places through its sequencer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +14,18 @@ use rust_decimal::Decimal;
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
-use service::orders::{self, NewOrder};
+use service::orders::{self, NewOrder, Sequencer, SequencerSettings};
+use service::pooling::{Pool, PoolMode};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::market::{MARKETS, decimal};
 use super::raw;
 use super::report::{Measurement, Samples, round1, round3};
+
+/// Placements of one client's user before the client takes a new user:
+/// under the service's default cap on resting orders per user (1000).
+const RESTING_PER_USER: usize = 900;
 
 /// What one client places.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +38,17 @@ pub enum Kind {
     Floor,
     /// A resting bid through `POST /api/v1/orders`.
     Http,
+    /// [`Kind::Resting`] through a [`Sequencer`].
+    SequencedResting,
+    /// [`Kind::Crossing`] through a [`Sequencer`].
+    SequencedCrossing,
+}
+
+/// A throughput line's samples, and the batch sizes when a sequencer placed.
+pub struct Run {
+    pub samples: Samples,
+    /// Mean and p99 of the batch sizes.
+    pub batches: Option<(f64, usize)>,
 }
 
 /// Per symbol: last price, a resting bid price and a quantity worth ≥ 10 USDT.
@@ -72,6 +91,8 @@ impl Prices {
 pub struct Http {
     pub base: String,
     pub client: reqwest::Client,
+    /// The api's sequencer, for its batch sizes.
+    pub sequencer: Sequencer,
 }
 
 /// Runs `kind` with `clients` clients for `duration`.
@@ -82,8 +103,15 @@ pub async fn run(
     db: &DatabaseConnection,
     prices: &Prices,
     http: Option<&Http>,
-) -> Result<Samples> {
+) -> Result<Run> {
     let prices = Arc::new(prices.clone());
+    let sequencer = matches!(kind, Kind::SequencedResting | Kind::SequencedCrossing).then(|| {
+        Sequencer::new(
+            Pool::new(db.clone(), PoolMode::Direct),
+            orders::PlacementLimits::default(),
+            SequencerSettings::default(),
+        )
+    });
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut set = JoinSet::new();
@@ -91,13 +119,19 @@ pub async fn run(
         let db = db.clone();
         let prices = prices.clone();
         let http = http.map(|h| (h.base.clone(), h.client.clone()));
+        let sequencer = sequencer.clone();
         set.spawn(async move {
             let mut samples = Samples::default();
-            let user = Uuid::new_v4();
+            let mut user = Uuid::new_v4();
             let (symbol, bid, quantity) = prices.of(client);
             let pool = db.get_postgres_connection_pool().clone();
             let mut n = 0usize;
             while Instant::now() < deadline {
+                // A fresh user before the resting-order cap (1000 per user)
+                // would refuse the next resting bid.
+                if n > 0 && n.is_multiple_of(RESTING_PER_USER) {
+                    user = Uuid::new_v4();
+                }
                 let at = Instant::now();
                 match kind {
                     Kind::Resting => {
@@ -105,12 +139,16 @@ pub async fn run(
                         orders::place(&db, order).await?;
                     }
                     Kind::Crossing => {
-                        let side = if n.is_multiple_of(2) {
-                            Side::Buy
-                        } else {
-                            Side::Sell
-                        };
-                        orders::place(&db, NewOrder::market(user, symbol, side, quantity)).await?;
+                        orders::place(&db, crossing(user, symbol, quantity, n)).await?;
+                    }
+                    Kind::SequencedResting => {
+                        let order = NewOrder::limit(user, symbol, Side::Buy, quantity, bid);
+                        let sequencer = sequencer.as_ref().context("a sequencer")?;
+                        sequencer.place(order).await?;
+                    }
+                    Kind::SequencedCrossing => {
+                        let sequencer = sequencer.as_ref().context("a sequencer")?;
+                        sequencer.place(crossing(user, symbol, quantity, n)).await?;
                     }
                     Kind::Floor => {
                         sqlx::query(raw::FLOOR_INSERT)
@@ -152,18 +190,47 @@ pub async fn run(
         all.merge(done.context("a client panicked")??);
     }
     all.set_wall(started.elapsed());
-    Ok(all)
+    let batches = match (&sequencer, http) {
+        (Some(sequencer), _) => Some(sequencer.batch_sizes()),
+        (None, Some(http)) if kind == Kind::Http => {
+            let sizes = http.sequencer.batch_sizes();
+            http.sequencer.reset_stats();
+            Some(sizes)
+        }
+        _ => None,
+    };
+    Ok(Run {
+        samples: all,
+        batches,
+    })
+}
+
+/// A market order of the minimum size, buys and sells alternating.
+fn crossing(user: Uuid, symbol: &str, quantity: Decimal, n: usize) -> NewOrder {
+    let side = if n.is_multiple_of(2) {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
+    NewOrder::market(user, symbol, side, quantity)
 }
 
 /// The throughput lines of one kind at one concurrency.
-pub fn line(kind: Kind, clients: usize, samples: &Samples, floor: Option<&Samples>) -> Measurement {
+pub fn line(kind: Kind, clients: usize, run: &Run, floor: Option<&Samples>) -> Measurement {
     let name = match kind {
         Kind::Resting => "place resting, service",
         Kind::Crossing => "place crossing, service",
         Kind::Floor => "single-row insert floor",
         Kind::Http => "place resting, HTTP api",
+        Kind::SequencedResting => "place resting, sequencer",
+        Kind::SequencedCrossing => "place crossing, sequencer",
     };
+    let samples = &run.samples;
     let mut line = samples.measurement(format!("{name} x{clients}"));
+    if let Some((mean, p99)) = run.batches {
+        line.batch_mean = Some(round3(mean));
+        line.batch_p99 = Some(p99);
+    }
     line.ops_per_s = round1(samples.wall_ops_per_s());
     line.share_of_floor =
         floor.map(|floor| round3(samples.wall_ops_per_s() / floor.wall_ops_per_s().max(1e-9)));
