@@ -154,8 +154,15 @@ pub struct CandleQuery {
 pub const MAX_CANDLES: u64 = 1_000;
 
 /// `$1` symbol, `$2` the interval, `$3` how many, `$4` the stored width
-/// (60 or 3600 seconds); `{bounds}` the range of `open_time` as constants,
-/// `{order}` ASC or DESC.
+/// (60 or 3600 seconds), `$5` how many stored candles the `$3` buckets can
+/// hold at most (`$3` × interval / width); `{bounds}` the range of
+/// `open_time` as constants, `{order}` ASC or DESC.
+///
+/// The `$3` buckets nearest the start (or the end) are made of the `$5`
+/// stored candles nearest it at most, so the inner query walks the primary
+/// key that far and stops, instead of grouping every stored candle of the
+/// symbol (43,000 minutes for 30 days) to keep 500; a bucket it reaches only
+/// in part is the one after the `$3`th, which the outer `LIMIT` drops.
 const BUCKETS: &str = r#"
 SELECT date_bin($2::interval, c.open_time, '1970-01-01 00:00:00+00'::timestamptz) AS open_time,
        (array_agg(c.open ORDER BY c.open_time))[1] AS open,
@@ -165,8 +172,12 @@ SELECT date_bin($2::interval, c.open_time, '1970-01-01 00:00:00+00'::timestamptz
        sum(c.volume) AS volume,
        sum(c.quote_volume) AS quote_volume,
        sum(c.trade_count)::bigint AS trade_count
-FROM trade_candles c
-WHERE c.symbol = $1 AND c.bucket_seconds = $4{bounds}
+FROM (
+    SELECT * FROM trade_candles c
+    WHERE c.symbol = $1 AND c.bucket_seconds = $4{bounds}
+    ORDER BY c.open_time {order}
+    LIMIT $5
+) c
 GROUP BY 1
 ORDER BY 1 {order}
 LIMIT $3"#;
@@ -235,6 +246,10 @@ pub async fn candles<C: ConnectionTrait>(
             format!("{} seconds", interval.seconds()).into(),
             i64::try_from(limit).unwrap_or(i64::MAX).into(),
             stored.into(),
+            i64::try_from(limit)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(interval.seconds() / i64::from(stored))
+                .into(),
         ],
     ))
     .all(db)

