@@ -1,7 +1,9 @@
-//! Pool exhaustion (issue 7, part 1): more concurrent placements than pool
-//! connections, while the connections in use are held up by a lock: the rest
-//! wait up to the acquire timeout and get 503 with the contract's body; none
-//! hangs, none is lost, none is answered twice, and the pool recovers.
+//! Pool exhaustion: more concurrent cancels than pool connections, while the
+//! connections in use are held up by a lock: the rest wait up to the acquire
+//! timeout and get 503 with the contract's body; none hangs, none is lost,
+//! none is answered twice, and the pool recovers. (Placements of one symbol
+//! no longer exhaust a pool: the sequencer writes them in batches on one
+//! connection, which the second test shows.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,21 +25,34 @@ const HOLD: Duration = Duration::from_millis(2500);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_pool_wait_then_get_503_and_none_is_lost_or_doubled() {
     let app = Arc::new(spawn_app(AppOptions::jwt().pool(POOL, ACQUIRE_TIMEOUT)).await);
-    // A session of the test's own blocks every insert into orders, so the
-    // placements that got a connection keep it until the lock goes.
+    let user = Uuid::new_v4();
+    // Resting orders to cancel: each cancel is a unit of work of its own that
+    // holds a connection while it writes.
+    let mut resting = Vec::new();
+    for n in 0..CLIENTS {
+        let order = json!({"symbol": "BTC/USDT", "side": "BUY", "type": "LIMIT",
+                           "quantity": "0.01", "price": "40000",
+                           "client_order_id": format!("pool-{n}")});
+        let placed = app.place_ok(user, &order).await;
+        resting.push(
+            placed["order"]["id"]
+                .as_str()
+                .expect("an order id")
+                .to_owned(),
+        );
+    }
+    // A session of the test's own blocks every write to orders, so the
+    // cancels that got a connection keep it until the lock goes.
     let blocker = app.db().connect_single().await;
     exec(&blocker, "BEGIN").await;
     exec(&blocker, "LOCK TABLE orders IN SHARE MODE").await;
-    let user = Uuid::new_v4();
     let mut clients = JoinSet::new();
-    for n in 0..CLIENTS {
+    for (n, id) in resting.iter().enumerate() {
         let app = Arc::clone(&app);
+        let id = id.clone();
         clients.spawn(async move {
             let started = Instant::now();
-            let order = json!({"symbol": "BTC/USDT", "side": "BUY", "type": "LIMIT",
-                               "quantity": "0.01", "price": "40000",
-                               "client_order_id": format!("pool-{n}")});
-            let reply = read(app.place_order(user, &order).await).await;
+            let reply = read(app.delete(&format!("/api/v1/orders/{id}"), user).await).await;
             (n, reply, started.elapsed())
         });
     }
@@ -51,7 +66,7 @@ async fn requests_beyond_the_pool_wait_then_get_503_and_none_is_lost_or_doubled(
             "client {n} waited {took:?}"
         );
         match reply.status {
-            201 => placed.push(format!("pool-{n}")),
+            200 => placed.push(format!("pool-{n}")),
             503 => {
                 assert_error_body(&reply.json(), 503);
                 assert!(
@@ -74,25 +89,75 @@ async fn requests_beyond_the_pool_wait_then_get_503_and_none_is_lost_or_doubled(
     );
     assert!(
         !placed.is_empty(),
-        "the placements holding connections completed"
+        "the cancels holding connections completed"
     );
     let mut stored: Vec<String> = column(
         app.db().conn(),
-        "SELECT client_order_id FROM orders ORDER BY client_order_id",
+        "SELECT client_order_id FROM orders WHERE status = 'CANCELLED' ORDER BY client_order_id",
     )
     .await;
     placed.sort();
     stored.sort();
-    assert_eq!(stored, placed, "exactly the 201s are stored, once each");
+    assert_eq!(stored, placed, "exactly the 200s are stored as cancelled");
     // The pool recovers without a restart.
     let after = app.limit(user, "SELL", "0.01", "41000").await;
     assert_eq!(after["status"], "OPEN");
     Invariants::check(app.db().conn()).await.assert_hold();
     println!(
-        "pool exhaustion: {CLIENTS} clients on {POOL} connections: {} placed, {} refused with 503, 0 lost, 0 doubled",
+        "pool exhaustion: {CLIENTS} cancels on {POOL} connections: {} done, {} refused with 503, 0 lost, 0 doubled",
         placed.len(),
         refused.len()
     );
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.shutdown().await;
+    }
+}
+
+/// Many placements of one symbol at once take one connection: the sequencer
+/// queues them behind the batch that waits for the lock, and every one is
+/// placed once the lock goes, none refused for want of a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placements_of_one_symbol_share_a_connection_through_the_sequencer() {
+    let app = Arc::new(spawn_app(AppOptions::jwt().pool(POOL, ACQUIRE_TIMEOUT)).await);
+    let blocker = app.db().connect_single().await;
+    exec(&blocker, "BEGIN").await;
+    exec(&blocker, "LOCK TABLE orders IN SHARE MODE").await;
+    let user = Uuid::new_v4();
+    let mut clients = JoinSet::new();
+    for n in 0..CLIENTS {
+        let app = Arc::clone(&app);
+        clients.spawn(async move {
+            let order = json!({"symbol": "BTC/USDT", "side": "BUY", "type": "LIMIT",
+                               "quantity": "0.01", "price": "40000",
+                               "client_order_id": format!("seq-{n}")});
+            read(app.place_order(user, &order).await).await
+        });
+    }
+    // Every placement is queued or waiting on the lock before it goes.
+    let waiting = app.db().connect_single().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let blocked: Vec<i64> = column(
+            &waiting,
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'orders'::regclass",
+        )
+        .await;
+        if blocked.first().copied().unwrap_or(0) >= 1 || Instant::now() > deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    exec(&blocker, "COMMIT").await;
+    let mut created = 0;
+    while let Some(joined) = clients.join_next().await {
+        let reply = joined.expect("a client task finishes");
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        created += 1;
+    }
+    assert_eq!(created, CLIENTS);
+    let stored: Vec<i64> = column(app.db().conn(), "SELECT count(*) FROM orders").await;
+    assert_eq!(stored, [CLIENTS as i64]);
+    Invariants::check(app.db().conn()).await.assert_hold();
     if let Ok(app) = Arc::try_unwrap(app) {
         app.shutdown().await;
     }

@@ -87,7 +87,9 @@ async fn placement<T: ConnectionTrait>(
 /// the others; an order on another symbol than the first is refused too.
 /// When the transaction fails (the database, or an error while writing), no
 /// order of it is stored and the orders are placed again one by one with
-/// [`place_with`], so an order that cannot be stored fails alone.
+/// [`place_with`], so an order that cannot be stored fails alone; when no
+/// connection could be had ([`ServiceError::Unavailable`]) every order gets
+/// that answer at once.
 pub async fn place_many<C>(
     db: &C,
     orders: Vec<NewOrder>,
@@ -128,6 +130,15 @@ where
             Ok(placed) => {
                 for (i, result) in placed {
                     results[i] = Some(result);
+                }
+            }
+            // No connection: placing the orders one by one would wait for
+            // one again per order; each gets the batch's answer instead.
+            Err(ServiceError::Unavailable(err)) => {
+                for (i, _) in valid {
+                    results[i] = Some(Err(ServiceError::Unavailable(sea_orm::DbErr::Custom(
+                        err.to_string(),
+                    ))));
                 }
             }
             Err(err) => {
