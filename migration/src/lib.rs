@@ -31,6 +31,26 @@
 
 pub use sea_orm_migration::prelude::*;
 
+/// `impl MigrationTrait for Migration` of a migration that is two SQL
+/// scripts: `$up` for `up`, `$down` for `down` (in scope in the modules
+/// declared below).
+macro_rules! sql_migration {
+    ($up:expr, $down:expr) => {
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared($up).await?;
+                Ok(())
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared($down).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 #[cfg(feature = "cli")]
 pub mod cli;
 mod data_loss;

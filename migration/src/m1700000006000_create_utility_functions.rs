@@ -98,7 +98,9 @@ COMMENT ON FUNCTION calculate_vwap(varchar, int) IS 'Calculates Volume Weighted 
 }
 pub(crate) use calculate_vwap;
 
-macro_rules! get_trading_volume {
+/// `get_trading_volume` up to its query: the signature and the periods it
+/// accepts (D12), which migration 10's version keeps.
+macro_rules! get_trading_volume_start {
     () => {
         r#"CREATE OR REPLACE FUNCTION get_trading_volume(p_symbol varchar(20), p_period varchar(10) DEFAULT '24h')
 RETURNS TABLE (symbol varchar(20), trade_count bigint, base_volume numeric(20,8),
@@ -121,7 +123,16 @@ BEGIN
             coalesce(quote_literal(p_period), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
+"#
+    };
+}
+pub(crate) use get_trading_volume_start;
+
+macro_rules! get_trading_volume {
+    () => {
+        concat!(
+            $crate::m1700000006000_create_utility_functions::get_trading_volume_start!(),
+            r#"    RETURN QUERY
     SELECT p_symbol,
            count(*),
            coalesce(sum(t.quantity), 0),
@@ -137,6 +148,7 @@ $fn$;
 
 COMMENT ON FUNCTION get_trading_volume(varchar, varchar) IS 'Returns trading volume for a symbol over specified period (1h, 4h, 24h, 7d, 30d)';
 "#
+        )
     };
 }
 pub(crate) use get_trading_volume;
@@ -270,18 +282,4 @@ DROP FUNCTION get_user_trade_history(uuid, varchar, int, int);
 DROP FUNCTION get_order_book_depth(varchar, int);
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(FUNCTIONS)
-            .await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!(FUNCTIONS, DOWN);

@@ -42,17 +42,11 @@ macro_rules! resting {
     };
 }
 
-/// `market_levels_add` as this migration creates it; migration 10 replaces it
-/// and puts this back when it is rolled back.
-macro_rules! market_levels_add {
+/// The upsert of a change (`p_delta`) into `market_levels`, without its `;`:
+/// migration 10's `market_levels_add` adds a `RETURNING` to it.
+macro_rules! market_levels_upsert {
     () => {
-        r#"CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
-LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    IF p_delta IS NULL THEN
-        RETURN;
-    END IF;
+        r#"
     INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
     SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
     FROM jsonb_to_recordset(p_delta)
@@ -60,7 +54,25 @@ BEGIN
     ORDER BY d.symbol, d.side, d.price
     ON CONFLICT (symbol, side, price) DO UPDATE
         SET quantity = l.quantity + excluded.quantity,
-            order_count = l.order_count + excluded.order_count;
+            order_count = l.order_count + excluded.order_count"#
+    };
+}
+pub(crate) use market_levels_upsert;
+
+/// `market_levels_add` as this migration creates it; migration 10 replaces it
+/// and puts this back when it is rolled back.
+macro_rules! market_levels_add {
+    () => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF p_delta IS NULL THEN
+        RETURN;
+    END IF;"#,
+            $crate::m1700000009000_market_state::market_levels_upsert!(),
+            r#";
     DELETE FROM market_levels l
     USING jsonb_to_recordset(p_delta) AS d(symbol varchar, side order_side_enum, price numeric)
     WHERE l.symbol = d.symbol AND l.side = d.side AND l.price = d.price AND l.order_count = 0;
@@ -68,6 +80,7 @@ END;
 $fn$;
 COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';
 "#
+        )
     };
 }
 pub(crate) use market_levels_add;
@@ -552,15 +565,4 @@ DROP TABLE market_last_trade;
 DROP TABLE market_levels;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!(UP, DOWN);

@@ -23,13 +23,15 @@ use sea_orm_migration::prelude::*;
 use crate::m1700000005000_create_auxiliary_tables::symbol_stats_24h_query;
 use crate::m1700000006000_create_utility_functions::{
     calculate_vwap, get_best_bid_ask, get_order_book_depth, get_trading_volume,
+    get_trading_volume_start,
 };
-use crate::m1700000009000_market_state::market_levels_add;
+use crate::m1700000009000_market_state::{market_levels_add, market_levels_upsert};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+const UP: &str = concat!(
+    r#"
 -- Migration 9's version deletes emptied levels with a join of the whole
 -- market_levels table against the change (a sequential scan of every level
 -- of every symbol: 5-6 ms per statement at 45,000 levels); this one deletes
@@ -44,16 +46,10 @@ BEGIN
         RETURN;
     END IF;
     FOR v_empty IN
-        WITH changed AS (
-            INSERT INTO market_levels AS l (symbol, side, price, quantity, order_count)
-            SELECT d.symbol, d.side, d.price, d.quantity, d.order_count
-            FROM jsonb_to_recordset(p_delta)
-                 AS d(symbol varchar, side order_side_enum, price numeric, quantity numeric, order_count bigint)
-            ORDER BY d.symbol, d.side, d.price
-            ON CONFLICT (symbol, side, price) DO UPDATE
-                SET quantity = l.quantity + excluded.quantity,
-                    order_count = l.order_count + excluded.order_count
-            RETURNING l.symbol, l.side, l.price, l.order_count
+        WITH changed AS ("#,
+    market_levels_upsert!(),
+    r#"
+    RETURNING l.symbol, l.side, l.price, l.order_count
         )
         SELECT c.symbol, c.side, c.price FROM changed c WHERE c.order_count = 0
     LOOP
@@ -172,28 +168,9 @@ SET search_path FROM CURRENT AS $fn$
     WHERE w.symbol = p_symbol;
 $fn$;
 
-CREATE OR REPLACE FUNCTION get_trading_volume(p_symbol varchar(20), p_period varchar(10) DEFAULT '24h')
-RETURNS TABLE (symbol varchar(20), trade_count bigint, base_volume numeric(20,8),
-               quote_volume numeric(20,8), period_start timestamptz, period_end timestamptz)
-LANGUAGE plpgsql STABLE
-SET search_path FROM CURRENT AS $fn$
-DECLARE
-    v_end timestamptz := now();
-    v_interval interval;
-BEGIN
-    v_interval := CASE p_period
-        WHEN '1h' THEN interval '1 hour'
-        WHEN '4h' THEN interval '4 hours'
-        WHEN '24h' THEN interval '24 hours'
-        WHEN '7d' THEN interval '7 days'
-        WHEN '30d' THEN interval '30 days'
-    END;
-    IF v_interval IS NULL THEN
-        RAISE EXCEPTION 'invalid period %: accepted periods are 1h, 4h, 24h, 7d, 30d',
-            coalesce(quote_literal(p_period), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
+"#,
+    get_trading_volume_start!(),
+    r#"    RETURN QUERY
     SELECT p_symbol,
            coalesce(w.trade_count, 0),
            coalesce(w.volume, 0),
@@ -215,7 +192,8 @@ SELECT w.symbol::varchar(20) AS symbol,
        m.price::numeric AS last_price
 FROM trade_window_totals(NULL, now() - interval '24 hours', NULL) w
 LEFT JOIN market_last_trade m ON m.symbol = w.symbol;
-"#;
+"#
+);
 
 const DOWN: &str = concat!(
     market_levels_add!(),
@@ -229,15 +207,4 @@ const DOWN: &str = concat!(
     "DROP FUNCTION trade_window_totals(varchar, timestamptz, timestamptz);\n",
 );
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
+sql_migration!(UP, DOWN);
