@@ -1446,26 +1446,27 @@ async fn the_market_state_follows_every_write_the_service_and_an_operator_make()
     step("a rebuild").await;
 }
 
-#[tokio::test]
-async fn stats_from_stored_candles_equal_a_computation_over_the_window_s_trades() {
-    use sea_orm::TransactionTrait;
-    let db = TestDb::migrated().await;
-    let c = db.conn();
-    // Trades spread over 31 days at every second offset, so each window
-    // starts and ends inside a minute with trades on both sides of its edges.
+/// 3,000 trades of `symbol` (an SQL expression of the series' `i`) spread
+/// over 31 days at every second offset, up to `future_seconds` after now, so
+/// each window starts and ends inside a minute with trades on both sides of
+/// its edges; and BTC/USDT trades in the seconds around the start of every
+/// period's window.
+async fn window_trades(c: &DatabaseConnection, symbol: &str, future_seconds: i64) {
     exec(
         c,
-        "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
-            price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset,
-            is_buyer_maker, executed_at)
-         SELECT 'BTC/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
-            gen_random_uuid(), 100 + (i * 37) % 91 + (i % 7) * 0.125, 0.001 * (1 + i % 13), 0, 0,
-            'USDT', 'USDT', i % 2 = 0,
-            now() - make_interval(secs => (i * 7919) % (31 * 86400) + (i % 10) * 0.1)
-         FROM generate_series(1, 3000) i",
+        &format!(
+            "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id,
+                seller_user_id, price, quantity, buyer_fee, seller_fee, buyer_fee_asset,
+                seller_fee_asset, is_buyer_maker, executed_at)
+             SELECT {symbol}, gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                gen_random_uuid(), 100 + (i * 37) % 91 + (i % 7) * 0.125, 0.001 * (1 + i % 13),
+                0, 0, 'USDT', 'USDT', i % 2 = 0,
+                now() - make_interval(secs => (i * 7919) % (31 * 86400) - {future_seconds}
+                                              + (i % 10) * 0.1)
+             FROM generate_series(1, 3000) i"
+        ),
     )
     .await;
-    // Trades in the seconds around the window edges of every period.
     for hours in [1, 4, 24, 168, 720] {
         exec(
             c,
@@ -1481,6 +1482,16 @@ async fn stats_from_stored_candles_equal_a_computation_over_the_window_s_trades(
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn stats_from_stored_candles_equal_a_computation_over_the_window_s_trades() {
+    use sea_orm::TransactionTrait;
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    // Trades spread over 31 days at every second offset, so each window
+    // starts and ends inside a minute with trades on both sides of its edges.
+    window_trades(c, "'BTC/USDT'", 0).await;
     let txn = c.begin().await.expect("begin");
     for period in Period::ALL {
         let got = market::stats(&txn, BTC, period).await.expect("stats");
@@ -1527,34 +1538,12 @@ async fn original_market_functions_over_the_state_equal_their_definitions() {
     let c = db.conn();
     // Trades of two symbols over 31 days at every second offset, some in the
     // future (calculate_vwap and the view have no upper bound).
-    exec(
+    window_trades(
         c,
-        "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
-            price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset,
-            is_buyer_maker, executed_at)
-         SELECT CASE WHEN i % 3 = 0 THEN 'ETH/USDT' ELSE 'BTC/USDT' END,
-            gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
-            gen_random_uuid(), 100 + (i * 37) % 91 + (i % 7) * 0.125, 0.001 * (1 + i % 13), 0, 0,
-            'USDT', 'USDT', i % 2 = 0,
-            now() - make_interval(secs => (i * 7919) % (31 * 86400) - 7200 + (i % 10) * 0.1)
-         FROM generate_series(1, 3000) i",
+        "CASE WHEN i % 3 = 0 THEN 'ETH/USDT' ELSE 'BTC/USDT' END",
+        7200,
     )
     .await;
-    for hours in [1, 4, 24, 168, 720] {
-        exec(
-            c,
-            &format!(
-                "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id,
-                    seller_user_id, price, quantity, buyer_fee, seller_fee, buyer_fee_asset,
-                    seller_fee_asset, is_buyer_maker, executed_at)
-                 SELECT 'BTC/USDT', gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
-                    gen_random_uuid(), 150 + d, 1, 0, 0, 'USDT', 'USDT', true,
-                    now() - interval '{hours} hours' + make_interval(secs => d)
-                 FROM generate_series(-3, 3) d"
-            ),
-        )
-        .await;
-    }
     // A book: resting limits (some partly filled) on many levels, stop orders
     // with prices (never in the book) and orders that left it.
     exec(

@@ -159,7 +159,12 @@ impl Sequencer {
 
     /// Batches and orders placed so far.
     pub fn stats(&self) -> SequencerStats {
-        self.shared.state().stats
+        let state = self.shared.state();
+        SequencerStats {
+            // The histogram grows only as far as the largest batch.
+            largest: state.sizes.len().saturating_sub(1) as u64,
+            ..state.stats
+        }
     }
 
     /// The mean and 99th percentile of the batch sizes so far (0 without any).
@@ -256,12 +261,10 @@ async fn run(shared: Arc<Shared>, symbol: String) {
             let size = batch.len() as u64;
             state.stats.batches += 1;
             state.stats.orders += size;
-            state.stats.largest = state.stats.largest.max(size);
-            let slot = take;
-            if state.sizes.len() <= slot {
-                state.sizes.resize(slot + 1, 0);
+            if state.sizes.len() <= take {
+                state.sizes.resize(take + 1, 0);
             }
-            state.sizes[slot] += 1;
+            state.sizes[take] += 1;
             batch
         };
         let (orders, replies): (Vec<NewOrder>, Vec<_>) =
