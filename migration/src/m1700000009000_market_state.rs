@@ -85,6 +85,86 @@ COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting qua
 }
 pub(crate) use market_levels_add;
 
+/// `rebuild_market_state` and `market_state_differences` over the state
+/// tables: `$tables` (locked by the rebuild, in this order), `$rebuild` (more
+/// steps after the levels' rebuild), `$names` (the tables in its comment) and
+/// `$differences` (more `UNION ALL` branches after the levels'). Migration 11
+/// adds its side totals; its `down` puts this migration's text back.
+macro_rules! market_state_functions {
+    ($tables:literal, $rebuild:literal, $names:literal, $differences:literal) => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION rebuild_market_state(p_symbol varchar DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    -- Writers of orders and trades wait at their trigger until this commits;
+    -- the lock waits for those that already wrote, so the recomputation below
+    -- (a statement of its own, a snapshot taken after the lock) sees them.
+    LOCK TABLE "#,
+            $tables,
+            r#" IN EXCLUSIVE MODE;
+    DELETE FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol;
+    INSERT INTO market_levels (symbol, side, price, quantity, order_count)
+    SELECT * FROM market_levels_recomputed(p_symbol);
+"#,
+            $rebuild,
+            r#"    DELETE FROM market_last_trade m WHERE p_symbol IS NULL OR m.symbol = p_symbol;
+    INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
+    SELECT * FROM market_last_trade_recomputed(p_symbol);
+    DELETE FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol;
+    INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed(p_symbol);
+END;
+$fn$;
+COMMENT ON FUNCTION rebuild_market_state(varchar) IS 'Recomputes "#,
+            $names,
+            r#" from orders and trades (one symbol, or all): after a bulk load, or for repair';
+
+CREATE OR REPLACE FUNCTION market_state_differences(p_symbol varchar DEFAULT NULL)
+RETURNS TABLE (state text, symbol varchar, key text, maintained text, recomputed text)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT AS $fn$
+    SELECT 'market_levels', coalesce(m.symbol, r.symbol),
+           coalesce(m.side, r.side)::text || ' ' || coalesce(m.price, r.price)::text,
+           m.quantity::text || ' × ' || m.order_count::text,
+           r.quantity::text || ' × ' || r.order_count::text
+    FROM (SELECT * FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol) m
+    FULL JOIN market_levels_recomputed(p_symbol) r
+      ON r.symbol = m.symbol AND r.side = m.side AND r.price = m.price
+    WHERE m.quantity IS DISTINCT FROM r.quantity OR m.order_count IS DISTINCT FROM r.order_count
+    UNION ALL
+"#,
+            $differences,
+            r#"    SELECT 'market_last_trade', coalesce(m.symbol, r.symbol), '',
+           m.trade_id::text || ' ' || m.price::text || ' ' || m.executed_at::text,
+           r.trade_id::text || ' ' || r.price::text || ' ' || r.executed_at::text
+    FROM (SELECT * FROM market_last_trade t WHERE p_symbol IS NULL OR t.symbol = p_symbol) m
+    FULL JOIN market_last_trade_recomputed(p_symbol) r ON r.symbol = m.symbol
+    WHERE (m.trade_id, m.price, m.executed_at) IS DISTINCT FROM (r.trade_id, r.price, r.executed_at)
+    UNION ALL
+    SELECT 'trade_candles', coalesce(m.symbol, r.symbol),
+           coalesce(m.bucket_seconds, r.bucket_seconds)::text || 's ' || coalesce(m.open_time, r.open_time)::text,
+           row(m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
+               m.first_at, m.first_id, m.last_at, m.last_id)::text,
+           row(r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
+               r.first_at, r.first_id, r.last_at, r.last_id)::text
+    FROM (SELECT * FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol) m
+    FULL JOIN trade_candles_recomputed(p_symbol) r
+      ON r.symbol = m.symbol AND r.bucket_seconds = m.bucket_seconds AND r.open_time = m.open_time
+    WHERE (m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
+           m.first_at, m.first_id, m.last_at, m.last_id)
+          IS DISTINCT FROM
+          (r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
+           r.first_at, r.first_id, r.last_at, r.last_id)
+    ORDER BY 1, 2, 3;
+$fn$;
+COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
+
+"#
+        )
+    };
+}
+pub(crate) use market_state_functions;
+
 const UP: &str = concat!(
     r#"
 CREATE TABLE market_levels (
@@ -171,13 +251,6 @@ BEGIN
 END;
 $fn$;
 
-CREATE TRIGGER trg_market_levels_insert AFTER INSERT ON orders
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_insert();
-CREATE TRIGGER trg_market_levels_update AFTER UPDATE ON orders
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_update();
-CREATE TRIGGER trg_market_levels_delete AFTER DELETE ON orders
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_delete();
-
 -- The newest trade of each symbol a statement inserted, if newer than the one kept.
 CREATE OR REPLACE FUNCTION market_last_trade_on_insert() RETURNS trigger
 LANGUAGE plpgsql
@@ -229,13 +302,6 @@ BEGIN
     RETURN NULL;
 END;
 $fn$;
-
-CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON trades
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert();
-CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON trades
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update();
-CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON trades
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete();
 
 CREATE TABLE trade_candles (
     symbol varchar(20) NOT NULL,
@@ -370,13 +436,6 @@ BEGIN
 END;
 $fn$;
 
-CREATE TRIGGER trg_trade_candles_insert AFTER INSERT ON trades
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_insert();
-CREATE TRIGGER trg_trade_candles_update AFTER UPDATE ON trades
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_update();
-CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON trades
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_delete();
-
 -- Retention: candles older than every trades partition go with them.
 CREATE OR REPLACE FUNCTION prune_trade_candles() RETURNS bigint
 LANGUAGE plpgsql
@@ -440,74 +499,66 @@ SET search_path FROM CURRENT AS $fn$
 $fn$;
 COMMENT ON FUNCTION trade_candles_recomputed(varchar) IS 'trade_candles as computed from trades (one symbol, or all)';
 
-CREATE OR REPLACE FUNCTION rebuild_market_state(p_symbol varchar DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $fn$
+"#,
+    market_state_functions!(
+        "market_levels, market_last_trade, trade_candles",
+        "",
+        "market_levels, market_last_trade and trade_candles",
+        ""
+    ),
+    r#"-- The first build, in two parts, each step reported (INFO reaches the
+-- client whatever client_min_messages says; the CLI prints it), so an upgrade
+-- of a loaded database shows what it is doing.
+--
+-- Part one, before any trigger exists: the candles of every hour before the
+-- previous one (`v_cutoff`; now() is the transaction's start, the same in
+-- both parts). It only reads trades, so writes to orders and trades go on
+-- meanwhile; the trades they insert are newer than the cutoff.
+DO $prebuild$
+DECLARE
+    v_step timestamptz := clock_timestamp();
+    v_cutoff timestamptz := date_bin('1 hour', now() - interval '1 hour', '1970-01-01 00:00:00+00');
+    v_rows bigint;
 BEGIN
-    -- Writers of orders and trades wait at their trigger until this commits;
-    -- the lock waits for those that already wrote, so the recomputation below
-    -- (a statement of its own, a snapshot taken after the lock) sees them.
-    LOCK TABLE market_levels, market_last_trade, trade_candles IN EXCLUSIVE MODE;
-    DELETE FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol;
-    INSERT INTO market_levels (symbol, side, price, quantity, order_count)
-    SELECT * FROM market_levels_recomputed(p_symbol);
-    DELETE FROM market_last_trade m WHERE p_symbol IS NULL OR m.symbol = p_symbol;
-    INSERT INTO market_last_trade (symbol, price, executed_at, trade_id)
-    SELECT * FROM market_last_trade_recomputed(p_symbol);
-    DELETE FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol;
-    INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed(p_symbol);
-END;
-$fn$;
-COMMENT ON FUNCTION rebuild_market_state(varchar) IS 'Recomputes market_levels, market_last_trade and trade_candles from orders and trades (one symbol, or all): after a bulk load, or for repair';
+    RAISE INFO 'market state: minute and hour candles of the trades before % (writes go on) ...', v_cutoff;
+    INSERT INTO trade_candles
+    SELECT * FROM trade_candles_of(format('SELECT * FROM trades WHERE executed_at < %L', v_cutoff));
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RAISE INFO 'market state: % candles in % s', v_rows,
+        round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
+END
+$prebuild$;
 
-CREATE OR REPLACE FUNCTION market_state_differences(p_symbol varchar DEFAULT NULL)
-RETURNS TABLE (state text, symbol varchar, key text, maintained text, recomputed text)
-LANGUAGE sql STABLE
-SET search_path FROM CURRENT AS $fn$
-    SELECT 'market_levels', coalesce(m.symbol, r.symbol),
-           coalesce(m.side, r.side)::text || ' ' || coalesce(m.price, r.price)::text,
-           m.quantity::text || ' × ' || m.order_count::text,
-           r.quantity::text || ' × ' || r.order_count::text
-    FROM (SELECT * FROM market_levels l WHERE p_symbol IS NULL OR l.symbol = p_symbol) m
-    FULL JOIN market_levels_recomputed(p_symbol) r
-      ON r.symbol = m.symbol AND r.side = m.side AND r.price = m.price
-    WHERE m.quantity IS DISTINCT FROM r.quantity OR m.order_count IS DISTINCT FROM r.order_count
-    UNION ALL
-    SELECT 'market_last_trade', coalesce(m.symbol, r.symbol), '',
-           m.trade_id::text || ' ' || m.price::text || ' ' || m.executed_at::text,
-           r.trade_id::text || ' ' || r.price::text || ' ' || r.executed_at::text
-    FROM (SELECT * FROM market_last_trade t WHERE p_symbol IS NULL OR t.symbol = p_symbol) m
-    FULL JOIN market_last_trade_recomputed(p_symbol) r ON r.symbol = m.symbol
-    WHERE (m.trade_id, m.price, m.executed_at) IS DISTINCT FROM (r.trade_id, r.price, r.executed_at)
-    UNION ALL
-    SELECT 'trade_candles', coalesce(m.symbol, r.symbol),
-           coalesce(m.bucket_seconds, r.bucket_seconds)::text || 's ' || coalesce(m.open_time, r.open_time)::text,
-           row(m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
-               m.first_at, m.first_id, m.last_at, m.last_id)::text,
-           row(r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
-               r.first_at, r.first_id, r.last_at, r.last_id)::text
-    FROM (SELECT * FROM trade_candles c WHERE p_symbol IS NULL OR c.symbol = p_symbol) m
-    FULL JOIN trade_candles_recomputed(p_symbol) r
-      ON r.symbol = m.symbol AND r.bucket_seconds = m.bucket_seconds AND r.open_time = m.open_time
-    WHERE (m.open, m.high, m.low, m.close, m.volume, m.quote_volume, m.trade_count,
-           m.first_at, m.first_id, m.last_at, m.last_id)
-          IS DISTINCT FROM
-          (r.open, r.high, r.low, r.close, r.volume, r.quote_volume, r.trade_count,
-           r.first_at, r.first_id, r.last_at, r.last_id)
-    ORDER BY 1, 2, 3;
-$fn$;
-COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree';
+-- From the first CREATE TRIGGER on, writes to orders and trades wait until
+-- the migration commits: part two below is what they wait for.
+CREATE TRIGGER trg_market_levels_insert AFTER INSERT ON orders
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_insert();
+CREATE TRIGGER trg_market_levels_update AFTER UPDATE ON orders
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_update();
+CREATE TRIGGER trg_market_levels_delete AFTER DELETE ON orders
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_levels_on_delete();
+CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON trades
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert();
+CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON trades
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update();
+CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON trades
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete();
+CREATE TRIGGER trg_trade_candles_insert AFTER INSERT ON trades
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_insert();
+CREATE TRIGGER trg_trade_candles_update AFTER UPDATE ON trades
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_update();
+CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON trades
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_delete();
 
--- The first build: rebuild_market_state() in its three steps, each reported
--- (INFO reaches the client whatever client_min_messages says; the CLI prints
--- it), so an upgrade of a loaded database shows
--- what it is doing; writes to orders and trades wait from the first CREATE
--- TRIGGER above until the migration commits.
+-- Part two: the price levels, the last trades and the candles from the
+-- cutoff on.
 DO $build$
 DECLARE
     v_step timestamptz := clock_timestamp();
+    v_cutoff timestamptz := date_bin('1 hour', now() - interval '1 hour', '1970-01-01 00:00:00+00');
     v_rows bigint;
 BEGIN
+    RAISE INFO 'market state: writes to orders and trades wait from here until the commit';
     RAISE INFO 'market state: price levels from the resting orders ...';
     INSERT INTO market_levels (symbol, side, price, quantity, order_count)
     SELECT * FROM market_levels_recomputed();
@@ -521,10 +572,10 @@ BEGIN
     RAISE INFO 'market state: the last trade of % symbols in % s', v_rows,
         round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
     v_step := clock_timestamp();
-    RAISE INFO 'market state: minute and hour candles from every trade (one pass over trades) ...';
-    INSERT INTO trade_candles SELECT * FROM trade_candles_recomputed();
+    INSERT INTO trade_candles
+    SELECT * FROM trade_candles_of(format('SELECT * FROM trades WHERE executed_at >= %L', v_cutoff));
     GET DIAGNOSTICS v_rows = ROW_COUNT;
-    RAISE INFO 'market state: % candles in % s', v_rows,
+    RAISE INFO 'market state: % candles from % on in % s', v_rows, v_cutoff,
         round(extract(epoch FROM clock_timestamp() - v_step)::numeric, 1);
 END
 $build$;
