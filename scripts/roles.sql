@@ -44,7 +44,7 @@ GRANT SELECT, INSERT, UPDATE ON orders, trades, order_book_snapshots TO :"app_ro
 GRANT SELECT, INSERT, UPDATE, DELETE ON stop_orders_watchlist TO :"app_role";
 GRANT SELECT ON symbols, partition_retention_config, seaql_migrations TO :"app_role";
 -- The market state is written by the schema's triggers (as their owner) only.
-GRANT SELECT ON market_levels, market_last_trade, trade_candles TO :"app_role";
+GRANT SELECT ON market_levels, market_sides, market_last_trade, trade_candles TO :"app_role";
 GRANT SELECT ON v_active_orders, v_user_order_summary, v_symbol_stats_24h,
                 v_monitoring_active_orders, v_monitoring_trade_volume_24h,
                 v_monitoring_order_status, mv_order_book_snapshot TO :"app_role";

@@ -67,6 +67,7 @@ mod m1700000007000_bounded_partitions;
 mod m1700000008000_yearly_order_partitions;
 mod m1700000009000_market_state;
 mod m1700000010000_market_functions;
+mod m1700000011000_market_sides;
 
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
 pub use locks::{
@@ -120,6 +121,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000008000_yearly_order_partitions::Migration),
         Box::new(m1700000009000_market_state::Migration),
         Box::new(m1700000010000_market_functions::Migration),
+        Box::new(m1700000011000_market_sides::Migration),
     ]
 }
 

@@ -25,18 +25,18 @@ use crate::m1700000006000_create_utility_functions::{
     calculate_vwap, get_best_bid_ask, get_order_book_depth, get_trading_volume,
     get_trading_volume_start,
 };
-use crate::m1700000009000_market_state::{market_levels_add, market_levels_upsert};
+use crate::m1700000009000_market_state::market_levels_add;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = concat!(
-    r#"
--- Migration 9's version deletes emptied levels with a join of the whole
--- market_levels table against the change (a sequential scan of every level
--- of every symbol: 5-6 ms per statement at 45,000 levels); this one deletes
--- by primary key only the levels the upsert left without an order.
-CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
+/// This migration's `market_levels_add`, with `$more` (further steps on the
+/// same change) before its end: migration 11 adds the side totals, and its
+/// `down` puts this text back.
+macro_rules! market_levels_add_by_key {
+    ($more:literal) => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION market_levels_add(p_delta jsonb) RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $fn$
 DECLARE
@@ -47,8 +47,8 @@ BEGIN
     END IF;
     FOR v_empty IN
         WITH changed AS ("#,
-    market_levels_upsert!(),
-    r#"
+            $crate::m1700000009000_market_state::market_levels_upsert!(),
+            r#"
     RETURNING l.symbol, l.side, l.price, l.order_count
         )
         SELECT c.symbol, c.side, c.price FROM changed c WHERE c.order_count = 0
@@ -57,9 +57,25 @@ BEGIN
         WHERE l.symbol = v_empty.symbol AND l.side = v_empty.side AND l.price = v_empty.price
           AND l.order_count = 0;
     END LOOP;
-END;
+"#,
+            $more,
+            r#"END;
 $fn$;
+"#
+        )
+    };
+}
+pub(crate) use market_levels_add_by_key;
 
+const UP: &str = concat!(
+    r#"
+-- Migration 9's version deletes emptied levels with a join of the whole
+-- market_levels table against the change (a sequential scan of every level
+-- of every symbol: 5-6 ms per statement at 45,000 levels); this one deletes
+-- by primary key only the levels the upsert left without an order.
+"#,
+    market_levels_add_by_key!(""),
+    r#"
 -- The trades of [p_from, p_to] (p_to NULL: no upper bound) per symbol
 -- (p_symbol NULL: every symbol with a trade in the window).
 CREATE OR REPLACE FUNCTION trade_window_totals(p_symbol varchar, p_from timestamptz, p_to timestamptz)

@@ -20,9 +20,10 @@ use similar::TextDiff;
 use tests::db::TestDb;
 
 /// The tables that have entities: not the partitions, not `seaql_migrations`.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "market_last_trade",
     "market_levels",
+    "market_sides",
     "order_book_snapshots",
     "orders",
     "partition_retention_config",

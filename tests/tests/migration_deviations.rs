@@ -542,6 +542,7 @@ async fn d11_check_table_sizes_reports_parents_with_their_partitions_totals() {
         vec![
             "market_last_trade",
             "market_levels",
+            "market_sides",
             "order_book_snapshots",
             "orders",
             "partition_retention_config",

@@ -395,11 +395,12 @@ async fn functions_have_their_signatures_and_comments() {
              market_last_trade_on_update||trigger|
              market_last_trade_recompute|p_symbols character varying[]|void|Recomputes market_last_trade for the given symbols from trades
              market_last_trade_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, price numeric, executed_at timestamp with time zone, trade_id uuid)|market_last_trade as computed from trades (one symbol, or all)
-             market_levels_add|p_delta jsonb|void|Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change
+             market_levels_add|p_delta jsonb|void|Applies a change of resting quantity and count per (symbol, side, price) to market_levels, and its sums per (symbol, side) to market_sides; NULL: no change
              market_levels_on_delete||trigger|
              market_levels_on_insert||trigger|
              market_levels_on_update||trigger|
              market_levels_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, side order_side_enum, price numeric, quantity numeric, order_count bigint)|market_levels as computed from orders (one symbol, or all)
+             market_sides_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, side order_side_enum, quantity numeric, order_count bigint)|market_sides as computed from orders (one symbol, or all)
              market_state_differences|p_symbol character varying DEFAULT NULL::character varying|TABLE(state text, symbol character varying, key text, maintained text, recomputed text)|Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree
              merge_orders_bounds|p_year date, OUT target text, OUT range_from timestamp with time zone, OUT range_to timestamp with time zone|record|The yearly orders partition of the year containing p_year: its name and UTC bounds
              merge_orders_candidates|p_monthly_months integer DEFAULT NULL::integer|SETOF date|Years whose monthly orders partitions all lie before the monthly window, oldest first
@@ -422,7 +423,7 @@ async fn functions_have_their_signatures_and_comments() {
              partition_lock_demand||TABLE(parent_table text, partitions integer, locks integer)|Partitions of orders and trades and the locks (partitions and their indexes) a statement that cannot prune them takes
              prune_trade_candles||bigint|Deletes the candles wholly older than the oldest trade the table can hold (after retention dropped partitions); returns how many
              range_partitions|p_parent text|TABLE(partition_name text, range_start timestamp with time zone, range_end timestamp with time zone)|The ranged partitions of a partitioned table of the current schema with their bounds, oldest first
-             rebuild_market_state|p_symbol character varying DEFAULT NULL::character varying|void|Recomputes market_levels, market_last_trade and trade_candles from orders and trades (one symbol, or all): after a bulk load, or for repair
+             rebuild_market_state|p_symbol character varying DEFAULT NULL::character varying|void|Recomputes market_levels, market_sides, market_last_trade and trade_candles from orders and trades (one symbol, or all): after a bulk load, or for repair
              refresh_order_book_snapshot||void|Refresh order book materialized view - call periodically or on-demand
              remove_stop_order_from_watchlist||trigger|Automatically removes stop orders from watchlist when completed/cancelled
              set_cancelled_at_timestamp||trigger|

@@ -98,6 +98,7 @@ async fn the_roles_cannot_do_what_they_do_not_need() {
             "DELETE FROM trades",
             "DELETE FROM seaql_migrations",
             "UPDATE market_levels SET quantity = 0",
+            "UPDATE market_sides SET quantity = 0",
             "DELETE FROM market_last_trade",
             "DELETE FROM trade_candles",
             "UPDATE symbols SET status = 'HALTED'",

@@ -569,6 +569,7 @@ async fn health_reports_connections_tables_and_partitions() {
         [
             "market_last_trade",
             "market_levels",
+            "market_sides",
             "order_book_snapshots",
             "orders",
             "partition_retention_config",

@@ -4,6 +4,7 @@ pub mod prelude;
 
 pub mod market_last_trade;
 pub mod market_levels;
+pub mod market_sides;
 pub mod order_book_snapshots;
 pub mod orders;
 pub mod partition_retention_config;

@@ -2,6 +2,7 @@
 
 pub use super::market_last_trade::Entity as MarketLastTrade;
 pub use super::market_levels::Entity as MarketLevels;
+pub use super::market_sides::Entity as MarketSides;
 pub use super::order_book_snapshots::Entity as OrderBookSnapshots;
 pub use super::orders::Entity as Orders;
 pub use super::partition_retention_config::Entity as PartitionRetentionConfig;

@@ -214,8 +214,8 @@ struct TickerRow {
 }
 
 /// What [`BEST_BID_ASK`] reports, the last trade (`market_last_trade`) and
-/// the two side totals, summed over the symbol's price levels: the cost
-/// follows the number of levels, not of resting orders or trades.
+/// the two side totals (`market_sides`, kept with the levels): a handful of
+/// primary-key reads, whatever the size of the book or the trade count.
 pub const TICKER: &str = concat!(
     "
 SELECT (SELECT m.price FROM market_last_trade m WHERE m.symbol = $1) AS last_price,
@@ -223,14 +223,11 @@ SELECT (SELECT m.price FROM market_last_trade m WHERE m.symbol = $1) AS last_pri
        ask.price AS best_ask, ask.quantity AS best_ask_volume,
        ask.price - bid.price AS spread,
        round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage,
-       totals.bids AS total_bids_volume, totals.asks AS total_asks_volume
+       bids.quantity AS total_bids_volume, asks.quantity AS total_asks_volume
 ",
     top_of_book!(),
-    "CROSS JOIN LATERAL (
-    SELECT sum(l.quantity) FILTER (WHERE l.side = 'BUY') AS bids,
-           sum(l.quantity) FILTER (WHERE l.side = 'SELL') AS asks
-    FROM market_levels l WHERE l.symbol = $1
-) totals
+    "LEFT JOIN market_sides bids ON bids.symbol = $1 AND bids.side = 'BUY'
+LEFT JOIN market_sides asks ON asks.symbol = $1 AND asks.side = 'SELL'
 WHERE s.symbol = $1"
 );
 

@@ -48,9 +48,17 @@ pub(crate) async fn find_own_order<C: ConnectionTrait>(
     Ok(order)
 }
 
+/// The guarded update of a cancel, under the symbol's book lock (`$3`
+/// [`BOOK_LOCK`](crate::orders::book::BOOK_LOCK), `$4` the symbol): the join
+/// yields no row before the one-row lock subquery has run, so the lock is
+/// taken before the order's row. A cancel thus waits for a placement in
+/// progress on the symbol as a whole instead of meeting it row by row in the
+/// market state (an order row held by the cancel, a side total held by a
+/// placement that wants that order: a deadlock).
 pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
+    FROM (SELECT pg_advisory_xact_lock($3, hashtext($4))) AS locked
     WHERE order_id = $1 AND created_at = $2 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
-    RETURNING *";
+    RETURNING orders.*";
 
 /// Cancels the user's order: CANCELLED, with `cancelled_at` set by the schema's
 /// trigger; a stop order leaves the watchlist.
@@ -133,7 +141,12 @@ async fn cancel_row<C: ConnectionTrait>(
     orders::Model::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         CANCEL,
-        [order_id.into(), order.created_at.into()],
+        [
+            order_id.into(),
+            order.created_at.into(),
+            crate::orders::book::BOOK_LOCK.into(),
+            order.symbol.clone().into(),
+        ],
     ))
     .one(db)
     .await

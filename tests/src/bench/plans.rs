@@ -143,7 +143,12 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
         probe(
             "cancel (update by key)",
             CANCEL,
-            vec![id(fixture.order_id), at(fixture.order_at)],
+            vec![
+                id(fixture.order_id),
+                at(fixture.order_at),
+                service::statements::BOOK_LOCK.to_string(),
+                sym.clone(),
+            ],
             true,
         ),
         probe(

@@ -226,9 +226,12 @@ pub async fn cancel(pool: &PgPool, order_id: Uuid) -> sqlx::Result<()> {
         .fetch_one(pool)
         .await?;
     let created_at: DateTime<Utc> = order.try_get("created_at")?;
+    let symbol: String = order.try_get("symbol")?;
     sqlx::query(CANCEL)
         .bind(order_id)
         .bind(created_at)
+        .bind(BOOK_LOCK)
+        .bind(symbol)
         .fetch_optional(pool)
         .await?;
     Ok(())
