@@ -194,8 +194,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
     let lines = json.as_array().expect("the report is an array");
     assert_eq!(
         lines.len(),
-        16 * 2 + 2 * 6,
-        "16 latency pairs, 6 lines per concurrency"
+        16 * 2 + 4 + 2 * 6,
+        "16 latency pairs, 4 market-state lines, 6 lines per concurrency"
     );
     for line in lines {
         let operation = line["operation"].as_str().expect("operation is a string");
@@ -205,7 +205,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
         }
         let is_raw = operation.ends_with("[raw SQL]");
         let is_throughput = operation.contains(" x");
-        if is_raw || operation.starts_with("single-row insert floor") {
+        let is_upkeep = operation.contains(", market state ");
+        if is_raw || is_upkeep || operation.starts_with("single-row insert floor") {
             assert!(line.get("ratio_vs_raw").is_none(), "{operation}");
         } else if is_throughput {
             assert!(line["share_of_floor"].as_f64().is_some(), "{operation}");
@@ -242,11 +243,26 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
         "place resting, sequencer x4",
         "place crossing, sequencer x4",
         "single-row insert floor x4",
+        "place resting limit, market state off",
+        "place resting limit, market state on",
+        "place crossing (market), market state off",
+        "place crossing (market), market state on",
     ] {
         assert!(
             lines.iter().any(|line| line["operation"] == operation),
             "no line for {operation}"
         );
     }
+    // The blocks with the market-state triggers off left them on and the
+    // state rebuilt.
+    let drift = scalar(&pool, "SELECT count(*) FROM market_state_differences()").await;
+    assert_eq!(drift, 0, "the market state after the benchmark");
+    let disabled = scalar(
+        &pool,
+        "SELECT count(*) FROM pg_trigger
+         WHERE (tgname LIKE 'trg_market%' OR tgname LIKE 'trg_trade_candles%') AND tgenabled = 'D'",
+    )
+    .await;
+    assert_eq!(disabled, 0, "market-state triggers left disabled");
     db.close().await.expect("the pool closes");
 }

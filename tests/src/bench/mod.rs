@@ -23,6 +23,7 @@ pub mod plans;
 pub mod raw;
 pub mod report;
 pub mod throughput;
+pub mod upkeep;
 
 use std::time::{Duration, Instant};
 
@@ -204,9 +205,13 @@ pub async fn run(server_url: &str, database: &str, settings: &Settings) -> Resul
     })
 }
 
+/// Blocks per setting of [`upkeep::run`].
+const UPKEEP_BLOCKS: usize = 10;
+
 /// Benchmarks a loaded `database` (behind `db`): the interleaved latency
-/// rounds, then throughput at each concurrency (floor, service resting,
-/// service crossing, HTTP).
+/// rounds, what the market state costs a placement ([`upkeep`]), then
+/// throughput at each concurrency (floor, service resting, service crossing,
+/// HTTP).
 pub async fn benchmark(
     db: &DatabaseConnection,
     server_url: &str,
@@ -216,6 +221,7 @@ pub async fn benchmark(
     let pool = db.get_postgres_connection_pool().clone();
     let fixture = Fixture::read(&pool, "BTC/USDT", generate::user_id(0)).await?;
     let mut measurements = latency::run(db, &fixture, settings.rounds).await?;
+    measurements.extend(upkeep::run(db, &fixture, UPKEEP_BLOCKS).await?);
 
     let prices = Prices::read(&pool).await?;
     let (http, server) = start_api(server_url, database).await?;
