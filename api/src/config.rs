@@ -75,6 +75,12 @@ pub const MIN_JWT_SECRET: usize = 32;
 pub struct Config {
     /// `DATABASE_URL`; `None` runs the embedded local PostgreSQL.
     pub database_url: Option<String>,
+    /// `DATABASE_READ_URL`: a streaming replica of `DATABASE_URL` for public
+    /// market data and order and trade history; `None` reads on the primary.
+    pub database_read_url: Option<String>,
+    /// `REPLICA_MAX_LAG_MS`, default 1000: a replica further behind than this
+    /// is bypassed (the primary serves).
+    pub replica_max_lag: Duration,
     /// `BIND_ADDR`, default `127.0.0.1:8080`.
     pub bind_addr: SocketAddr,
     /// `AUTH_MODE`: `jwt` (default) or `trusted-header`.
@@ -274,6 +280,16 @@ impl Config {
                  `cargo run -p migration -- up` against the server or a session-mode pool",
             ));
         }
+        let database_url = get("DATABASE_URL");
+        let database_read_url = get("DATABASE_READ_URL");
+        if database_read_url.is_some() && database_url.is_none() {
+            return Err(invalid(
+                "DATABASE_READ_URL",
+                "(hidden)",
+                "needs DATABASE_URL: the embedded PostgreSQL has no replica; set DATABASE_URL \
+                 to the primary the replica streams from",
+            ));
+        }
         let rate_limit = |rate: &'static str, burst: &'static str, defaults: (u64, u64)| {
             let per_second = number(rate, defaults.0, 0..=1_000_000)? as u32;
             let burst = number(burst, defaults.1.max(1), 1..=1_000_000)? as u32;
@@ -309,7 +325,13 @@ impl Config {
                 1..=600_000,
             )?),
             placement_batch_max: number("PLACEMENT_BATCH_MAX", 64, 1..=1_000)? as usize,
-            database_url: get("DATABASE_URL"),
+            database_url,
+            database_read_url,
+            replica_max_lag: Duration::from_millis(number(
+                "REPLICA_MAX_LAG_MS",
+                1_000,
+                10..=3_600_000,
+            )?),
             bind_addr,
             auth_mode,
             jwt_secret,
@@ -350,6 +372,8 @@ mod tests {
         assert_eq!(c.auth_mode, AuthMode::Jwt);
         assert!(c.migrate_on_start && c.background_jobs);
         assert_eq!(c.database_url, None);
+        assert_eq!(c.database_read_url, None);
+        assert_eq!(c.replica_max_lag, Duration::from_secs(1));
         assert_eq!(c.db_max_connections, 10);
         assert_eq!(c.db_pool_mode, PoolMode::Direct);
         assert_eq!(c.db_statement_timeout, Some(Duration::from_secs(10)));
@@ -450,6 +474,17 @@ mod tests {
             ),
             (vec![("RATE_LIMIT_BURST", "0")], "RATE_LIMIT_BURST"),
             (vec![("DB_POOL_MODE", "statement")], "DB_POOL_MODE"),
+            (
+                vec![("DATABASE_READ_URL", "postgres://replica/trade")],
+                "DATABASE_READ_URL",
+            ),
+            (
+                vec![
+                    ("DATABASE_URL", "postgres://primary/trade"),
+                    ("REPLICA_MAX_LAG_MS", "5"),
+                ],
+                "REPLICA_MAX_LAG_MS",
+            ),
             (
                 vec![("DB_STATEMENT_TIMEOUT_MS", "-1")],
                 "DB_STATEMENT_TIMEOUT_MS",

@@ -12,6 +12,7 @@ pub mod extract;
 mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod replica;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -21,6 +21,7 @@ use service::pooling::{Pool, configure, set_statement_timeout};
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::replica::Reads;
 use crate::routes::router_with;
 use crate::state::AppState;
 use crate::throttle::Throttle;
@@ -84,6 +85,7 @@ pub struct Server {
     http: JoinHandle<std::io::Result<()>>,
     jobs: Vec<JoinHandle<()>>,
     sequencer: Sequencer,
+    reads: Reads,
 }
 
 impl Server {
@@ -119,8 +121,22 @@ impl Server {
                 max_batch: config.placement_batch_max,
             },
         );
+        let reads = match &config.database_read_url {
+            None => Reads::primary_only(db.clone()),
+            Some(url) => {
+                let mut replica = Pool::new(
+                    connect(url, config).await.map_err(std::io::Error::other)?,
+                    config.db_pool_mode,
+                );
+                if let Some(timeout) = config.db_statement_timeout {
+                    replica = replica.with_statement_timeout(timeout);
+                }
+                Reads::with_replica(db.clone(), replica, config.replica_max_lag)
+            }
+        };
         let state = AppState {
             db: db.clone(),
+            reads: reads.clone(),
             auth: Arc::new(auth.with_trusted_proxies(config.trusted_proxies.clone())),
             metrics: crate::metrics::handle(),
             throttle: Arc::new(Throttle::new(config)),
@@ -137,11 +153,13 @@ impl Server {
             config.header_read_timeout,
             stopped.clone(),
         ));
-        let jobs = if config.background_jobs {
-            crate::jobs::spawn(db, placement, stopped)
-        } else {
-            Vec::new()
+        let mut jobs = match reads.spawn_checker(stopped.clone()) {
+            Some(checker) => vec![checker],
+            None => Vec::new(),
         };
+        if config.background_jobs {
+            jobs.extend(crate::jobs::spawn(db, placement, stopped));
+        }
         tracing::info!(%addr, "serving");
         Ok(Server {
             addr,
@@ -149,12 +167,18 @@ impl Server {
             http,
             jobs,
             sequencer,
+            reads,
         })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the api's reads go (the replica's freshness, [`Reads::check_now`]).
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// The sequencer that places `POST /api/v1/orders` (its batch sizes).

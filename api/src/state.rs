@@ -8,6 +8,7 @@ use service::orders::{PlacementLimits, Sequencer};
 use service::pooling::Pool;
 
 use crate::auth::Auth;
+use crate::replica::Reads;
 use crate::throttle::Throttle;
 
 /// The api's shared state: the pool, the authenticator, the metrics.
@@ -17,6 +18,9 @@ pub struct AppState {
     /// one transaction per request behind a transaction-mode pooler
     /// (`DB_POOL_MODE`).
     pub db: Pool,
+    /// Where reads go: the primary, or a streaming replica while it is fresh
+    /// (`DATABASE_READ_URL`).
+    pub reads: Reads,
     pub auth: Arc<Auth>,
     pub metrics: PrometheusHandle,
     /// The per-user and per-address request rate limits.

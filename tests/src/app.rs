@@ -280,6 +280,14 @@ pub fn server_port(url: &str) -> u16 {
 }
 
 impl TestApp {
+    /// Where the api's reads go (to check a replica's freshness now).
+    pub fn reads(&self) -> &api::replica::Reads {
+        self.server
+            .as_ref()
+            .unwrap_or_else(|| panic!("the server runs until shutdown"))
+            .reads()
+    }
+
     /// The test's database (its own pool, apart from the api's). Panics for an
     /// app started on [`AppDatabase::Url`].
     pub fn db(&self) -> &TestDb {

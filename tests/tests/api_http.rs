@@ -22,6 +22,9 @@ mod ops;
 mod order_reads;
 #[path = "api_http/orders.rs"]
 mod orders;
+// A private primary and its streaming replica; the pooler changes nothing there.
+#[path = "api_http/replica.rs"]
+mod replica;
 
 use tests::app::{AppOptions, TestApp};
 

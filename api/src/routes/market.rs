@@ -47,8 +47,8 @@ pub async fn order_book(
     };
     let symbol = canonical_symbol(&symbol);
     let book = state
-        .db
-        .run(async |db| market::depth(db, &symbol, depth).await)
+        .reads
+        .public(async |db| market::depth(db, &symbol, depth).await)
         .await?;
     Ok(Json(book.into()))
 }
@@ -65,8 +65,8 @@ pub async fn ticker(
 ) -> Result<Json<TickerDto>, ApiError> {
     let symbol = canonical_symbol(&symbol);
     let ticker = state
-        .db
-        .run(async |db| market::ticker(db, &symbol).await)
+        .reads
+        .public(async |db| market::ticker(db, &symbol).await)
         .await?;
     Ok(Json(ticker.into()))
 }
@@ -99,8 +99,8 @@ pub async fn stats(
     };
     let symbol = canonical_symbol(&symbol);
     let stats = state
-        .db
-        .run(async |db| market::stats(db, &symbol, period).await)
+        .reads
+        .public(async |db| market::stats(db, &symbol, period).await)
         .await?;
     Ok(Json(stats.into()))
 }
@@ -167,8 +167,8 @@ pub async fn candles(
     };
     let symbol = canonical_symbol(&symbol);
     let candles = state
-        .db
-        .run(async |db| market::candles(db, &symbol, request).await)
+        .reads
+        .public(async |db| market::candles(db, &symbol, request).await)
         .await?;
     Ok(Json(candles.into_iter().map(Into::into).collect()))
 }
@@ -176,7 +176,10 @@ pub async fn candles(
 #[utoipa::path(get, path = "/api/v1/symbols", tag = "market",
     responses((status = 200, description = "Every symbol and its trading parameters", body = [SymbolDto])))]
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Vec<SymbolDto>>, ApiError> {
-    let all = state.db.run(async |db| market::symbols(db).await).await?;
+    let all = state
+        .reads
+        .public(async |db| market::symbols(db).await)
+        .await?;
     Ok(Json(all.into_iter().map(Into::into).collect()))
 }
 
@@ -211,8 +214,8 @@ pub async fn recent_trades(
         .ok_or_else(|| ApiError::field("symbol", "is required"))?;
     let limit = page_limit(query.limit, 50, 500)?;
     let trades = state
-        .db
-        .run(async |db| service::trades::recent(db, &symbol, limit).await)
+        .reads
+        .public(async |db| service::trades::recent(db, &symbol, limit).await)
         .await?;
     Ok(Json(trades.into_iter().map(Into::into).collect()))
 }
@@ -230,8 +233,8 @@ pub async fn trade(
 ) -> Result<Json<TradeDto>, ApiError> {
     let trade_id = parse_id(&id)?;
     let trade = state
-        .db
-        .run(async |db| service::trades::get(db, trade_id).await)
+        .reads
+        .public(async |db| service::trades::get(db, trade_id).await)
         .await?;
     Ok(Json(trade.into()))
 }

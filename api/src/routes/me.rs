@@ -48,8 +48,10 @@ pub async fn trades(
     let page = page(limit, query.offset, query.cursor.as_deref())?;
     let symbol = query.symbol.as_deref().map(canonical_symbol);
     let found = state
-        .db
-        .run(async |db| service::trades::user_history(db, user_id, symbol.as_deref(), page).await)
+        .reads
+        .of_user(user_id, async |db| {
+            service::trades::user_history(db, user_id, symbol.as_deref(), page).await
+        })
         .await?;
     Ok((
         next_cursor_header(found.next),
@@ -91,8 +93,10 @@ pub async fn stats(
         }
     };
     let rate = state
-        .db
-        .run(async |db| service::market::fill_rate(db, user_id, days).await)
+        .reads
+        .of_user(user_id, async |db| {
+            service::market::fill_rate(db, user_id, days).await
+        })
         .await?;
     Ok(Json(rate.into()))
 }

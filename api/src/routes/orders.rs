@@ -47,17 +47,16 @@ pub async fn place(
         expires_at: None,
         order_source: Some("API".to_owned()),
     };
-    let placed = state
-        .sequencer
-        .place(order)
-        .await
-        .map_err(|err| match err {
-            // For a placement an unknown symbol is a bad parameter, not a missing page.
-            ServiceError::UnknownSymbol(symbol) => {
-                ApiError::field("symbol", format!("unknown symbol {symbol}"))
-            }
-            other => ApiError::from(other),
-        })?;
+    let placed = state.sequencer.place(order).await;
+    // Whatever the outcome: a placement that failed late may have written.
+    state.reads.wrote(user_id);
+    let placed = placed.map_err(|err| match err {
+        // For a placement an unknown symbol is a bad parameter, not a missing page.
+        ServiceError::UnknownSymbol(symbol) => {
+            ApiError::field("symbol", format!("unknown symbol {symbol}"))
+        }
+        other => ApiError::from(other),
+    })?;
     let trade_count = placed.trades.len()
         + placed
             .triggered
@@ -86,8 +85,8 @@ pub async fn get(
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
     let order = state
-        .db
-        .run(async |db| orders::get(db, user_id, order_id).await)
+        .reads
+        .of_user(user_id, async |db| orders::get(db, user_id, order_id).await)
         .await?;
     Ok(Json(order.into()))
 }
@@ -112,7 +111,9 @@ pub async fn cancel(
     let cancelled = state
         .db
         .run(async |db| orders::cancel(db, user_id, order_id).await)
-        .await?;
+        .await;
+    state.reads.wrote(user_id);
+    let cancelled = cancelled?;
     Ok(Json(cancelled.into()))
 }
 
@@ -195,8 +196,10 @@ pub async fn list(
         status: query.status,
     };
     let found = state
-        .db
-        .run(async |db| orders::list(db, user_id, &filter, page).await)
+        .reads
+        .of_user(user_id, async |db| {
+            orders::list(db, user_id, &filter, page).await
+        })
         .await?;
     Ok((
         next_cursor_header(found.next),

@@ -89,6 +89,46 @@ impl PrivateServer {
         );
     }
 
+    /// A hot standby of this server: `pg_basebackup -R` (streaming the WAL
+    /// it needs, then following the primary through the `primary_conninfo`
+    /// that `-R` writes) into a fresh folder, started as a private server of
+    /// its own (its socket in its own folder).
+    pub async fn replica(&self, tag: &str) -> PrivateServer {
+        let dir = std::env::temp_dir().join(format!(
+            "te_reliability_{tag}_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let bin_dir = self
+            .pg_ctl
+            .parent()
+            .unwrap_or_else(|| panic!("{} has a folder", self.pg_ctl.display()))
+            .to_path_buf();
+        let port = self.port().to_string();
+        let output = as_server_account(&bin_dir.join("pg_basebackup"))
+            .arg("-D")
+            .arg(&dir)
+            .args([
+                "-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-p", &port, "-h",
+            ])
+            .arg(&self.dir)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run pg_basebackup: {err}"));
+        assert!(
+            output.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let postgres = EmbeddedPostgres::start_with_binaries(&dir, &bin_dir)
+            .await
+            .unwrap_or_else(|err| panic!("the replica starts in {}: {err}", dir.display()));
+        PrivateServer {
+            dir: postgres.data_dir().to_path_buf(),
+            postgres: Some(postgres),
+            pg_ctl: self.pg_ctl.clone(),
+        }
+    }
+
     fn embedded(&self) -> &EmbeddedPostgres {
         self.postgres
             .as_ref()
@@ -98,21 +138,27 @@ impl PrivateServer {
     /// Runs `pg_ctl -D <dir> args…`, as the `postgres` account when root
     /// (PostgreSQL refuses to run as root).
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        let mut command = if as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
-            c
-        } else {
-            Command::new(&self.pg_ctl)
-        };
+        let mut command = as_server_account(&self.pg_ctl);
         command.arg("-D").arg(&self.dir).args(args);
         command
             .output()
             .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.pg_ctl.display()))
+    }
+}
+
+/// `program`, run as the `postgres` account when root (PostgreSQL's tools
+/// refuse to run as root), as the current user otherwise.
+fn as_server_account(program: &std::path::Path) -> Command {
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
     }
 }
 
