@@ -182,10 +182,21 @@ GROUP BY 1
 ORDER BY 1 {order}
 LIMIT $3"#;
 
-/// [`BUCKETS`] with its `open_time` bounds (` AND c.open_time …` clauses, or
-/// nothing) and its order.
-pub fn statement_text(bounds: &str, ascending: bool) -> String {
-    BUCKETS
+/// [`BUCKETS`] when each bucket is one stored candle (`1m` from the minutes,
+/// `1h` from the hours): the stored rows as they are, no grouping. The same
+/// parameters; `$2` and `$5` are not needed.
+const STORED: &str = r#"
+SELECT c.open_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trade_count
+FROM trade_candles c
+WHERE c.symbol = $1 AND c.bucket_seconds = $4{bounds}
+ORDER BY c.open_time {order}
+LIMIT $3"#;
+
+/// The statement of a read: [`STORED`] when the interval is the stored
+/// width (`stored`), else [`BUCKETS`]; with its `open_time` bounds
+/// (` AND c.open_time …` clauses, or nothing) and its order.
+pub fn statement_text(bounds: &str, ascending: bool, stored: bool) -> String {
+    if stored { STORED } else { BUCKETS }
         .replace("{bounds}", bounds)
         .replace("{order}", if ascending { "ASC" } else { "DESC" })
 }
@@ -238,7 +249,7 @@ pub async fn candles<C: ConnectionTrait>(
     if let Some(high) = high {
         bounds.push_str(&format!(" AND c.open_time < {}", time_text(high)));
     }
-    let sql = statement_text(&bounds, ascending);
+    let sql = statement_text(&bounds, ascending, interval.seconds() == i64::from(stored));
     let mut found = Candle::find_by_statement(statement(
         &sql,
         [

@@ -93,9 +93,11 @@ const OPERATIONS: [&str; 16] = [
 /// How many candles the candle lines read.
 const CANDLES: i64 = 500;
 
-/// What `market::candles` sends for the newest candles (no `start`, no `end`).
+/// What `market::candles` sends for the newest candles (no `start`, no
+/// `end`) of the two lines' intervals, `1m` and `1h`: each bucket is one
+/// stored candle.
 static NEWEST_CANDLES: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| raw::candles_statement("", false));
+    std::sync::LazyLock::new(|| raw::candles_statement("", false, true));
 
 struct Queues {
     service: VecDeque<(Uuid, Uuid)>,
