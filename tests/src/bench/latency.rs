@@ -152,7 +152,8 @@ pub async fn run(
     Ok(lines)
 }
 
-fn quantity() -> Decimal {
+/// The size of every benchmarked placement.
+pub(super) fn quantity() -> Decimal {
     Decimal::new(1, 3)
 }
 

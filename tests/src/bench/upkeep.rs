@@ -8,14 +8,13 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rust_decimal::Decimal;
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use service::Side;
 use service::orders::{self, NewOrder};
 use uuid::Uuid;
 
-use super::latency::Fixture;
+use super::latency::{Fixture, quantity};
 use super::report::{Measurement, Samples};
 
 /// The triggers that keep the market state, per table.
@@ -61,12 +60,11 @@ pub async fn run(
                 switch(&pool, on).await?;
                 for i in 0..BLOCK {
                     let user = Uuid::new_v4();
-                    let quantity = Decimal::new(1, 3);
                     let resting = NewOrder::limit(
                         user,
                         fixture.symbol,
                         Side::Buy,
-                        quantity,
+                        quantity(),
                         fixture.resting_price(),
                     );
                     let started = Instant::now();
@@ -76,7 +74,8 @@ pub async fn run(
                     }
                     orders::cancel(db, user, placed.order.order_id).await?;
                     let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
-                    let crossing = NewOrder::market(Uuid::new_v4(), fixture.symbol, side, quantity);
+                    let crossing =
+                        NewOrder::market(Uuid::new_v4(), fixture.symbol, side, quantity());
                     let started = Instant::now();
                     orders::place(db, crossing).await?;
                     if i >= WARM {

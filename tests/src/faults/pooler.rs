@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{as_server_account, is_root};
+
 /// PgBouncer's `pool_mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolMode {
@@ -76,8 +78,7 @@ impl Pooler {
         );
         write(&dir.join("pgbouncer.ini"), &ini);
         write(&dir.join("userlist.txt"), "\"postgres\" \"\"\n");
-        let as_root = is_root();
-        if as_root {
+        if is_root() {
             let chowned = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir)
@@ -89,14 +90,7 @@ impl Pooler {
                 dir.display()
             );
         }
-        let mut command = if as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&binary);
-            c
-        } else {
-            Command::new(&binary)
-        };
-        let child = command
+        let child = as_server_account(&binary)
             .arg(dir.join("pgbouncer.ini"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -170,11 +164,4 @@ fn free_port() -> u16 {
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text)
         .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

@@ -3,9 +3,11 @@
 //! while the shared server of `DATABASE_URL` is never touched.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use api::embedded::{EmbeddedPostgres, SearchPaths, find_server_binaries};
+
+use super::as_server_account;
 
 /// `pg_ctl -t`: how long a start or stop may take.
 const PG_CTL_WAIT_SECONDS: &str = "30";
@@ -143,22 +145,6 @@ impl PrivateServer {
         command
             .output()
             .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.pg_ctl.display()))
-    }
-}
-
-/// `program`, run as the `postgres` account when root (PostgreSQL's tools
-/// refuse to run as root), as the current user otherwise.
-fn as_server_account(program: &std::path::Path) -> Command {
-    let as_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
     }
 }
 
