@@ -118,11 +118,6 @@ impl Reads {
         }
     }
 
-    /// Whether a replica is configured.
-    pub fn has_replica(&self) -> bool {
-        self.replica.is_some()
-    }
-
     /// Runs a read of public data (market data, a trade by id). `work` may
     /// run twice: on the replica, then on the primary if the replica failed.
     pub async fn public<T>(

@@ -46,6 +46,17 @@ pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, D
     Database::connect(options).await
 }
 
+/// `conn` as the api uses it (the primary's pool and a replica's alike): in
+/// `db_pool_mode`, with the jobs' lock timeout and, in transaction mode, the
+/// statement timeout.
+fn pool(conn: DatabaseConnection, config: &Config) -> Pool {
+    let pool = Pool::new(conn, config.db_pool_mode).with_job_lock_timeout(config.job_lock_timeout);
+    match config.db_statement_timeout {
+        Some(timeout) => pool.with_statement_timeout(timeout),
+        None => pool,
+    }
+}
+
 /// A random secret for this process's lifetime, for JWT without `JWT_SECRET`.
 pub fn random_secret() -> String {
     format!(
@@ -108,11 +119,7 @@ impl Server {
         config: &Config,
         extra: Router<AppState>,
     ) -> std::io::Result<Server> {
-        let mut db =
-            Pool::new(db, config.db_pool_mode).with_job_lock_timeout(config.job_lock_timeout);
-        if let Some(timeout) = config.db_statement_timeout {
-            db = db.with_statement_timeout(timeout);
-        }
+        let db = pool(db, config);
         let placement = config.placement_limits();
         let sequencer = Sequencer::new(
             db.clone(),
@@ -124,14 +131,8 @@ impl Server {
         let reads = match &config.database_read_url {
             None => Reads::primary_only(db.clone()),
             Some(url) => {
-                let mut replica = Pool::new(
-                    connect(url, config).await.map_err(std::io::Error::other)?,
-                    config.db_pool_mode,
-                );
-                if let Some(timeout) = config.db_statement_timeout {
-                    replica = replica.with_statement_timeout(timeout);
-                }
-                Reads::with_replica(db.clone(), replica, config.replica_max_lag)
+                let replica = connect(url, config).await.map_err(std::io::Error::other)?;
+                Reads::with_replica(db.clone(), pool(replica, config), config.replica_max_lag)
             }
         };
         let state = AppState {

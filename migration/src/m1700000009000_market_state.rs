@@ -78,12 +78,21 @@ BEGIN
     WHERE l.symbol = d.symbol AND l.side = d.side AND l.price = d.price AND l.order_count = 0;
 END;
 $fn$;
-COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';
-"#
+"#,
+            $crate::m1700000009000_market_state::market_levels_add_comment!()
         )
     };
 }
 pub(crate) use market_levels_add;
+
+/// The comment of this migration's `market_levels_add`, as a statement
+/// (migration 11 changes it and puts it back when rolled back).
+macro_rules! market_levels_add_comment {
+    () => {
+        "COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change';\n"
+    };
+}
+pub(crate) use market_levels_add_comment;
 
 /// `rebuild_market_state` and `market_state_differences` over the state
 /// tables: `$tables` (locked by the rebuild, in this order), `$rebuild` (more
@@ -164,6 +173,29 @@ COMMENT ON FUNCTION market_state_differences(varchar) IS 'Every difference betwe
     };
 }
 pub(crate) use market_state_functions;
+
+/// [`market_state_functions`] as this migration creates them: over the
+/// levels, the last trade and the candles (migration 11 puts them back).
+macro_rules! market_state_functions_of_9 {
+    () => {
+        $crate::m1700000009000_market_state::market_state_functions!(
+            "market_levels, market_last_trade, trade_candles",
+            "",
+            "market_levels, market_last_trade and trade_candles",
+            ""
+        )
+    };
+}
+pub(crate) use market_state_functions_of_9;
+
+/// Where the first build splits the candles: the start of the hour before
+/// the one the migration's transaction began in (`now()` is the same in both
+/// parts of the build).
+macro_rules! build_cutoff {
+    () => {
+        "date_bin('1 hour', now() - interval '1 hour', '1970-01-01 00:00:00+00')"
+    };
+}
 
 const UP: &str = concat!(
     r#"
@@ -500,12 +532,7 @@ $fn$;
 COMMENT ON FUNCTION trade_candles_recomputed(varchar) IS 'trade_candles as computed from trades (one symbol, or all)';
 
 "#,
-    market_state_functions!(
-        "market_levels, market_last_trade, trade_candles",
-        "",
-        "market_levels, market_last_trade and trade_candles",
-        ""
-    ),
+    market_state_functions_of_9!(),
     r#"-- The first build, in two parts, each step reported (INFO reaches the
 -- client whatever client_min_messages says; the CLI prints it), so an upgrade
 -- of a loaded database shows what it is doing.
@@ -517,7 +544,9 @@ COMMENT ON FUNCTION trade_candles_recomputed(varchar) IS 'trade_candles as compu
 DO $prebuild$
 DECLARE
     v_step timestamptz := clock_timestamp();
-    v_cutoff timestamptz := date_bin('1 hour', now() - interval '1 hour', '1970-01-01 00:00:00+00');
+    v_cutoff timestamptz := "#,
+    build_cutoff!(),
+    r#";
     v_rows bigint;
 BEGIN
     RAISE INFO 'market state: minute and hour candles of the trades before % (writes go on) ...', v_cutoff;
@@ -558,7 +587,9 @@ CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON trades
 DO $build$
 DECLARE
     v_step timestamptz := clock_timestamp();
-    v_cutoff timestamptz := date_bin('1 hour', now() - interval '1 hour', '1970-01-01 00:00:00+00');
+    v_cutoff timestamptz := "#,
+    build_cutoff!(),
+    r#";
     v_rows bigint;
 BEGIN
     RAISE INFO 'market state: writes to orders and trades wait from here until the commit';

@@ -5,8 +5,8 @@
 //!
 //! - `market_sides`: per symbol and side, the sums of `market_levels`.
 //! - `market_levels_add` (the levels triggers' upsert) adds each change's
-//!   per-side sums to it in the same statement, and deletes a side left
-//!   without an order, as it does for a level.
+//!   per-side sums to it in the same call, and deletes a side left without
+//!   an order, as it does for a level.
 //! - `rebuild_market_state` and `market_state_differences` cover it.
 //!
 //! The first build sums `market_levels` while writes of `orders` wait (a
@@ -17,7 +17,9 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::m1700000009000_market_state::market_state_functions;
+use crate::m1700000009000_market_state::{
+    market_levels_add_comment, market_state_functions, market_state_functions_of_9,
+};
 use crate::m1700000010000_market_functions::market_levels_add_by_key;
 
 #[derive(DeriveMigrationName)]
@@ -104,16 +106,10 @@ HAVING sum(l.order_count) <> 0;
 );
 
 const DOWN: &str = concat!(
-    market_state_functions!(
-        "market_levels, market_last_trade, trade_candles",
-        "",
-        "market_levels, market_last_trade and trade_candles",
-        ""
-    ),
+    market_state_functions_of_9!(),
     market_levels_add_by_key!(""),
-    "COMMENT ON FUNCTION market_levels_add(jsonb) IS ",
-    "'Applies a change of resting quantity and count per (symbol, side, price) to market_levels; NULL: no change'",
-    ";\nDROP FUNCTION market_sides_recomputed(varchar);\nDROP TABLE market_sides;\n"
+    market_levels_add_comment!(),
+    "DROP FUNCTION market_sides_recomputed(varchar);\nDROP TABLE market_sides;\n"
 );
 
 sql_migration!(UP, DOWN);
