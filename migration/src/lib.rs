@@ -1,12 +1,14 @@
-//! The trade engine's PostgreSQL schema as ten `sea-orm-migration` migrations.
+//! The trade engine's PostgreSQL schema as twelve `sea-orm-migration` migrations.
 //!
 //! The first six are ported from the TypeORM migrations `1700000001000-CreateEnums`
 //! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
 //! and every defect of the originals that we fix is cited by its id (D1–D14, see
 //! `docs/schema.md`). The seventh and eighth bound the number of `trades` and `orders`
 //! partitions (D15); the ninth keeps the market state (price levels, last trade,
-//! candles) that the book reads, the ticker and the candles use, and the tenth
-//! redefines the original market-data functions and `v_symbol_stats_24h` over it.
+//! candles) that the book reads, the ticker and the candles use, the tenth
+//! redefines the original market-data functions and `v_symbol_stats_24h` over it,
+//! the eleventh keeps the resting totals per side, and the twelfth makes the
+//! market-state triggers cheaper (the same results in fewer steps).
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!
@@ -68,6 +70,7 @@ mod m1700000008000_yearly_order_partitions;
 mod m1700000009000_market_state;
 mod m1700000010000_market_functions;
 mod m1700000011000_market_sides;
+mod m1700000012000_market_triggers;
 
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
 pub use locks::{
@@ -122,6 +125,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000009000_market_state::Migration),
         Box::new(m1700000010000_market_functions::Migration),
         Box::new(m1700000011000_market_sides::Migration),
+        Box::new(m1700000012000_market_triggers::Migration),
     ]
 }
 

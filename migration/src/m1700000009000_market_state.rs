@@ -41,6 +41,7 @@ macro_rules! resting {
         )
     };
 }
+pub(crate) use resting;
 
 /// The upsert of a change (`p_delta`) into `market_levels`, without its `;`:
 /// migration 10's `market_levels_add` adds a `RETURNING` to it.
@@ -188,6 +189,165 @@ macro_rules! market_state_functions_of_9 {
 }
 pub(crate) use market_state_functions_of_9;
 
+/// The levels' trigger functions as this migration creates them (through
+/// `market_levels_add`); migration 12 replaces them and puts these back when
+/// rolled back.
+macro_rules! market_levels_triggers_of_9 {
+    () => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION market_levels_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT n.symbol, n.side, n.price, sum(n.quantity - n.filled_quantity) AS quantity,
+               count(*) AS order_count
+        FROM new_rows n WHERE "#,
+            $crate::m1700000009000_market_state::resting!("n"),
+            r#"
+        GROUP BY 1, 2, 3
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION market_levels_on_update() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT symbol, side, price, sum(quantity) AS quantity, sum(order_count) AS order_count
+        FROM (
+            SELECT n.symbol, n.side, n.price, n.quantity - n.filled_quantity AS quantity,
+                   1 AS order_count
+            FROM new_rows n WHERE "#,
+            $crate::m1700000009000_market_state::resting!("n"),
+            r#"
+            UNION ALL
+            SELECT o.symbol, o.side, o.price, o.filled_quantity - o.quantity, -1
+            FROM old_rows o WHERE "#,
+            $crate::m1700000009000_market_state::resting!("o"),
+            r#"
+        ) c
+        GROUP BY 1, 2, 3
+        HAVING sum(quantity) <> 0 OR sum(order_count) <> 0
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+
+CREATE OR REPLACE FUNCTION market_levels_on_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
+        SELECT o.symbol, o.side, o.price, -sum(o.quantity - o.filled_quantity) AS quantity,
+               -count(*) AS order_count
+        FROM old_rows o WHERE "#,
+            $crate::m1700000009000_market_state::resting!("o"),
+            r#"
+        GROUP BY 1, 2, 3
+    ) d));
+    RETURN NULL;
+END;
+$fn$;
+"#
+        )
+    };
+}
+pub(crate) use market_levels_triggers_of_9;
+
+/// The last trade's insert trigger function of this migration (migration 12
+/// merges it with the candles' one and puts it back when rolled back).
+macro_rules! market_last_trade_on_insert_of_9 {
+    () => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION market_last_trade_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    INSERT INTO market_last_trade AS m (symbol, price, executed_at, trade_id)
+    SELECT DISTINCT ON (n.symbol) n.symbol, n.price, n.executed_at, n.trade_id
+    FROM new_rows n
+    ORDER BY n.symbol, n.executed_at DESC, n.trade_id DESC
+    ON CONFLICT (symbol) DO UPDATE
+        SET price = excluded.price, executed_at = excluded.executed_at, trade_id = excluded.trade_id
+        WHERE (excluded.executed_at, excluded.trade_id) > (m.executed_at, m.trade_id);
+    RETURN NULL;
+END;
+$fn$;
+"#
+        )
+    };
+}
+pub(crate) use market_last_trade_on_insert_of_9;
+
+/// The merge of a statement's new trades (`new_rows`) into their minute and
+/// hour candles, without its `;` (migration 12's trigger runs it too).
+macro_rules! trade_candles_upsert {
+    () => {
+        r#"    INSERT INTO trade_candles AS c
+    SELECT r.symbol, w.s,
+           date_bin(make_interval(secs => w.s), r.executed_at, '1970-01-01 00:00:00+00'::timestamptz),
+           (array_agg(r.price ORDER BY r.executed_at, r.trade_id))[1],
+           max(r.price), min(r.price),
+           (array_agg(r.price ORDER BY r.executed_at DESC, r.trade_id DESC))[1],
+           sum(r.quantity), sum(r.price * r.quantity), count(*),
+           min(r.executed_at),
+           (array_agg(r.trade_id ORDER BY r.executed_at, r.trade_id))[1],
+           max(r.executed_at),
+           (array_agg(r.trade_id ORDER BY r.executed_at DESC, r.trade_id DESC))[1]
+    FROM new_rows r CROSS JOIN (VALUES (60), (3600)) AS w(s)
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (symbol, bucket_seconds, open_time) DO UPDATE SET
+        open = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
+                    THEN excluded.open ELSE c.open END,
+        first_id = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
+                        THEN excluded.first_id ELSE c.first_id END,
+        first_at = least(c.first_at, excluded.first_at),
+        close = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
+                     THEN excluded.close ELSE c.close END,
+        last_id = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
+                       THEN excluded.last_id ELSE c.last_id END,
+        last_at = greatest(c.last_at, excluded.last_at),
+        high = greatest(c.high, excluded.high),
+        low = least(c.low, excluded.low),
+        volume = c.volume + excluded.volume,
+        quote_volume = c.quote_volume + excluded.quote_volume,
+        trade_count = c.trade_count + excluded.trade_count"#
+    };
+}
+pub(crate) use trade_candles_upsert;
+
+/// The candles' insert trigger function of this migration (migration 12
+/// merges it with the last trade's one and puts it back when rolled back).
+macro_rules! trade_candles_on_insert_of_9 {
+    () => {
+        concat!(
+            r#"CREATE OR REPLACE FUNCTION trade_candles_on_insert() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT AS $fn$
+BEGIN
+    -- The query of trade_candles_of, written out: a static statement is
+    -- planned once per session, not at every placement.
+"#,
+            $crate::m1700000009000_market_state::trade_candles_upsert!(),
+            r#";
+    RETURN NULL;
+END;
+$fn$;
+"#
+        )
+    };
+}
+pub(crate) use trade_candles_on_insert_of_9;
+
 /// Where the first build splits the candles: the start of the hour before
 /// the one the migration's transaction began in (`now()` is the same in both
 /// parts of the build).
@@ -223,83 +383,13 @@ COMMENT ON TABLE market_last_trade IS 'The newest trade per symbol (by executed_
 "#,
     market_levels_add!(),
     r#"
-CREATE OR REPLACE FUNCTION market_levels_on_insert() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
-        SELECT n.symbol, n.side, n.price, sum(n.quantity - n.filled_quantity) AS quantity,
-               count(*) AS order_count
-        FROM new_rows n WHERE "#,
-    resting!("n"),
+"#,
+    market_levels_triggers_of_9!(),
     r#"
-        GROUP BY 1, 2, 3
-    ) d));
-    RETURN NULL;
-END;
-$fn$;
-
-CREATE OR REPLACE FUNCTION market_levels_on_update() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
-        SELECT symbol, side, price, sum(quantity) AS quantity, sum(order_count) AS order_count
-        FROM (
-            SELECT n.symbol, n.side, n.price, n.quantity - n.filled_quantity AS quantity,
-                   1 AS order_count
-            FROM new_rows n WHERE "#,
-    resting!("n"),
-    r#"
-            UNION ALL
-            SELECT o.symbol, o.side, o.price, o.filled_quantity - o.quantity, -1
-            FROM old_rows o WHERE "#,
-    resting!("o"),
-    r#"
-        ) c
-        GROUP BY 1, 2, 3
-        HAVING sum(quantity) <> 0 OR sum(order_count) <> 0
-    ) d));
-    RETURN NULL;
-END;
-$fn$;
-
-CREATE OR REPLACE FUNCTION market_levels_on_delete() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    PERFORM market_levels_add((SELECT jsonb_agg(d) FROM (
-        SELECT o.symbol, o.side, o.price, -sum(o.quantity - o.filled_quantity) AS quantity,
-               -count(*) AS order_count
-        FROM old_rows o WHERE "#,
-    resting!("o"),
-    r#"
-        GROUP BY 1, 2, 3
-    ) d));
-    RETURN NULL;
-END;
-$fn$;
-
 -- The newest trade of each symbol a statement inserted, if newer than the one kept.
-CREATE OR REPLACE FUNCTION market_last_trade_on_insert() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    INSERT INTO market_last_trade AS m (symbol, price, executed_at, trade_id)
-    SELECT DISTINCT ON (n.symbol) n.symbol, n.price, n.executed_at, n.trade_id
-    FROM new_rows n
-    ORDER BY n.symbol, n.executed_at DESC, n.trade_id DESC
-    ON CONFLICT (symbol) DO UPDATE
-        SET price = excluded.price, executed_at = excluded.executed_at, trade_id = excluded.trade_id
-        WHERE (excluded.executed_at, excluded.trade_id) > (m.executed_at, m.trade_id);
-    RETURN NULL;
-END;
-$fn$;
-
+"#,
+    market_last_trade_on_insert_of_9!(),
+    r#"
 -- An update or delete of trades (an operator's correction): the symbols it
 -- touched get their newest trade again from the table.
 CREATE OR REPLACE FUNCTION market_last_trade_recompute(p_symbols varchar[]) RETURNS void
@@ -379,47 +469,9 @@ END;
 $fn$;
 COMMENT ON FUNCTION trade_candles_of(text) IS 'The 1-minute and 1-hour candles of the trades a query returns';
 
-CREATE OR REPLACE FUNCTION trade_candles_on_insert() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path FROM CURRENT AS $fn$
-BEGIN
-    -- The query of trade_candles_of, written out: a static statement is
-    -- planned once per session, not at every placement.
-    INSERT INTO trade_candles AS c
-    SELECT r.symbol, w.s,
-           date_bin(make_interval(secs => w.s), r.executed_at, '1970-01-01 00:00:00+00'::timestamptz),
-           (array_agg(r.price ORDER BY r.executed_at, r.trade_id))[1],
-           max(r.price), min(r.price),
-           (array_agg(r.price ORDER BY r.executed_at DESC, r.trade_id DESC))[1],
-           sum(r.quantity), sum(r.price * r.quantity), count(*),
-           min(r.executed_at),
-           (array_agg(r.trade_id ORDER BY r.executed_at, r.trade_id))[1],
-           max(r.executed_at),
-           (array_agg(r.trade_id ORDER BY r.executed_at DESC, r.trade_id DESC))[1]
-    FROM new_rows r CROSS JOIN (VALUES (60), (3600)) AS w(s)
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (symbol, bucket_seconds, open_time) DO UPDATE SET
-        open = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
-                    THEN excluded.open ELSE c.open END,
-        first_id = CASE WHEN (excluded.first_at, excluded.first_id) < (c.first_at, c.first_id)
-                        THEN excluded.first_id ELSE c.first_id END,
-        first_at = least(c.first_at, excluded.first_at),
-        close = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
-                     THEN excluded.close ELSE c.close END,
-        last_id = CASE WHEN (excluded.last_at, excluded.last_id) > (c.last_at, c.last_id)
-                       THEN excluded.last_id ELSE c.last_id END,
-        last_at = greatest(c.last_at, excluded.last_at),
-        high = greatest(c.high, excluded.high),
-        low = least(c.low, excluded.low),
-        volume = c.volume + excluded.volume,
-        quote_volume = c.quote_volume + excluded.quote_volume,
-        trade_count = c.trade_count + excluded.trade_count;
-    RETURN NULL;
-END;
-$fn$;
-
+"#,
+    trade_candles_on_insert_of_9!(),
+    r#"
 -- An update or delete of trades: the buckets it touched are recomputed
 -- from the table.
 CREATE OR REPLACE FUNCTION trade_candles_recompute(p_keys jsonb) RETURNS void

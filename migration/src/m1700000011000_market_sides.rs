@@ -25,24 +25,12 @@ use crate::m1700000010000_market_functions::market_levels_add_by_key;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = concat!(
-    r#"
--- Writers of orders wait from here until the migration commits, so the first
--- build below and every later change meet: a write that ran before is in
--- market_levels, a write that runs after calls the new market_levels_add.
-LOCK TABLE orders IN SHARE MODE;
-
-CREATE TABLE market_sides (
-    symbol varchar(20) NOT NULL,
-    side order_side_enum NOT NULL,
-    quantity numeric NOT NULL,
-    order_count bigint NOT NULL,
-    CONSTRAINT market_sides_pkey PRIMARY KEY (symbol, side)
-);
-COMMENT ON TABLE market_sides IS 'Resting LIMIT orders per symbol and side: remaining quantity and count (the sums of market_levels); maintained with market_levels';
-
-"#,
-    market_levels_add_by_key!(
+/// This migration's `market_levels_add` and its comment: migration 12 drops
+/// the function and puts it back when rolled back.
+macro_rules! market_levels_add_of_11 {
+    () => {
+        concat!(
+            $crate::m1700000010000_market_functions::market_levels_add_by_key!(
         r#"    -- The same change summed per side, in key order like the levels.
     FOR v_empty IN
         WITH changed AS (
@@ -65,8 +53,31 @@ COMMENT ON TABLE market_sides IS 'Resting LIMIT orders per symbol and side: rema
     END LOOP;
 "#
     ),
-    r#"COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels, and its sums per (symbol, side) to market_sides; NULL: no change';
+            "COMMENT ON FUNCTION market_levels_add(jsonb) IS 'Applies a change of resting quantity and count per (symbol, side, price) to market_levels, and its sums per (symbol, side) to market_sides; NULL: no change';\n"
+        )
+    };
+}
+pub(crate) use market_levels_add_of_11;
 
+const UP: &str = concat!(
+    r#"
+-- Writers of orders wait from here until the migration commits, so the first
+-- build below and every later change meet: a write that ran before is in
+-- market_levels, a write that runs after calls the new market_levels_add.
+LOCK TABLE orders IN SHARE MODE;
+
+CREATE TABLE market_sides (
+    symbol varchar(20) NOT NULL,
+    side order_side_enum NOT NULL,
+    quantity numeric NOT NULL,
+    order_count bigint NOT NULL,
+    CONSTRAINT market_sides_pkey PRIMARY KEY (symbol, side)
+);
+COMMENT ON TABLE market_sides IS 'Resting LIMIT orders per symbol and side: remaining quantity and count (the sums of market_levels); maintained with market_levels';
+
+"#,
+    market_levels_add_of_11!(),
+    r#"
 CREATE OR REPLACE FUNCTION market_sides_recomputed(p_symbol varchar DEFAULT NULL)
 RETURNS TABLE (symbol varchar, side order_side_enum, quantity numeric, order_count bigint)
 LANGUAGE sql STABLE

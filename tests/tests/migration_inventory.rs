@@ -343,10 +343,9 @@ async fn triggers_fire_when_the_spec_says() {
              orders|trg_validate_order_status_transition|CREATE TRIGGER trg_validate_order_status_transition BEFORE UPDATE ON public.orders FOR EACH ROW WHEN ((old.status IS DISTINCT FROM new.status)) EXECUTE FUNCTION validate_order_status_transition()
              symbols|trg_symbols_updated_at|CREATE TRIGGER trg_symbols_updated_at BEFORE UPDATE ON public.symbols FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()
              trades|trg_market_last_trade_delete|CREATE TRIGGER trg_market_last_trade_delete AFTER DELETE ON public.trades REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_delete()
-             trades|trg_market_last_trade_insert|CREATE TRIGGER trg_market_last_trade_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_insert()
              trades|trg_market_last_trade_update|CREATE TRIGGER trg_market_last_trade_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_last_trade_on_update()
+             trades|trg_market_trades_insert|CREATE TRIGGER trg_market_trades_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_trades_on_insert()
              trades|trg_trade_candles_delete|CREATE TRIGGER trg_trade_candles_delete AFTER DELETE ON public.trades REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_delete()
-             trades|trg_trade_candles_insert|CREATE TRIGGER trg_trade_candles_insert AFTER INSERT ON public.trades REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_insert()
              trades|trg_trade_candles_update|CREATE TRIGGER trg_trade_candles_update AFTER UPDATE ON public.trades REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION trade_candles_on_update()"
         )
     );
@@ -391,17 +390,16 @@ async fn functions_have_their_signatures_and_comments() {
              get_user_trade_history|p_user_id uuid, p_symbol character varying DEFAULT NULL::character varying, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0|TABLE(trade_id uuid, symbol character varying, side character varying, price numeric, quantity numeric, fee numeric, is_maker boolean, executed_at timestamp with time zone)|Returns trade history for a user with pagination
              maintain_partitions||void|Automated partition maintenance - creates future partitions. Run daily via cron.
              market_last_trade_on_delete||trigger|
-             market_last_trade_on_insert||trigger|
              market_last_trade_on_update||trigger|
              market_last_trade_recompute|p_symbols character varying[]|void|Recomputes market_last_trade for the given symbols from trades
              market_last_trade_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, price numeric, executed_at timestamp with time zone, trade_id uuid)|market_last_trade as computed from trades (one symbol, or all)
-             market_levels_add|p_delta jsonb|void|Applies a change of resting quantity and count per (symbol, side, price) to market_levels, and its sums per (symbol, side) to market_sides; NULL: no change
              market_levels_on_delete||trigger|
              market_levels_on_insert||trigger|
              market_levels_on_update||trigger|
              market_levels_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, side order_side_enum, price numeric, quantity numeric, order_count bigint)|market_levels as computed from orders (one symbol, or all)
              market_sides_recomputed|p_symbol character varying DEFAULT NULL::character varying|TABLE(symbol character varying, side order_side_enum, quantity numeric, order_count bigint)|market_sides as computed from orders (one symbol, or all)
              market_state_differences|p_symbol character varying DEFAULT NULL::character varying|TABLE(state text, symbol character varying, key text, maintained text, recomputed text)|Every difference between the maintained market state and a recomputation from orders and trades; no row when they agree
+             market_trades_on_insert||trigger|
              merge_orders_bounds|p_year date, OUT target text, OUT range_from timestamp with time zone, OUT range_to timestamp with time zone|record|The yearly orders partition of the year containing p_year: its name and UTC bounds
              merge_orders_candidates|p_monthly_months integer DEFAULT NULL::integer|SETOF date|Years whose monthly orders partitions all lie before the monthly window, oldest first
              merge_orders_copy|p_year date, p_partition text, p_after uuid DEFAULT NULL::uuid, p_batch integer DEFAULT 10000, OUT last_id uuid, OUT copied bigint|record|Merge step 2 for orders: copies the next batch of a monthly partition (order_id after p_after) into orders_YYYY; returns the last order_id of the batch (NULL when done) and the rows inserted
@@ -430,7 +428,6 @@ async fn functions_have_their_signatures_and_comments() {
              set_filled_at_timestamp||trigger|
              trade_candles_of|p_rows text|SETOF trade_candles|The 1-minute and 1-hour candles of the trades a query returns
              trade_candles_on_delete||trigger|
-             trade_candles_on_insert||trigger|
              trade_candles_on_update||trigger|
              trade_candles_recompute|p_keys jsonb|void|Recomputes the candles of the given (symbol, hour) buckets from trades
              trade_candles_recomputed|p_symbol character varying DEFAULT NULL::character varying|SETOF trade_candles|trade_candles as computed from trades (one symbol, or all)

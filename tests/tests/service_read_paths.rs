@@ -1700,7 +1700,7 @@ async fn original_market_functions_over_the_state_equal_their_definitions() {
     assert_eq!(checked, 8 * 3 + 5 * 3 + 1 + 4 + 2);
 }
 
-/// Migrations 9 to 11 applied to a database that already holds resting
+/// Migrations 9 to 12 applied to a database that already holds resting
 /// orders and trades (the candles before the previous hour built before the
 /// triggers exist, the rest after them) leave a state equal to the
 /// recomputation, candles on both sides of that cutoff, and the ticker's side
@@ -1710,7 +1710,7 @@ async fn upgrading_a_loaded_database_builds_the_market_state_exactly() {
     use migration::{DataLoss, Operation};
     let db = TestDb::migrated().await;
     let c = db.conn();
-    migration::run(c, Operation::Down(Some(3)), DataLoss::Refuse)
+    migration::run(c, Operation::Down(Some(4)), DataLoss::Refuse)
         .await
         .expect("down to migration 8");
     let market_tables: i64 = scalar(

@@ -2,11 +2,11 @@
 //! batched writes. Each is a `const` with binds next to the function that runs it.
 
 use chrono::{DateTime, FixedOffset};
-use entity::{orders, symbols};
+use entity::{orders, symbols, trades};
 use rust_decimal::Decimal;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
-    Value,
+    ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    Statement, Value,
 };
 use uuid::Uuid;
 
@@ -404,53 +404,198 @@ pub(crate) struct MakerUpdate {
     pub status: OrderStatus,
 }
 
-/// All makers of one match in one statement. The `= ANY($2)` repeats the join
-/// on `created_at` so each execution's plan prunes to the makers' partitions
-/// at plan time instead of planning the update over every partition.
-pub const UPDATE_MAKERS: &str = "UPDATE orders AS o
+/// The writes of one match in one statement, before `$main`: the makers' new
+/// fill state (`makers`: `$1`–`$5`, one array per column) and the trades
+/// (`fills`: `$6` symbol, `$7` fee asset, `$8` trade source, `$9`–`$21` one
+/// array per varying column; an institution id is text, `''` for none, as
+/// arrays of binds cannot hold NULL). One round trip instead of one per
+/// table, and the schema's statement triggers run once per table. The
+/// `= ANY($2)` repeats the join on `created_at` so each execution's plan
+/// prunes to the makers' partitions at plan time instead of planning the
+/// update over every partition.
+macro_rules! match_writes {
+    ($main:literal) => {
+        concat!(
+            "WITH makers AS (
+    UPDATE orders AS o
     SET filled_quantity = v.filled_quantity,
         average_price = v.average_price,
         status = v.status::order_status_enum
     FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::text[])
         AS v(order_id, created_at, filled_quantity, average_price, status)
     WHERE o.order_id = v.order_id AND o.created_at = v.created_at
-      AND o.created_at = ANY($2::timestamptz[])";
+      AND o.created_at = ANY($2::timestamptz[])
+    RETURNING 1
+), fills AS (
+    INSERT INTO trades (trade_id, symbol, buyer_order_id, seller_order_id, buyer_user_id,
+        seller_user_id, buyer_institution_id, seller_institution_id, price, quantity,
+        buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset, is_buyer_maker,
+        trade_source, execution_venue, executed_at, settled_at)
+    SELECT t.trade_id, $6, t.buyer_order_id, t.seller_order_id, t.buyer_user_id,
+        t.seller_user_id, nullif(t.buyer_institution_id, '')::uuid,
+        nullif(t.seller_institution_id, '')::uuid, t.price, t.quantity,
+        t.buyer_fee, t.seller_fee, $7, $7, t.is_buyer_maker, $8, NULL, t.executed_at, NULL
+    FROM unnest($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::uuid[],
+        $14::text[], $15::text[], $16::numeric[], $17::numeric[], $18::numeric[],
+        $19::numeric[], $20::bool[], $21::timestamptz[])
+        AS t(trade_id, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
+             buyer_institution_id, seller_institution_id, price, quantity, buyer_fee,
+             seller_fee, is_buyer_maker, executed_at)
+    RETURNING 1
+)
+",
+            $main
+        )
+    };
+}
 
-pub(crate) async fn update_makers<C: ConnectionTrait>(
-    db: &C,
-    makers: &[MakerUpdate],
-) -> Result<()> {
-    if makers.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = makers.iter().map(|m| m.order_id).collect();
-    let created: Vec<DateTime<FixedOffset>> = makers.iter().map(|m| m.created_at).collect();
-    let filled: Vec<Decimal> = makers.iter().map(|m| m.filled_quantity).collect();
-    let averages: Vec<Decimal> = makers.iter().map(|m| m.average_price).collect();
-    let statuses: Vec<String> = makers
-        .iter()
-        .map(|m| status_text(m.status).to_owned())
-        .collect();
-    let result = db
-        .execute_raw(statement(
-            UPDATE_MAKERS,
-            [
-                ids.into(),
-                created.into(),
-                filled.into(),
-                averages.into(),
-                statuses.into(),
-            ],
-        ))
-        .await?;
-    if result.rows_affected() != makers.len() as u64 {
+/// A match's makers and trades ([`match_writes`]), when the order that took
+/// them is already stored (a triggered stop order).
+pub const WRITE_MATCH: &str = match_writes!(
+    "SELECT (SELECT count(*) FROM makers) AS makers_updated,
+    (SELECT count(*) FROM fills) AS trades_inserted"
+);
+
+/// A match's makers and trades ([`match_writes`]) and the new order that took
+/// them (`$22`–`$42`, every column of `orders` in table order).
+pub const WRITE_MATCH_AND_TAKER: &str = match_writes!(
+    "INSERT INTO orders (order_id, user_id, institution_id, symbol, side, order_type, status,
+    quantity, filled_quantity, price, average_price, stop_price, time_in_force,
+    client_order_id, order_source, fee_profile_id, created_at, updated_at, filled_at,
+    cancelled_at, expires_at)
+VALUES ($22, $23, $24, $25, $26::order_side_enum, $27::order_type_enum,
+    $28::order_status_enum, $29, $30, $31, $32, $33, $34::time_in_force_enum, $35, $36, $37,
+    $38, $39, $40, $41, $42)
+RETURNING *, (SELECT count(*) FROM makers) AS makers_updated,
+    (SELECT count(*) FROM fills) AS trades_inserted"
+);
+
+/// The database text of an enum value (the binds of the enum columns are
+/// text, cast in the statement).
+fn text(value: sea_orm::sea_query::Enum) -> String {
+    value.value.into_owned()
+}
+
+/// The binds `$1`–`$21` of [`match_writes`]. The trades of one match share
+/// their symbol, fee asset and source (the engine makes them so); a trade
+/// that does not is an error, not a silent rewrite.
+fn match_values(makers: &[MakerUpdate], trades: &[trades::Model]) -> Result<Vec<Value>> {
+    let first = trades.first().ok_or_else(|| {
+        ServiceError::Database(sea_orm::DbErr::Custom("a match without trades".into()))
+    })?;
+    if let Some(odd) = trades.iter().find(|t| {
+        t.symbol != first.symbol
+            || t.buyer_fee_asset != first.buyer_fee_asset
+            || t.seller_fee_asset != first.buyer_fee_asset
+            || t.trade_source != first.trade_source
+            || t.execution_venue.is_some()
+            || t.settled_at.is_some()
+    }) {
         return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
-            "updated {} of {} matched orders",
-            result.rows_affected(),
-            makers.len()
+            "trade {} differs from its match's symbol, fee asset or source",
+            odd.trade_id
         ))));
     }
-    Ok(())
+    fn column<T, V: Into<Value>>(rows: &[T], get: impl Fn(&T) -> V) -> Vec<V> {
+        rows.iter().map(get).collect()
+    }
+    let institution = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    Ok(vec![
+        column(makers, |m| m.order_id).into(),
+        column(makers, |m| m.created_at).into(),
+        column(makers, |m| m.filled_quantity).into(),
+        column(makers, |m| m.average_price).into(),
+        column(makers, |m| text(m.status.to_value())).into(),
+        first.symbol.clone().into(),
+        first.buyer_fee_asset.clone().into(),
+        first.trade_source.clone().into(),
+        column(trades, |t| t.trade_id).into(),
+        column(trades, |t| t.buyer_order_id).into(),
+        column(trades, |t| t.seller_order_id).into(),
+        column(trades, |t| t.buyer_user_id).into(),
+        column(trades, |t| t.seller_user_id).into(),
+        column(trades, |t| institution(t.buyer_institution_id)).into(),
+        column(trades, |t| institution(t.seller_institution_id)).into(),
+        column(trades, |t| t.price).into(),
+        column(trades, |t| t.quantity).into(),
+        column(trades, |t| t.buyer_fee).into(),
+        column(trades, |t| t.seller_fee).into(),
+        column(trades, |t| t.is_buyer_maker).into(),
+        column(trades, |t| t.executed_at).into(),
+    ])
+}
+
+#[derive(FromQueryResult)]
+struct Written {
+    makers_updated: i64,
+    trades_inserted: i64,
+}
+
+impl Written {
+    /// Every maker found and every trade stored, or an error that says what not.
+    fn check(&self, makers: usize, trades: usize) -> Result<()> {
+        if self.makers_updated != makers as i64 || self.trades_inserted != trades as i64 {
+            return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+                "updated {} of {} matched orders, stored {} of {} trades",
+                self.makers_updated, makers, self.trades_inserted, trades
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// Stores a match: the makers' new state and the trades, in one statement.
+pub(crate) async fn write_match<C: ConnectionTrait>(
+    db: &C,
+    makers: &[MakerUpdate],
+    trades: &[trades::Model],
+) -> Result<()> {
+    let written = Written::find_by_statement(statement(WRITE_MATCH, match_values(makers, trades)?))
+        .one(db)
+        .await?;
+    written
+        .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("match".into())))?
+        .check(makers.len(), trades.len())
+}
+
+/// Stores a match and the new order that took it, in one statement; returns
+/// the order as stored.
+pub(crate) async fn write_match_and_taker<C: ConnectionTrait>(
+    db: &C,
+    makers: &[MakerUpdate],
+    trades: &[trades::Model],
+    taker: orders::Model,
+) -> Result<orders::Model> {
+    let mut values = match_values(makers, trades)?;
+    values.extend([
+        taker.order_id.into(),
+        taker.user_id.into(),
+        taker.institution_id.into(),
+        taker.symbol.into(),
+        text(taker.side.to_value()).into(),
+        text(taker.order_type.to_value()).into(),
+        text(taker.status.to_value()).into(),
+        taker.quantity.into(),
+        taker.filled_quantity.into(),
+        taker.price.into(),
+        taker.average_price.into(),
+        taker.stop_price.into(),
+        text(taker.time_in_force.to_value()).into(),
+        taker.client_order_id.into(),
+        taker.order_source.into(),
+        taker.fee_profile_id.into(),
+        taker.created_at.into(),
+        taker.updated_at.into(),
+        taker.filled_at.into(),
+        taker.cancelled_at.into(),
+        taker.expires_at.into(),
+    ]);
+    let row = db
+        .query_one_raw(statement(WRITE_MATCH_AND_TAKER, values))
+        .await?
+        .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("taker".into())))?;
+    Written::from_query_result(&row, "")?.check(makers.len(), trades.len())?;
+    Ok(orders::Model::from_query_result(&row, "")?)
 }
 
 /// The database string of a status.

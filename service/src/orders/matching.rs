@@ -294,6 +294,14 @@ impl Taker {
     }
 }
 
+/// A taker's match, decided but not yet stored.
+struct Matched {
+    taker: Taker,
+    status: OrderStatus,
+    trades: Vec<trades::Model>,
+    makers: Vec<MakerUpdate>,
+}
+
 /// The fills matching would make, before anything is written.
 struct Plan {
     fills: Vec<(Resting, Decimal)>,
@@ -395,8 +403,9 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             filled: Decimal::ZERO,
             notional: Decimal::ZERO,
         };
-        let (taker, status, trades) = self.execute(taker).await?;
-        let placed = self.insert_taker(&order, &taker, status).await?;
+        let matched = self.execute(taker).await?;
+        let placed = self.insert_taker(&order, &matched).await?;
+        let trades = matched.trades;
         let triggered = if trades.is_empty() {
             Vec::new()
         } else {
@@ -448,12 +457,10 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         }
     }
 
-    /// Matches `taker` and writes the trades and the makers' new state; the
-    /// taker's own row is the caller's to write.
-    async fn execute(
-        &mut self,
-        mut taker: Taker,
-    ) -> Result<(Taker, OrderStatus, Vec<trades::Model>)> {
+    /// Matches `taker`: the trades and the makers' new state, for the caller
+    /// to store with the taker's own row ([`book::write_match_and_taker`]) or
+    /// its update ([`book::write_match`]).
+    async fn execute(&mut self, mut taker: Taker) -> Result<Matched> {
         let mut plan = self.plan(&taker).await?;
         let filled: Decimal = plan.fills.iter().map(|(_, q)| *q).sum();
         if taker.time_in_force == TimeInForce::Fok && filled < taker.remaining() {
@@ -481,20 +488,16 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             taker.filled += quantity;
             taker.notional += notional;
         }
-        if !trades.is_empty() {
-            book::update_makers(self.txn, &makers).await?;
-            trades::Entity::insert_many(
-                trades
-                    .iter()
-                    .cloned()
-                    .map(IntoActiveModel::into_active_model),
-            )
-            .exec(self.txn)
-            .await?;
-            self.last_price = trades.last().map(|t| t.price);
+        if let Some(last) = trades.last() {
+            self.last_price = Some(last.price);
         }
         let status = taker.status(plan.cut_short);
-        Ok((taker, status, trades))
+        Ok(Matched {
+            taker,
+            status,
+            trades,
+            makers,
+        })
     }
 
     /// One trade at the maker's price; fees rounded half-up to 8 places.
@@ -592,20 +595,27 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         Ok(row.into_active_model().reset_all().insert(self.txn).await?)
     }
 
-    async fn insert_taker(
-        &self,
-        order: &NewOrder,
-        taker: &Taker,
-        status: OrderStatus,
-    ) -> Result<orders::Model> {
+    /// Stores a new order that was matched, with its match (one statement)
+    /// when it traded.
+    async fn insert_taker(&self, order: &NewOrder, matched: &Matched) -> Result<orders::Model> {
+        let Matched {
+            taker,
+            status,
+            trades,
+            makers,
+        } = matched;
         let mut row = self.new_row(order, taker.created_at);
         row.order_id = taker.order_id;
-        row.status = status;
+        row.status = *status;
         row.filled_quantity = taker.filled;
         row.average_price = taker.average_price();
         // The filled_at trigger fires on updates only.
-        row.filled_at = (status == OrderStatus::Filled).then_some(self.now);
-        Ok(row.into_active_model().reset_all().insert(self.txn).await?)
+        row.filled_at = (*status == OrderStatus::Filled).then_some(self.now);
+        if trades.is_empty() {
+            Ok(row.into_active_model().reset_all().insert(self.txn).await?)
+        } else {
+            book::write_match_and_taker(self.txn, makers, trades, row).await
+        }
     }
 
     /// Triggers the stop orders the last trade price has reached (first those
@@ -671,7 +681,15 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             filled: stop.filled_quantity,
             notional: Decimal::ZERO,
         };
-        let (taker, status, trades) = self.execute(taker).await?;
+        let Matched {
+            taker,
+            status,
+            trades,
+            makers,
+        } = self.execute(taker).await?;
+        if !trades.is_empty() {
+            book::write_match(self.txn, &makers, &trades).await?;
+        }
         // Matched as if just placed: if it rests, it queues behind the orders
         // already resting at its price, so its time (the book's priority key,
         // and the partition key) becomes the trigger time.

@@ -4,12 +4,12 @@
 //! models.
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
 pub use service::statements::{
     BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK, STATS,
-    TICKER, TRIGGERED_STOPS, UPDATE_MAKERS, candles_statement, resting_statement,
+    TICKER, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER, candles_statement, resting_statement,
 };
 use uuid::Uuid;
 
@@ -35,11 +35,6 @@ const INSERT_ORDER: &str = "INSERT INTO orders (order_id, user_id, symbol, side,
         updated_at)
     VALUES ($1, $2, $3, $4::order_side_enum, $5::order_type_enum, $6::order_status_enum, $7, $8,
         $9, $10, 'GTC', $11, $11)
-    RETURNING *";
-const INSERT_TRADE: &str = "INSERT INTO trades (trade_id, symbol, buyer_order_id,
-        seller_order_id, buyer_user_id, seller_user_id, price, quantity, buyer_fee, seller_fee,
-        buyer_fee_asset, seller_fee_asset, is_buyer_maker, executed_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'USDT', $12, $13)
     RETURNING *";
 
 /// The single-row insert of the durable-commit floor (pgbench-style).
@@ -102,14 +97,16 @@ pub async fn place(
     limit: Option<Decimal>,
 ) -> sqlx::Result<(Uuid, DateTime<Utc>)> {
     let mut tx = pool.begin().await?;
-    sqlx::query(SYMBOL).bind(symbol).fetch_one(&mut *tx).await?;
+    let market = sqlx::query(SYMBOL).bind(symbol).fetch_one(&mut *tx).await?;
+    let maker_fee: Decimal = market.try_get("maker_fee")?;
+    let taker_fee: Decimal = market.try_get("taker_fee")?;
+    let quote_asset: String = market.try_get("quote_asset")?;
     let now: DateTime<Utc> = sqlx::query(LOCK_BOOK_READ_CLOCK)
         .bind(BOOK_LOCK)
         .bind(symbol)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-    let _ = now;
     let last = sqlx::query(LAST_PRICE)
         .bind(symbol)
         .fetch_optional(&mut *tx)
@@ -126,7 +123,7 @@ pub async fn place(
     let mut filled = Decimal::ZERO;
     let mut notional = Decimal::ZERO;
     let mut updates = (vec![], vec![], vec![], vec![], vec![]);
-    let mut fills = vec![];
+    let mut fills = Fills::default();
     for maker in &makers {
         let remaining = quantity - filled;
         if remaining.is_zero() {
@@ -151,7 +148,25 @@ pub async fn place(
         } else {
             "PARTIALLY_FILLED".to_owned()
         });
-        fills.push((maker_id, maker_user, price, take));
+        let (buyer_order, seller_order, buyer, seller) = if buy {
+            (order_id, maker_id, user, maker_user)
+        } else {
+            (maker_id, order_id, maker_user, user)
+        };
+        let fee = |rate: Decimal| {
+            (price * take * rate).round_dp_with_strategy(8, RoundingStrategy::MidpointAwayFromZero)
+        };
+        let (buyer_fee, seller_fee) = if buy {
+            (fee(taker_fee), fee(maker_fee))
+        } else {
+            (fee(maker_fee), fee(taker_fee))
+        };
+        fills.push(
+            [buyer_order, seller_order, buyer, seller],
+            [price, take, buyer_fee, seller_fee],
+            !buy,
+            now,
+        );
     }
     let status = if filled == quantity {
         "FILLED"
@@ -163,60 +178,116 @@ pub async fn place(
         "PARTIALLY_FILLED"
     };
     let average = (!filled.is_zero()).then(|| (notional / filled).round_dp(8));
-    sqlx::query(INSERT_ORDER)
-        .bind(order_id)
-        .bind(user)
-        .bind(symbol)
-        .bind(if buy { "BUY" } else { "SELL" })
-        .bind(if limit.is_some() { "LIMIT" } else { "MARKET" })
-        .bind(status)
-        .bind(quantity)
-        .bind(filled)
-        .bind(limit)
-        .bind(average)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-    for (maker_id, maker_user, price, take) in &fills {
-        let (buyer_order, seller_order, buyer, seller) = if buy {
-            (order_id, *maker_id, user, *maker_user)
-        } else {
-            (*maker_id, order_id, *maker_user, user)
-        };
-        sqlx::query(INSERT_TRADE)
-            .bind(Uuid::new_v4())
+    if fills.ids.is_empty() {
+        sqlx::query(INSERT_ORDER)
+            .bind(order_id)
+            .bind(user)
             .bind(symbol)
-            .bind(buyer_order)
-            .bind(seller_order)
-            .bind(buyer)
-            .bind(seller)
-            .bind(*price)
-            .bind(*take)
-            .bind((*take * Decimal::new(1, 3)).round_dp(8))
-            .bind((*take * *price * Decimal::new(5, 4)).round_dp(8))
-            .bind(symbol.split('/').next().unwrap_or(symbol))
-            .bind(!buy)
+            .bind(if buy { "BUY" } else { "SELL" })
+            .bind(if limit.is_some() { "LIMIT" } else { "MARKET" })
+            .bind(status)
+            .bind(quantity)
+            .bind(filled)
+            .bind(limit)
+            .bind(average)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-    }
-    if !fills.is_empty() {
-        sqlx::query(UPDATE_MAKERS)
+    } else {
+        // The makers, the trades and the taker in one statement, as the service.
+        let last_price = fills.prices[fills.prices.len() - 1];
+        let no_institution = vec![String::new(); fills.ids.len()];
+        sqlx::query(WRITE_MATCH_AND_TAKER)
             .bind(&updates.0)
             .bind(&updates.1)
             .bind(&updates.2)
             .bind(&updates.3)
             .bind(&updates.4)
-            .execute(&mut *tx)
+            .bind(symbol)
+            .bind(&quote_asset)
+            .bind("INTERNAL")
+            .bind(&fills.ids)
+            .bind(&fills.orders[0])
+            .bind(&fills.orders[1])
+            .bind(&fills.orders[2])
+            .bind(&fills.orders[3])
+            .bind(&no_institution)
+            .bind(&no_institution)
+            .bind(&fills.prices)
+            .bind(&fills.amounts[0])
+            .bind(&fills.amounts[1])
+            .bind(&fills.amounts[2])
+            .bind(&fills.buyer_maker)
+            .bind(&fills.at)
+            .bind(order_id)
+            .bind(user)
+            .bind(None::<Uuid>)
+            .bind(symbol)
+            .bind(if buy { "BUY" } else { "SELL" })
+            .bind(if limit.is_some() { "LIMIT" } else { "MARKET" })
+            .bind(status)
+            .bind(quantity)
+            .bind(filled)
+            .bind(limit)
+            .bind(average)
+            .bind(None::<Decimal>)
+            .bind("GTC")
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<Uuid>)
+            .bind(now)
+            .bind(now)
+            .bind((status == "FILLED").then_some(now))
+            .bind(None::<DateTime<Utc>>)
+            .bind(None::<DateTime<Utc>>)
+            .fetch_one(&mut *tx)
             .await?;
         sqlx::query(TRIGGERED_STOPS)
             .bind(symbol)
-            .bind(fills[fills.len() - 1].2)
+            .bind(last_price)
             .fetch_all(&mut *tx)
             .await?;
     }
     tx.commit().await?;
     Ok((order_id, now))
+}
+
+/// The trades of a raw placement, one array per column that varies.
+#[derive(Default)]
+struct Fills {
+    ids: Vec<Uuid>,
+    /// Buyer order, seller order, buyer user, seller user.
+    orders: [Vec<Uuid>; 4],
+    prices: Vec<Decimal>,
+    /// Quantity, buyer fee, seller fee.
+    amounts: [Vec<Decimal>; 3],
+    buyer_maker: Vec<bool>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl Fills {
+    fn push(
+        &mut self,
+        orders: [Uuid; 4],
+        [price, quantity, buyer_fee, seller_fee]: [Decimal; 4],
+        buyer_maker: bool,
+        at: DateTime<Utc>,
+    ) {
+        self.ids.push(Uuid::new_v4());
+        for (column, id) in self.orders.iter_mut().zip(orders) {
+            column.push(id);
+        }
+        self.prices.push(price);
+        for (column, amount) in self
+            .amounts
+            .iter_mut()
+            .zip([quantity, buyer_fee, seller_fee])
+        {
+            column.push(amount);
+        }
+        self.buyer_maker.push(buyer_maker);
+        self.at.push(at);
+    }
 }
 
 /// A raw cancel: look the order up, then the guarded update.

@@ -18,12 +18,11 @@ use super::latency::{Fixture, quantity};
 use super::report::{Measurement, Samples};
 
 /// The triggers that keep the market state, per table.
-const TRIGGERS: [(&str, &str); 5] = [
+const TRIGGERS: [(&str, &str); 4] = [
     ("orders", "trg_market_levels_insert"),
     ("orders", "trg_market_levels_update"),
     ("orders", "trg_market_levels_delete"),
-    ("trades", "trg_market_last_trade_insert"),
-    ("trades", "trg_trade_candles_insert"),
+    ("trades", "trg_market_trades_insert"),
 ];
 
 /// Placements of each kind per block; the first [`WARM`] of a block (the
