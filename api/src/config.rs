@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use service::archive::Location;
 use service::orders::PlacementLimits;
 use service::pooling::PoolMode;
 
@@ -131,6 +132,14 @@ pub struct Config {
     /// `PLACEMENT_BATCH_MAX`, default 64: the most placements of one symbol
     /// the sequencer writes in one transaction (1: no batching).
     pub placement_batch_max: usize,
+    /// `ARCHIVE_DIR` (a folder) or `ARCHIVE_URL` (`s3://bucket/prefix`,
+    /// `file:///path`): where partitions past retention are archived before
+    /// they are dropped. `None`: no archive store (the `archive` commands say
+    /// how to set one, and the hourly job archives nothing).
+    pub archive: Option<Location>,
+    /// `ARCHIVE_ON_SCHEDULE`, default false: the hourly maintenance job
+    /// archives, verifies and drops what retention makes due. Needs a store.
+    pub archive_on_schedule: bool,
 }
 
 impl Config {
@@ -290,6 +299,46 @@ impl Config {
                  to the primary the replica streams from",
             ));
         }
+        let archive = match (get("ARCHIVE_DIR"), get("ARCHIVE_URL")) {
+            (Some(_), Some(url)) => {
+                return Err(invalid(
+                    "ARCHIVE_URL",
+                    &url,
+                    "ARCHIVE_DIR is set too: set one of them (a folder in ARCHIVE_DIR, or an \
+                     object store URL in ARCHIVE_URL)",
+                ));
+            }
+            (Some(dir), None) => Some(Location::Dir(dir.trim().into())),
+            (None, Some(url)) => {
+                let location = Location::parse_url(&url).map_err(|err| {
+                    let reason = match err {
+                        service::archive::ArchiveError::Invalid { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    invalid("ARCHIVE_URL", &url, &reason)
+                })?;
+                if location.is_memory() {
+                    return Err(invalid(
+                        "ARCHIVE_URL",
+                        &url,
+                        "a memory:// store loses its archives when the process exits, after \
+                         their partitions were dropped: use a folder (ARCHIVE_DIR) or \
+                         s3://bucket/prefix",
+                    ));
+                }
+                Some(location)
+            }
+            (None, None) => None,
+        };
+        let archive_on_schedule = flag("ARCHIVE_ON_SCHEDULE", false)?;
+        if archive_on_schedule && archive.is_none() {
+            return Err(invalid(
+                "ARCHIVE_ON_SCHEDULE",
+                "true",
+                "needs an archive store: set ARCHIVE_DIR=/path/to/folder or \
+                 ARCHIVE_URL=s3://bucket/prefix",
+            ));
+        }
         let rate_limit = |rate: &'static str, burst: &'static str, defaults: (u64, u64)| {
             let per_second = number(rate, defaults.0, 0..=1_000_000)? as u32;
             let burst = number(burst, defaults.1.max(1), 1..=1_000_000)? as u32;
@@ -325,6 +374,8 @@ impl Config {
                 1..=600_000,
             )?),
             placement_batch_max: number("PLACEMENT_BATCH_MAX", 64, 1..=1_000)? as usize,
+            archive,
+            archive_on_schedule,
             database_url,
             database_read_url,
             replica_max_lag: Duration::from_millis(number(
@@ -379,6 +430,68 @@ mod tests {
         assert_eq!(c.db_statement_timeout, Some(Duration::from_secs(10)));
         let off = config(&[("DB_STATEMENT_TIMEOUT_MS", "0")]).expect("valid");
         assert_eq!(off.db_statement_timeout, None);
+        assert_eq!(c.archive, None);
+        assert!(!c.archive_on_schedule);
+    }
+
+    #[test]
+    fn an_archive_store_is_a_folder_or_a_url_and_the_schedule_needs_one() {
+        let c = config(&[
+            ("ARCHIVE_DIR", "/var/lib/archive"),
+            ("ARCHIVE_ON_SCHEDULE", "on"),
+        ])
+        .expect("valid");
+        assert_eq!(c.archive, Some(Location::Dir("/var/lib/archive".into())));
+        assert!(c.archive_on_schedule);
+        let c = config(&[("ARCHIVE_URL", "s3://bucket/trade/archive")]).expect("valid");
+        assert_eq!(
+            c.archive.as_ref().map(ToString::to_string).as_deref(),
+            Some("s3://bucket/trade/archive")
+        );
+        assert!(!c.archive_on_schedule);
+        let c = config(&[("ARCHIVE_URL", "file:///var/lib/archive")]).expect("valid");
+        assert!(matches!(c.archive, Some(Location::Url(_))));
+        for (pairs, variable, says) in [
+            (
+                vec![("ARCHIVE_DIR", "/a"), ("ARCHIVE_URL", "s3://bucket/x")],
+                "ARCHIVE_URL",
+                "ARCHIVE_DIR is set too",
+            ),
+            (
+                vec![("ARCHIVE_URL", "bucket/x")],
+                "ARCHIVE_URL",
+                "s3://bucket/prefix",
+            ),
+            (
+                vec![("ARCHIVE_URL", "gs://bucket/x")],
+                "ARCHIVE_URL",
+                "built in",
+            ),
+            (
+                vec![("ARCHIVE_URL", "ftp://host/x")],
+                "ARCHIVE_URL",
+                "s3://bucket/prefix",
+            ),
+            (
+                vec![("ARCHIVE_URL", "memory://")],
+                "ARCHIVE_URL",
+                "loses its archives",
+            ),
+            (
+                vec![("ARCHIVE_ON_SCHEDULE", "true")],
+                "ARCHIVE_ON_SCHEDULE",
+                "needs an archive store",
+            ),
+            (
+                vec![("ARCHIVE_DIR", "/a"), ("ARCHIVE_ON_SCHEDULE", "hourly")],
+                "ARCHIVE_ON_SCHEDULE",
+                "expected true or false",
+            ),
+        ] {
+            let err = config(&pairs).expect_err(says);
+            assert_eq!(err.variable, variable, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

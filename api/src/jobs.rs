@@ -2,7 +2,10 @@
 //! into months and of old orders months into years, each merge step its own
 //! transaction) at start and hourly;
 //! order expiry and the stop orders a placement's trigger bound left waiting,
-//! every minute.
+//! every minute. With `ARCHIVE_ON_SCHEDULE` and an archive store, the hourly
+//! run then archives, verifies and drops the partitions past retention
+//! (`archive_partitions`; each step its own transaction, see
+//! `service::archive`).
 //! Each run is one transaction without the statement timeout (a large backlog
 //! may take long) but with `JOB_LOCK_TIMEOUT_MS` as its lock timeout, so a job
 //! never queues behind a lock for long; it is logged, and a failed run is
@@ -10,6 +13,7 @@
 //! `trade_engine_job_last_run_timestamp_seconds` and
 //! `trade_engine_job_last_run_success` for its job on `/metrics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use service::orders::PlacementLimits;
@@ -17,18 +21,24 @@ use service::pooling::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::archiving::Archiving;
+
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 pub fn spawn(
     db: Pool,
     limits: PlacementLimits,
+    archiving: Option<Arc<Archiving>>,
     stop: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
+    // Archiving on schedule only: otherwise retention stays a manual step.
+    let archiving = archiving.filter(|a| a.on_schedule());
     let maintenance = {
         let db = db.clone();
         every(MAINTENANCE_EVERY, stop.clone(), move || {
             let db = db.clone();
+            let archiving = archiving.clone();
             async move {
                 match db
                     .run_unbounded(async |db| service::maintenance::maintain_partitions(db).await)
@@ -69,6 +79,21 @@ pub fn spawn(
                 crate::metrics::record_job("compact_orders", compacted.is_ok());
                 if let Err(err) = compacted {
                     tracing::warn!(job = "compact_orders", error = %err, "failed");
+                }
+                // Last: what retention makes due, archived, verified, dropped.
+                if let Some(archiving) = archiving {
+                    let archived = archiving.run(db.connection()).await;
+                    crate::metrics::record_job("archive_partitions", archived.is_ok());
+                    match archived {
+                        Ok(done) => tracing::info!(
+                            job = "archive_partitions",
+                            dropped = done.len(),
+                            "partitions past retention archived and dropped"
+                        ),
+                        Err(err) => {
+                            tracing::warn!(job = "archive_partitions", error = %err, "failed")
+                        }
+                    }
                 }
             }
         })

@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json`, Prometheus metrics, background maintenance, and an
 //! embedded local PostgreSQL for a zero-setup start.
 
+pub mod archiving;
 pub mod auth;
 pub mod config;
 pub mod dto;

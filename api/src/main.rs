@@ -1,4 +1,6 @@
-//! `api`: serve the trade engine's HTTP API (the default), or mint a token.
+//! `api`: serve the trade engine's HTTP API (the default), mint a token, or
+//! archive partitions past retention (`api archive`, `api archive list`,
+//! `api archive restore`).
 //!
 //! With no `DATABASE_URL`, it starts a project-local PostgreSQL cluster in
 //! `.pgdata/` from the server binaries installed on the machine.
@@ -8,11 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use api::archiving::{self, Archiving};
 use api::auth::Auth;
 use api::config::{AuthMode, Config};
 use api::embedded::EmbeddedPostgres;
 use api::server::{DEMO_TOKEN_TTL, DEMO_USER, Server, authenticator, connect, shutdown_signal};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
@@ -36,20 +39,56 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Archive the partitions past retention to Parquet in the archive store
+    /// (ARCHIVE_DIR or ARCHIVE_URL), then drop them; a dry run unless
+    /// --execute. Also lists and restores archives.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ArchiveArgs {
+    #[command(subcommand)]
+    command: Option<ArchiveCommand>,
+    /// Export, verify and drop the partitions past retention (without it:
+    /// list them and whether each is archived, change nothing).
+    #[arg(long)]
+    execute: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// List every archive in the store (partitions dropped long ago included).
+    List,
+    /// Load an archived partition back: into its original partition
+    /// (re-created if gone), or with --into into a new side table.
+    Restore {
+        /// The partition's name, e.g. trades_2021_06_01 or orders_2021_06.
+        partition: String,
+        /// Load into this new table (same columns, attached to nothing)
+        /// instead of the original partition.
+        #[arg(long, value_name = "SIDE_TABLE")]
+        into: Option<String>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     dotenvy::dotenv().ok();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+    );
+    // The archive commands print their summary on stdout; their log goes to stderr.
+    if matches!(cli.command, Some(Command::Archive(_))) {
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Token { user_id, hours } => token(user_id, hours),
+        Command::Archive(args) => archive(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,9 +128,10 @@ fn embedded_dir() -> PathBuf {
     )
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let (url, embedded) = match &config.database_url {
+/// The database to use: `DATABASE_URL`, else the embedded cluster (started,
+/// or attached to when running), which the caller stops.
+async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    Ok(match &config.database_url {
         Some(url) => (url.clone(), None),
         None => {
             let dir = embedded_dir();
@@ -99,8 +139,52 @@ async fn serve() -> anyhow::Result<()> {
             let cluster = EmbeddedPostgres::start(&dir).await?;
             (cluster.database_url().to_owned(), Some(cluster))
         }
-    };
+    })
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (url, embedded) = database(&config).await?;
     let outcome = serve_on(&url, &config).await;
+    if let Some(cluster) = embedded {
+        cluster
+            .stop()
+            .await
+            .context("stopping the embedded PostgreSQL")?;
+    }
+    outcome
+}
+
+/// `api archive …`: one command against the database and the archive store
+/// of the settings, its summary on stdout.
+async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let command = match args.command {
+        None => archiving::Command::Due {
+            execute: args.execute,
+        },
+        Some(ArchiveCommand::List) => archiving::Command::List,
+        Some(ArchiveCommand::Restore { partition, into }) => {
+            archiving::Command::Restore { partition, into }
+        }
+    };
+    let store = Archiving::open(&config)
+        .context("cannot open the archive store (check ARCHIVE_DIR / ARCHIVE_URL)")?;
+    if store.is_none() && command != (archiving::Command::Due { execute: false }) {
+        bail!(archiving::NO_STORE);
+    }
+    let (url, embedded) = database(&config).await?;
+    let outcome = async {
+        let db = connect(&url, &config)
+            .await
+            .context("cannot connect to the database (check DATABASE_URL)")?;
+        // Not locked for the run: log lines may come from other threads.
+        let mut stdout = std::io::stdout();
+        let outcome = archiving::run_command(&command, &db, store.as_deref(), &mut stdout).await;
+        db.close().await.ok();
+        outcome
+    }
+    .await;
     if let Some(cluster) = embedded {
         cluster
             .stop()
@@ -120,6 +204,9 @@ async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
             .context("applying pending migrations (set MIGRATE_ON_START=false to skip)")?;
         tracing::info!("migrations are up to date");
     }
+    // A store that cannot be opened is named as such, before the listener.
+    Archiving::open(config)
+        .context("cannot open the archive store (check ARCHIVE_DIR / ARCHIVE_URL)")?;
     let (auth, demo) = authenticator(config).context("cannot sign the demo token")?;
     let server = Server::start(db.clone(), auth, config)
         .await

@@ -73,6 +73,16 @@ pub fn record_gauges(gauges: &service::maintenance::Gauges) {
     metrics::gauge!("trade_engine_oldest_resting_order_age_seconds").set(age);
 }
 
+/// `trade_engine_partitions_due_for_archiving{table}`: partitions past
+/// retention with no archive in the store yet (without a store: every
+/// partition past retention), from [`crate::archiving::Archiving::due_for_archiving`].
+pub fn record_due_for_archiving(counts: &std::collections::BTreeMap<String, usize>) {
+    for (table, count) in counts {
+        metrics::gauge!("trade_engine_partitions_due_for_archiving", "table" => table.clone())
+            .set(*count as f64);
+    }
+}
+
 /// Records a background job's run: when it ended and whether it succeeded.
 pub fn record_job(job: &'static str, succeeded: bool) {
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;

@@ -135,6 +135,7 @@ impl Server {
                 Reads::with_replica(db.clone(), pool(replica, config), config.replica_max_lag)
             }
         };
+        let archiving = crate::archiving::Archiving::open(config).map_err(std::io::Error::other)?;
         let state = AppState {
             db: db.clone(),
             reads: reads.clone(),
@@ -143,6 +144,7 @@ impl Server {
             throttle: Arc::new(Throttle::new(config)),
             placement,
             sequencer: sequencer.clone(),
+            archiving: archiving.clone(),
         };
         let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
@@ -159,7 +161,7 @@ impl Server {
             None => Vec::new(),
         };
         if config.background_jobs {
-            jobs.extend(crate::jobs::spawn(db, placement, stopped));
+            jobs.extend(crate::jobs::spawn(db, placement, archiving, stopped));
         }
         tracing::info!(%addr, "serving");
         Ok(Server {

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use service::orders::{PlacementLimits, Sequencer};
 use service::pooling::Pool;
 
+use crate::archiving::Archiving;
 use crate::auth::Auth;
 use crate::replica::Reads;
 use crate::throttle::Throttle;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub placement: PlacementLimits,
     /// Places `POST /api/v1/orders` in per-symbol batches (group commit).
     pub sequencer: Sequencer,
+    /// The archive store (`ARCHIVE_DIR` / `ARCHIVE_URL`), when configured.
+    pub archiving: Option<Arc<Archiving>>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {

@@ -9,6 +9,9 @@
 //!   volume, a user's fill rate.
 //! - [`maintenance`]: partitions, retention, expiry, PENDING stop triggers, the
 //!   materialized book, book snapshots, health; entry points for a scheduler.
+//! - `archive` (the `archive` feature, off by default): partitions past
+//!   retention exported to Parquet in a folder or an object store, verified,
+//!   then dropped; and restored.
 //!
 //! Writes retry a serialization failure or deadlock up to
 //! [`CONTENTION_ATTEMPTS`] times in total before reporting
@@ -41,6 +44,8 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeExamples;
 
+#[cfg(feature = "archive")]
+pub mod archive;
 pub mod error;
 pub mod ids;
 

@@ -68,10 +68,37 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(gauges) => {
             crate::metrics::record_gauges(&gauges);
             metrics::gauge!("trade_engine_gauges_up").set(1.0);
+            // Without a store nothing is archived: everything due is unarchived.
+            if state.archiving.is_none() {
+                crate::metrics::record_due_for_archiving(&crate::archiving::count_by_table(
+                    gauges.tables.iter().flat_map(|t| {
+                        std::iter::repeat_n(t.table_name.as_str(), t.due_for_retention as usize)
+                    }),
+                ));
+            }
         }
         Err(err) => {
             tracing::warn!(error = %err, "metrics: the partition gauges could not be read");
             metrics::gauge!("trade_engine_gauges_up").set(0.0);
+        }
+    }
+    if let Some(archiving) = &state.archiving {
+        // A local folder is listed now; a remote store's listing is reused
+        // for a while (see `archiving::LISTING_TTL`).
+        match state
+            .db
+            .run(async |db| {
+                archiving
+                    .due_for_archiving(db)
+                    .await
+                    .map_err(crate::archiving::CountError::from)
+            })
+            .await
+        {
+            Ok(counts) => crate::metrics::record_due_for_archiving(&counts),
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics: partitions due for archiving could not be counted")
+            }
         }
     }
     (
