@@ -1,4 +1,4 @@
--- Least-privilege roles for the trade engine (issue 7, docs/reliability.md).
+-- Least-privilege roles for the trade engine (docs/reliability.md).
 --
 -- Run it as the schema's owner (the role that ran the migrations), in the
 -- application's database, after the migrations:

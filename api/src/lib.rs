@@ -1,7 +1,7 @@
-//! The trade engine's HTTP API (`shared/spec/api.md`) over the `service`
-//! crate: axum on tokio, JWT or trusted-header authentication, OpenAPI 3.1 at
-//! `/api/v1/openapi.json`, Prometheus metrics, background maintenance, and an
-//! embedded local PostgreSQL for a zero-setup start.
+//! The trade engine's HTTP API over the `service` crate: axum on tokio, JWT or
+//! trusted-header authentication, OpenAPI 3.1 at `/api/v1/openapi.json` (the
+//! contract), Prometheus metrics, background maintenance, and an embedded
+//! local PostgreSQL for a zero-setup start.
 
 pub mod archiving;
 pub mod auth;

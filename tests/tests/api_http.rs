@@ -1,4 +1,4 @@
-//! The api's HTTP contract (`../shared/spec/api.md`), endpoint by endpoint,
+//! The api's HTTP contract (as the OpenAPI document describes it), endpoint by endpoint,
 //! over real sockets, with the api connected straight to its test database
 //! (`DB_POOL_MODE=direct`). `api_http_pgbouncer` runs these same tests with a
 //! PgBouncer in transaction mode in between.

@@ -1,7 +1,7 @@
 //! The api's HTTP tests (the modules of `api_http`) with the api behind
-//! PgBouncer 1.18 (the Debian package) in transaction pooling mode, as issue 7
-//! asks: each app gets a PgBouncer of its own with two server connections for
-//! the api's five client connections, and runs with `DB_POOL_MODE=transaction`
+//! PgBouncer 1.18 (the Debian package) in transaction pooling mode: each app
+//! gets a PgBouncer of its own with two server connections for the api's five
+//! client connections, and runs with `DB_POOL_MODE=transaction`
 //! (each request one transaction begun with `DEALLOCATE ALL`, no statement
 //! cache; see `service::pooling`). The tests' own checks on the database use a
 //! direct connection.

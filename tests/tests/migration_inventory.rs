@@ -1,4 +1,4 @@
-//! The inventory: every object of ../shared/spec/schema.md exists after `up`,
+//! The inventory: every object of docs/schema.md exists after `up`,
 //! with its exact name, columns, types, defaults, predicates and comments.
 
 use tests::db::TestDb;

@@ -1,4 +1,4 @@
-//! The api killed mid-flight (issue 7, part 1): the api runs as a process
+//! The api killed mid-flight: the api runs as a process
 //! of its own (`src/bin/reliability_api.rs`) and gets SIGKILL while
 //! placements that sweep several price levels are in flight. After a
 //! restart: every placement answered 201 is stored with exactly the trades it

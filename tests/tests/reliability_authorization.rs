@@ -1,4 +1,4 @@
-//! Authorization under attack (issue 7, part 2): for every user endpoint,
+//! Authorization under attack: for every user endpoint,
 //! another user's credentials, none, a forged, expired or foreign-signed token
 //! are refused, and nothing of the victim's data appears in any answer.
 

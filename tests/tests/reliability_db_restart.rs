@@ -1,9 +1,9 @@
-//! Database restart under load (issue 7, part 1): clients place and cancel
+//! Database restart under load: clients place and cancel
 //! orders through the api while the test's own PostgreSQL is stopped with
 //! `pg_ctl stop -m immediate` and started again on the same port. Every write
 //! answered 2xx is in the database afterwards; requests during the outage get
 //! 503 with the contract's body and none hangs; the api recovers without a
-//! restart; the invariants of service.md hold.
+//! restart; the service's invariants hold.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

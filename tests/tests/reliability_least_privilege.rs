@@ -1,4 +1,4 @@
-//! Least privilege (issue 7, part 3): with the roles of `scripts/roles.sql`,
+//! Least privilege: with the roles of `scripts/roles.sql`,
 //! the api serves its flows connected as the application role (migrations
 //! off), which cannot change the schema nor delete history; the analytics role
 //! only reads.

@@ -1,4 +1,4 @@
-//! Concurrent migrators (issue 7, part 1), beyond the two-runner races of
+//! Concurrent migrators, beyond the two-runner races of
 //! `migration_rollback.rs`: four `up` runs at once, in one process and as four
 //! CLI processes, and a CLI `up` racing a CLI `down`. Each migration is
 //! recorded once and the catalog equals a sequential run's.

@@ -1,4 +1,4 @@
-//! The api and the migrations through PgBouncer (issue 7, part 1), the
+//! The api and the migrations through PgBouncer, the
 //! Debian package's 1.18, started by each test on a free loopback port.
 //!
 //! Transaction mode: sqlx 0.9 sends every query SeaORM makes as a named

@@ -1,4 +1,4 @@
-//! The service under async-std: service.md promises that it picks no runtime,
+//! The service under async-std: the service crate promises that it picks no runtime,
 //! so a service built on async-std can use it.
 //!
 //! async-std is discontinued upstream (its authors point to smol); these tests

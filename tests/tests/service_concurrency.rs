@@ -1,4 +1,4 @@
-//! service.md's invariants under concurrency: many tasks, each on its own
+//! The service's invariants under concurrency: many tasks, each on its own
 //! database session, place (LIMIT, MARKET, and some STOP and STOP_LIMIT, whose
 //! triggers cascade) and cancel random orders on two symbols at once;
 //! then every invariant is checked in SQL, and every answer the service gave is

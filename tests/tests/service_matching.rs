@@ -1,4 +1,4 @@
-//! Every matching rule of service.md with exact trades, prices, fees, statuses
+//! Every matching rule of the service with exact trades, prices, fees, statuses
 //! and average prices. BTC/USDT: tick 0.01, sizes 0.0001..100, minimum value 10,
 //! band ±10%, maker fee 0.0005, taker fee 0.0010.
 

@@ -1,6 +1,6 @@
 //! Model-based test of matching: random sequences of placements and cancels go
 //! through `service::orders::{place, cancel}` on a real database and through a
-//! small reference matcher written here from the rules of service.md; the same
+//! small reference matcher written here from the service's matching rules; the same
 //! trades and the same orders must come out.
 //!
 //! The reference knows price-time priority, the maker's price, fees (price ×
@@ -210,7 +210,7 @@ enum CancelOutcome {
     Terminal(OrderStatus),
 }
 
-/// The reference matcher: service.md's rules on a vector of orders.
+/// The reference matcher: the matching rules on a vector of orders.
 struct Reference {
     maker_fee: Decimal,
     taker_fee: Decimal,

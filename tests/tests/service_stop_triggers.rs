@@ -43,7 +43,7 @@ async fn place(db: &sea_orm::DatabaseConnection, order: NewOrder) -> Placement {
         .unwrap_or_else(|err| panic!("placing {order:?}: {err}"))
 }
 
-/// service.md, rule 7: a triggered stop order "is matched as if just placed".
+/// The matching rules: a triggered stop order "is matched as if just placed".
 /// A STOP_LIMIT that triggers and rests should therefore queue behind the
 /// orders already resting at its price. An engine that keeps the stop's
 /// original `created_at`, which is what the book orders by, lets the triggered

@@ -1,4 +1,4 @@
-//! Each placement rule of service.md refused with its error variant, naming the
+//! Each placement rule of the service refused with its error variant, naming the
 //! field, and nothing written.
 
 use chrono::{Duration, Utc};

@@ -1,4 +1,4 @@
-//! The invariants of `service.md`, each counted as violations by one query,
+//! The service's invariants (its crate docs and the README's matching rules), each counted as violations by one query,
 //! so a failing test names the rule and the count.
 
 use sea_orm::ConnectionTrait;
@@ -83,7 +83,7 @@ impl Invariants {
                 && self.self_trades == 0
                 && self.crossed_books == 0
                 && self.market_state_differences == 0,
-            "invariants of service.md broken: {self:?}"
+            "service invariants broken: {self:?}"
         );
     }
 }

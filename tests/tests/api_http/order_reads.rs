@@ -1,5 +1,5 @@
 //! Reading, cancelling and listing the caller's orders over real HTTP
-//! (`shared/spec/api.md`): 403 for another user's order, 404 for none, 400
+//! (the OpenAPI contract): 403 for another user's order, 404 for none, 400
 //! for a malformed id, 409 for a terminal order, filters, bounds, and offset
 //! and keyset (`X-Next-Cursor`) pages.
 

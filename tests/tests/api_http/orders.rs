@@ -1,4 +1,4 @@
-//! `POST /api/v1/orders` over real HTTP (`shared/spec/api.md`): placing, the
+//! `POST /api/v1/orders` over real HTTP (the OpenAPI contract): placing, the
 //! 400s that name their field, malformed bodies, 413, and the 409s.
 //! `order_reads.rs` has reading, cancelling and listing.
 
