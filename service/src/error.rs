@@ -1,7 +1,7 @@
 //! The service's error: one variant per outcome a caller can act on.
 
 use entity::sea_orm_active_enums::{OrderStatusEnum, SymbolStatusEnum};
-use sea_orm::{DbErr, RuntimeErr};
+use sea_orm::{ActiveEnum, DbErr, RuntimeErr};
 use uuid::Uuid;
 
 /// What a service operation can fail with. Database refusals (check
@@ -14,7 +14,7 @@ pub enum ServiceError {
     UnknownSymbol(String),
 
     /// The symbol exists but is HALTED, in MAINTENANCE or DELISTED.
-    #[error("symbol {symbol} is not tradable: it is {status:?}")]
+    #[error("symbol {symbol} is not tradable: it is {}", .status.to_value().value)]
     SymbolNotTradable {
         symbol: String,
         status: SymbolStatusEnum,
@@ -37,7 +37,7 @@ pub enum ServiceError {
     Forbidden { entity: &'static str, id: String },
 
     /// The order is FILLED, CANCELLED, REJECTED or EXPIRED and cannot change.
-    #[error("order {order_id} is {status:?} and cannot change")]
+    #[error("order {order_id} is {} and cannot change", .status.to_value().value)]
     TerminalStatus {
         order_id: Uuid,
         status: OrderStatusEnum,
@@ -250,3 +250,28 @@ impl From<DbErr> for ServiceError {
 
 /// Short for `Result<T, ServiceError>`.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_named_as_the_database_and_the_api_name_them() {
+        let filled = ServiceError::TerminalStatus {
+            order_id: Uuid::nil(),
+            status: OrderStatusEnum::Filled,
+        };
+        assert_eq!(
+            filled.to_string(),
+            "order 00000000-0000-0000-0000-000000000000 is FILLED and cannot change"
+        );
+        let halted = ServiceError::SymbolNotTradable {
+            symbol: "BTC/USDT".to_owned(),
+            status: SymbolStatusEnum::Halted,
+        };
+        assert_eq!(
+            halted.to_string(),
+            "symbol BTC/USDT is not tradable: it is HALTED"
+        );
+    }
+}
