@@ -41,3 +41,14 @@ pub mod db;
 pub mod faults;
 pub mod history;
 pub mod sql;
+
+/// A decimal from its text, for test data (`dec("0.5")`); panics with the
+/// text when it is not one.
+pub fn dec(text: &str) -> rust_decimal::Decimal {
+    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+/// The user with id `n` (`00000000-…-000000000001` for 1): test users by number.
+pub fn user(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}

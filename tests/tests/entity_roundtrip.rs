@@ -11,17 +11,14 @@ use entity::{
     order_book_snapshots, orders, partition_retention_config, stop_orders_watchlist, symbols,
     trades,
 };
-use sea_orm::prelude::{DateTimeWithTimeZone, Decimal, Time, Uuid};
+use sea_orm::prelude::{DateTimeWithTimeZone, Time, Uuid};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, ModelTrait, QueryFilter,
 };
 use tests::db::TestDb;
+use tests::dec;
 use tests::sql::exec;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
 
 fn at(text: &str) -> DateTimeWithTimeZone {
     DateTimeWithTimeZone::parse_from_rfc3339(text).unwrap_or_else(|err| panic!("{text}: {err}"))

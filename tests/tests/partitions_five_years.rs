@@ -15,17 +15,10 @@ use service::pooling::{Pool, PoolMode};
 use service::{Page, Side, maintenance, trades};
 use tests::db::TestDb;
 use tests::sql::{exec, lines, scalar};
+use tests::{dec, user};
 
 const BTC: &str = "BTC/USDT";
 const DAYS: i64 = 1_800;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
 
 /// The two counts of a query answering `a|b`.
 async fn two_counts(db: &impl sea_orm::ConnectionTrait, sql: &str) -> (i64, i64) {

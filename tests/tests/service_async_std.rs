@@ -16,20 +16,11 @@
 
 use entity::trades;
 use migration::MigratorTrait;
-use sea_orm::prelude::Decimal;
-use sea_orm::prelude::Uuid;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use service::orders::{self as svc, NewOrder};
 use service::{OrderStatus, Side};
 use tests::db::TestDb;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
+use tests::{dec, user};
 
 fn no_tokio_here() {
     assert!(

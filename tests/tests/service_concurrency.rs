@@ -17,6 +17,7 @@ use service::orders::{self as svc, NewOrder, Placement, Sequencer, SequencerSett
 use service::pooling::{Pool, PoolMode};
 use service::{OrderStatus, OrderType, ServiceError, Side, TimeInForce, is_terminal};
 use tests::db::TestDb;
+use tests::dec;
 use tests::sql::{exec, lines, rows, scalar};
 
 const SYMBOLS: [&str; 2] = ["BTC/USDT", "ETH/USDT"];
@@ -29,10 +30,6 @@ const PRICES: [&str; 7] = [
     "99.97", "99.98", "99.99", "100", "100.01", "100.02", "100.03",
 ];
 const QUANTITIES: [&str; 6] = ["0.1", "0.25", "0.5", "1", "1.5", "2.33333333"];
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
 
 fn user(n: u64) -> Uuid {
     Uuid::from_u128(u128::from(n))

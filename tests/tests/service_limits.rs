@@ -13,17 +13,10 @@ use service::pooling::{Pool, PoolMode};
 use service::{CONTENTION_ATTEMPTS, OrderStatus, ServiceError, Side, TimeInForce};
 use tests::db::TestDb;
 use tests::sql::{column, exec, lines, scalar};
+use tests::{dec, user};
 
 const BTC: &str = "BTC/USDT";
 const ETH: &str = "ETH/USDT";
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
 
 async fn place_with(
     db: &DatabaseConnection,

@@ -10,16 +10,9 @@ use service::orders::{self as svc, NewOrder, Placement};
 use service::{OrderStatus, OrderType, Side, TimeInForce};
 use tests::db::TestDb;
 use tests::sql::{exec, lines, scalar};
+use tests::{dec, user};
 
 const BTC: &str = "BTC/USDT";
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
 
 async fn place(db: &DatabaseConnection, order: NewOrder) -> Placement {
     svc::place(db, order.clone())

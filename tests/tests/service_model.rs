@@ -32,6 +32,7 @@ use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
 use service::orders::{self as svc, NewOrder, Placement};
 use service::{OrderStatus, OrderType, ServiceError, Side, TimeInForce};
 use tests::db::TestDb;
+use tests::dec;
 use tests::sql::{exec, scalar};
 
 const BTC: &str = "BTC/USDT";
@@ -55,10 +56,6 @@ const QUANTITIES: [&str; 9] = [
 ];
 
 const USERS: u8 = 4;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
 
 fn user_id(user: u8) -> Uuid {
     Uuid::from_u128(u128::from(user))

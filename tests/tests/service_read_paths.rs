@@ -17,14 +17,6 @@ const BTC: &str = "BTC/USDT";
 const ETH: &str = "ETH/USDT";
 const UNKNOWN: &str = "NOPE/USDT";
 
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
-
 /// A trade between `buyer` and `seller` at `executed_at` (an SQL expression),
 /// with fees 0.05 (buyer) and 0.1 (seller) unless `extra` says otherwise
 /// (`column = value` pairs separated by `; `). Returns its id.
@@ -1284,6 +1276,7 @@ async fn candles_equal_a_computation_over_the_trades_for_every_interval_and_wind
 // ---------------------------------------------------------------- market state
 
 use tests::faults::market_state_drift as drift;
+use tests::{dec, user};
 
 #[tokio::test]
 async fn the_market_state_follows_every_write_the_service_and_an_operator_make() {

@@ -2,20 +2,12 @@
 //! just placed, and a cancel racing a trigger still cancels. Both were found by
 //! the model and concurrency tests and are pinned here exactly.
 
-use sea_orm::prelude::{Decimal, Uuid};
 use service::Side;
 use service::orders::{self as svc, NewOrder, Placement};
 use tests::db::TestDb;
+use tests::{dec, user};
 
 const BTC: &str = "BTC/USDT";
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
-
-fn user(n: u128) -> Uuid {
-    Uuid::from_u128(n)
-}
 
 /// A trade at 100 (user 1 sells to user 2), then user 3's STOP_LIMIT buy of 1
 /// with stop 103 and limit 104, untriggered; returns the stop's placement.

@@ -3,18 +3,15 @@
 
 use chrono::{Duration, Utc};
 use entity::orders;
-use sea_orm::prelude::{Decimal, Uuid};
+use sea_orm::prelude::Uuid;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, IntoActiveModel};
 use service::orders::{self as svc, NewOrder};
 use service::{OrderType, ServiceError, Side, SymbolStatus, TimeInForce};
 use tests::db::TestDb;
+use tests::dec;
 use tests::sql::{exec, scalar};
 
 const BTC: &str = "BTC/USDT";
-
-fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
-}
 
 fn buy(qty: &str, price: &str) -> NewOrder {
     NewOrder::limit(Uuid::from_u128(1), BTC, Side::Buy, dec(qty), dec(price))
