@@ -142,16 +142,22 @@ async fn database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPos
     })
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let (url, embedded) = database(&config).await?;
-    let outcome = serve_on(&url, &config).await;
+/// Stops the embedded cluster [`database`] started, if it did.
+async fn stop_embedded(embedded: Option<EmbeddedPostgres>) -> anyhow::Result<()> {
     if let Some(cluster) = embedded {
         cluster
             .stop()
             .await
             .context("stopping the embedded PostgreSQL")?;
     }
+    Ok(())
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let (url, embedded) = database(&config).await?;
+    let outcome = serve_on(&url, &config).await;
+    stop_embedded(embedded).await?;
     outcome
 }
 
@@ -185,12 +191,7 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
         outcome
     }
     .await;
-    if let Some(cluster) = embedded {
-        cluster
-            .stop()
-            .await
-            .context("stopping the embedded PostgreSQL")?;
-    }
+    stop_embedded(embedded).await?;
     outcome
 }
 

@@ -368,8 +368,8 @@ pub(crate) async fn rewrite_triggered<C: ConnectionTrait>(
             stop.order_id.into(),
             stop.created_at.into(),
             triggered_at.into(),
-            type_text(order_type).into(),
-            status_text(status).into(),
+            text(order_type.to_value()).into(),
+            text(status.to_value()).into(),
             filled.into(),
             average_price.into(),
         ],
@@ -382,17 +382,6 @@ pub(crate) async fn rewrite_triggered<C: ConnectionTrait>(
             stop.order_id
         )))
     })
-}
-
-/// The database string of an order type.
-fn type_text(order_type: OrderType) -> &'static str {
-    match order_type {
-        OrderType::Market => "MARKET",
-        OrderType::Limit => "LIMIT",
-        OrderType::Stop => "STOP",
-        OrderType::StopLimit => "STOP_LIMIT",
-        OrderType::TrailingStop => "TRAILING_STOP",
-    }
 }
 
 /// A maker's new fill state.
@@ -470,8 +459,8 @@ RETURNING *, (SELECT count(*) FROM makers) AS makers_updated,
     (SELECT count(*) FROM fills) AS trades_inserted"
 );
 
-/// The database text of an enum value (the binds of the enum columns are
-/// text, cast in the statement).
+/// The database text of an enum value, as the generated enum names it (the
+/// binds of the enum columns are text, cast in the statement).
 fn text(value: sea_orm::sea_query::Enum) -> String {
     value.value.into_owned()
 }
@@ -596,19 +585,6 @@ pub(crate) async fn write_match_and_taker<C: ConnectionTrait>(
         .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("taker".into())))?;
     Written::from_query_result(&row, "")?.check(makers.len(), trades.len())?;
     Ok(orders::Model::from_query_result(&row, "")?)
-}
-
-/// The database string of a status.
-pub(crate) fn status_text(status: OrderStatus) -> &'static str {
-    match status {
-        OrderStatus::Pending => "PENDING",
-        OrderStatus::Open => "OPEN",
-        OrderStatus::PartiallyFilled => "PARTIALLY_FILLED",
-        OrderStatus::Filled => "FILLED",
-        OrderStatus::Cancelled => "CANCELLED",
-        OrderStatus::Rejected => "REJECTED",
-        OrderStatus::Expired => "EXPIRED",
-    }
 }
 
 #[cfg(test)]
