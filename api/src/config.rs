@@ -140,6 +140,54 @@ pub struct Config {
     /// `ARCHIVE_ON_SCHEDULE`, default false: the hourly maintenance job
     /// archives, verifies and drops what retention makes due. Needs a store.
     pub archive_on_schedule: bool,
+    /// The event relay and the WebSocket streams.
+    pub events: EventsConfig,
+}
+
+/// The event relay and the WebSocket streams (`/api/v1/ws`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `RABBITMQ_URL` (`amqp://user:password@host:5672/vhost`): the relay
+    /// publishes to the broker and each api process feeds its streams from
+    /// it. `None`: the streams are fed in-process (one api process).
+    pub rabbitmq_url: Option<String>,
+    /// `RABBITMQ_EXCHANGE`, default `trade_engine.events`: the topic exchange
+    /// (declared durable if missing).
+    pub exchange: String,
+    /// `EVENTS_POLL_MS`, default 20: how often the relay looks for events
+    /// written by other processes (its own placements wake it at once).
+    pub poll: Duration,
+    /// `EVENTS_RETENTION_MINUTES`, default 60: published events are deleted
+    /// from the outbox after this long.
+    pub retention: Duration,
+    /// `WS_MAX_CONNECTIONS_PER_USER`, default 10.
+    pub max_connections_per_user: usize,
+    /// `WS_MAX_CONNECTIONS_PER_ADDRESS`, default 100.
+    pub max_connections_per_address: usize,
+    /// `WS_MAX_SUBSCRIPTIONS`, default 50: channels one connection may hold.
+    pub max_subscriptions: usize,
+    /// `WS_SEND_BUFFER`, default 1024: messages queued for one connection;
+    /// a client that lets it fill is disconnected.
+    pub send_buffer: usize,
+    /// `WS_HEARTBEAT_SECS`, default 20: a heartbeat message and a ping this
+    /// often; a client silent for three of them is disconnected.
+    pub heartbeat: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            rabbitmq_url: None,
+            exchange: crate::events::EXCHANGE.to_owned(),
+            poll: Duration::from_millis(20),
+            retention: Duration::from_secs(3600),
+            max_connections_per_user: 10,
+            max_connections_per_address: 100,
+            max_subscriptions: 50,
+            send_buffer: 1024,
+            heartbeat: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Config {
@@ -339,6 +387,68 @@ impl Config {
                  ARCHIVE_URL=s3://bucket/prefix",
             ));
         }
+        let rabbitmq_url = match get("RABBITMQ_URL") {
+            None => None,
+            Some(url) if url.trim().starts_with("amqp://") => Some(url.trim().to_owned()),
+            Some(url) => {
+                let shown = if url.contains('@') {
+                    "(hidden)"
+                } else {
+                    url.as_str()
+                };
+                return Err(invalid(
+                    "RABBITMQ_URL",
+                    shown,
+                    "expected amqp://user:password@host:5672/vhost (amqps:// is not built in: \
+                     terminate TLS in front of the broker, e.g. with a sidecar)",
+                ));
+            }
+        };
+        let defaults = EventsConfig::default();
+        let exchange = match get("RABBITMQ_EXCHANGE") {
+            None => defaults.exchange.clone(),
+            Some(name)
+                if name.len() <= 255
+                    && name.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
+                    }) =>
+            {
+                name
+            }
+            Some(name) => {
+                return Err(invalid(
+                    "RABBITMQ_EXCHANGE",
+                    &name,
+                    "expected an exchange name of letters, digits, '-', '_', '.', ':' (at most 255)",
+                ));
+            }
+        };
+        let events = EventsConfig {
+            rabbitmq_url,
+            exchange,
+            poll: Duration::from_millis(number("EVENTS_POLL_MS", 20, 1..=10_000)?),
+            retention: Duration::from_secs(
+                60 * number("EVENTS_RETENTION_MINUTES", 60, 1..=7 * 24 * 60)?,
+            ),
+            max_connections_per_user: number(
+                "WS_MAX_CONNECTIONS_PER_USER",
+                defaults.max_connections_per_user as u64,
+                1..=10_000,
+            )? as usize,
+            max_connections_per_address: number(
+                "WS_MAX_CONNECTIONS_PER_ADDRESS",
+                defaults.max_connections_per_address as u64,
+                1..=100_000,
+            )? as usize,
+            max_subscriptions: number(
+                "WS_MAX_SUBSCRIPTIONS",
+                defaults.max_subscriptions as u64,
+                1..=10_000,
+            )? as usize,
+            send_buffer: number("WS_SEND_BUFFER", defaults.send_buffer as u64, 1..=1_000_000)?
+                as usize,
+            heartbeat: Duration::from_secs(number("WS_HEARTBEAT_SECS", 20, 1..=3600)?),
+        };
         let rate_limit = |rate: &'static str, burst: &'static str, defaults: (u64, u64)| {
             let per_second = number(rate, defaults.0, 0..=1_000_000)? as u32;
             let burst = number(burst, defaults.1.max(1), 1..=1_000_000)? as u32;
@@ -376,6 +486,7 @@ impl Config {
             placement_batch_max: number("PLACEMENT_BATCH_MAX", 64, 1..=1_000)? as usize,
             archive,
             archive_on_schedule,
+            events,
             database_url,
             database_read_url,
             replica_max_lag: Duration::from_millis(number(

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// its rate limit; `retry_after` says when the next request is allowed.
     #[error("rate limit exceeded")]
     TooManyRequests { retry_after: std::time::Duration },
+    /// 429: a WebSocket connection over the per-user or per-address limit.
+    #[error("too many connections")]
+    TooManyConnections(String),
     /// 500: a fault of ours; logged, never shown.
     #[error("internal error")]
     Internal(String),
@@ -93,7 +96,9 @@ impl ApiError {
             | ApiError::Busy(_)
             | ApiError::Overloaded
             | ApiError::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::TooManyConnections(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,7 +111,8 @@ impl ApiError {
             ApiError::Unauthorized(reason)
             | ApiError::Forbidden(reason)
             | ApiError::NotFound(reason)
-            | ApiError::NotReady(reason) => reason.clone(),
+            | ApiError::NotReady(reason)
+            | ApiError::TooManyConnections(reason) => reason.clone(),
             ApiError::MethodNotAllowed => "see /api/v1/openapi.json for the routes".to_owned(),
             ApiError::PayloadTooLarge(limit) => format!("the limit is {limit} bytes"),
             ApiError::Unavailable(_) => "the database cannot be reached; retry later".to_owned(),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dto;
 pub mod embedded;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod jobs;
 pub mod metrics;

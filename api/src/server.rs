@@ -21,6 +21,9 @@ use service::pooling::{Pool, configure, set_statement_timeout};
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::events::Hub;
+use crate::events::broker::Publisher;
+use crate::events::relay::Sink;
 use crate::replica::Reads;
 use crate::routes::router_with;
 use crate::state::AppState;
@@ -89,6 +92,44 @@ pub fn authenticator(
     Ok((Auth::new(config.auth_mode, secret), None))
 }
 
+/// The relay, the broker consumer (with `RABBITMQ_URL`) and the ticker task.
+fn spawn_events(
+    db: &Pool,
+    reads: &Reads,
+    hub: &Arc<Hub>,
+    config: &Config,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let sink = match &config.events.rabbitmq_url {
+        Some(url) => {
+            tasks.push(crate::events::broker::spawn_consumer(
+                url.clone(),
+                config.events.exchange.clone(),
+                hub.clone(),
+                stopped.clone(),
+            ));
+            Sink::Broker(Box::new(Publisher::new(
+                url.clone(),
+                config.events.exchange.clone(),
+            )))
+        }
+        None => Sink::Local(hub.clone()),
+    };
+    tasks.push(crate::events::relay::spawn(
+        db.clone(),
+        hub.clone(),
+        sink,
+        stopped.clone(),
+    ));
+    tasks.push(crate::events::ws::spawn_tickers(
+        hub.clone(),
+        reads.clone(),
+        stopped.clone(),
+    ));
+    tasks
+}
+
 /// A running api.
 pub struct Server {
     addr: SocketAddr,
@@ -136,6 +177,8 @@ impl Server {
             }
         };
         let archiving = crate::archiving::Archiving::open(config).map_err(std::io::Error::other)?;
+        let (stop, stopped) = watch::channel(false);
+        let events = Arc::new(Hub::new(config.events.clone()));
         let state = AppState {
             db: db.clone(),
             reads: reads.clone(),
@@ -145,11 +188,12 @@ impl Server {
             placement,
             sequencer: sequencer.clone(),
             archiving: archiving.clone(),
+            events: events.clone(),
+            stop: stopped.clone(),
         };
         let app = router_with(state, extra, config);
         let listener = TcpListener::bind(config.bind_addr).await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
         let http = tokio::spawn(accept_loop(
             listener,
             app,
@@ -160,6 +204,7 @@ impl Server {
             Some(checker) => vec![checker],
             None => Vec::new(),
         };
+        jobs.extend(spawn_events(&db, &reads, &events, config, &stopped));
         if config.background_jobs {
             jobs.extend(crate::jobs::spawn(db, placement, archiving, stopped));
         }
@@ -274,7 +319,7 @@ async fn accept_loop(
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {
             return;

@@ -6,9 +6,11 @@ use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service::orders::{PlacementLimits, Sequencer};
 use service::pooling::Pool;
+use tokio::sync::watch;
 
 use crate::archiving::Archiving;
 use crate::auth::Auth;
+use crate::events::Hub;
 use crate::replica::Reads;
 use crate::throttle::Throttle;
 
@@ -32,6 +34,10 @@ pub struct AppState {
     pub sequencer: Sequencer,
     /// The archive store (`ARCHIVE_DIR` / `ARCHIVE_URL`), when configured.
     pub archiving: Option<Arc<Archiving>>,
+    /// The WebSocket streams' hub (and the relay's wake-up).
+    pub events: Arc<Hub>,
+    /// Turns true when the server stops (open WebSocket connections close).
+    pub stop: watch::Receiver<bool>,
 }
 
 impl FromRef<AppState> for Arc<Auth> {

@@ -51,12 +51,15 @@ pub(crate) enum GuardedTable {
     All(&'static str),
     /// `symbols`: the seed rows are the migration's own; others are data.
     SymbolsBeyondSeed,
+    /// `event_outbox`: the events not yet published are data; published
+    /// ones are kept only for a while anyway.
+    Unpublished(&'static str),
 }
 
 impl GuardedTable {
     fn name(self) -> &'static str {
         match self {
-            GuardedTable::All(name) => name,
+            GuardedTable::All(name) | GuardedTable::Unpublished(name) => name,
             GuardedTable::SymbolsBeyondSeed => "symbols",
         }
     }
@@ -69,6 +72,7 @@ pub(crate) const ALL_DATA_TABLES: &[GuardedTable] = &[
     GuardedTable::All("trades"),
     GuardedTable::All("orders"),
     GuardedTable::SymbolsBeyondSeed,
+    GuardedTable::Unpublished("event_outbox"),
 ];
 
 pub(crate) async fn set_policy<C: ConnectionTrait>(db: &C, policy: DataLoss) -> Result<(), DbErr> {
@@ -166,6 +170,9 @@ async fn count_data_rows<C: ConnectionTrait>(
     if let GuardedTable::SymbolsBeyondSeed = table {
         let seed: Vec<Value> = SEED_SYMBOLS.iter().map(|s| s.symbol.into()).collect();
         count.and_where(Expr::col(Alias::new("symbol")).is_not_in(seed));
+    }
+    if let GuardedTable::Unpublished(_) = table {
+        count.and_where(Expr::col(Alias::new("published_at")).is_null());
     }
     let row = RowCount::find_by_statement(db.get_database_backend().build(&count))
         .one(db)

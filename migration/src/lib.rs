@@ -1,4 +1,4 @@
-//! The trade engine's PostgreSQL schema as twelve `sea-orm-migration` migrations.
+//! The trade engine's PostgreSQL schema as thirteen `sea-orm-migration` migrations.
 //!
 //! The first six are ported from the TypeORM migrations `1700000001000-CreateEnums`
 //! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
@@ -7,8 +7,11 @@
 //! partitions (D15); the ninth keeps the market state (price levels, last trade,
 //! candles) that the book reads, the ticker and the candles use, the tenth
 //! redefines the original market-data functions and `v_symbol_stats_24h` over it,
-//! the eleventh keeps the resting totals per side, and the twelfth makes the
-//! market-state triggers cheaper (the same results in fewer steps).
+//! the eleventh keeps the resting totals per side, the twelfth makes the
+//! market-state triggers cheaper (the same results in fewer steps), and the
+//! thirteenth has those triggers write every committed change's events (orders,
+//! trades, book levels with a gapless per-symbol sequence) to an outbox that
+//! the api relays to the broker and to its WebSocket streams.
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!
@@ -71,6 +74,7 @@ mod m1700000009000_market_state;
 mod m1700000010000_market_functions;
 mod m1700000011000_market_sides;
 mod m1700000012000_market_triggers;
+mod m1700000013000_event_outbox;
 
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
 pub use locks::{
@@ -88,7 +92,7 @@ pub(crate) struct Unguarded;
 
 /// The tables whose rows rolling back the migration named `name` would drop.
 pub(crate) fn guarded_tables(name: &str) -> &'static [data_loss::GuardedTable] {
-    let guards: [(&dyn MigrationName, &'static [data_loss::GuardedTable]); 4] = [
+    let guards: [(&dyn MigrationName, &'static [data_loss::GuardedTable]); 5] = [
         (
             &m1700000002000_create_symbols_table::Migration,
             m1700000002000_create_symbols_table::GUARDED,
@@ -104,6 +108,10 @@ pub(crate) fn guarded_tables(name: &str) -> &'static [data_loss::GuardedTable] {
         (
             &m1700000005000_create_auxiliary_tables::Migration,
             m1700000005000_create_auxiliary_tables::GUARDED,
+        ),
+        (
+            &m1700000013000_event_outbox::Migration,
+            m1700000013000_event_outbox::GUARDED,
         ),
     ];
     guards
@@ -126,6 +134,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000010000_market_functions::Migration),
         Box::new(m1700000011000_market_sides::Migration),
         Box::new(m1700000012000_market_triggers::Migration),
+        Box::new(m1700000013000_event_outbox::Migration),
     ]
 }
 

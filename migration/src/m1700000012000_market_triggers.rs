@@ -20,8 +20,7 @@
 use sea_orm_migration::prelude::*;
 
 use crate::m1700000009000_market_state::{
-    market_last_trade_on_insert_of_9, market_levels_triggers_of_9, resting,
-    trade_candles_on_insert_of_9, trade_candles_upsert,
+    market_last_trade_on_insert_of_9, market_levels_triggers_of_9, trade_candles_on_insert_of_9,
 };
 use crate::m1700000011000_market_sides::market_levels_add_of_11;
 
@@ -32,8 +31,12 @@ pub struct Migration;
 /// price, quantity, order count: a statement's change of the resting book)
 /// to the levels and the sides in one statement, then deletes the levels and
 /// sides it left without an order.
+///
+/// `$returning` (more columns of the changed levels, `l.`) and `$more` (more
+/// common table expressions after `sides`, each starting with `, `) are empty
+/// here; migration 13 writes the statement's events with them.
 macro_rules! levels_trigger {
-    ($name:literal, $($delta:expr),+ $(,)?) => {
+    ($name:literal, $returning:expr, $more:expr, $($delta:expr),+ $(,)?) => {
         concat!(
             "CREATE OR REPLACE FUNCTION ",
             $name,
@@ -60,7 +63,9 @@ BEGIN
             ON CONFLICT (symbol, side, price) DO UPDATE
                 SET quantity = l.quantity + excluded.quantity,
                     order_count = l.order_count + excluded.order_count
-            RETURNING l.symbol, l.side, l.price, l.order_count
+            RETURNING l.symbol, l.side, l.price, l.order_count"#,
+            $returning,
+            r#"
         ), sides AS (
             INSERT INTO market_sides AS s (symbol, side, quantity, order_count)
             SELECT d.symbol, d.side, sum(d.quantity), sum(d.order_count)
@@ -72,7 +77,9 @@ BEGIN
                 SET quantity = s.quantity + excluded.quantity,
                     order_count = s.order_count + excluded.order_count
             RETURNING s.symbol, s.side, s.order_count
-        )
+        )"#,
+            $more,
+            r#"
         SELECT l.symbol, l.side, l.price FROM levels l WHERE l.order_count = 0
         UNION ALL
         SELECT s.symbol, s.side, NULL FROM sides s WHERE s.order_count = 0
@@ -95,57 +102,79 @@ $fn$;
     };
 }
 
-const UP: &str = concat!(
-    levels_trigger!(
-        "market_levels_on_insert",
-        r#"
-            SELECT n.symbol, n.side, n.price, sum(n.quantity - n.filled_quantity) AS quantity,
-                   count(*) AS order_count
-            FROM new_rows n WHERE "#,
-        resting!("n"),
-        "
-            GROUP BY 1, 2, 3"
-    ),
-    levels_trigger!(
-        "market_levels_on_update",
-        r#"
-            SELECT c.symbol, c.side, c.price, sum(c.quantity) AS quantity,
-                   sum(c.order_count) AS order_count
-            FROM (
-                SELECT n.symbol, n.side, n.price, n.quantity - n.filled_quantity AS quantity,
-                       1 AS order_count
-                FROM new_rows n WHERE "#,
-        resting!("n"),
-        r#"
-                UNION ALL
-                SELECT o.symbol, o.side, o.price, o.filled_quantity - o.quantity, -1
-                FROM old_rows o WHERE "#,
-        resting!("o"),
-        r#"
-            ) c
-            GROUP BY 1, 2, 3
-            HAVING sum(c.quantity) <> 0 OR sum(c.order_count) <> 0"#
-    ),
-    levels_trigger!(
-        "market_levels_on_delete",
-        r#"
-            SELECT o.symbol, o.side, o.price, -sum(o.quantity - o.filled_quantity) AS quantity,
-                   -count(*) AS order_count
-            FROM old_rows o WHERE "#,
-        resting!("o"),
-        "
-            GROUP BY 1, 2, 3"
-    ),
-    r#"DROP FUNCTION market_levels_add(jsonb);
+pub(crate) use levels_trigger;
 
--- The newest trade of each symbol a statement inserted (if newer than the one
+/// The three level trigger functions of this migration, with `$returning`
+/// and the `$more_*` expressions of [`levels_trigger`] (empty here).
+macro_rules! level_trigger_functions {
+    ($returning:expr, $more_insert:expr, $more_update:expr, $more_delete:expr) => {
+        concat!(
+        $crate::m1700000012000_market_triggers::levels_trigger!(
+            "market_levels_on_insert",
+            $returning,
+            $more_insert,
+            r#"
+                SELECT n.symbol, n.side, n.price, sum(n.quantity - n.filled_quantity) AS quantity,
+                       count(*) AS order_count
+                FROM new_rows n WHERE "#,
+            $crate::m1700000009000_market_state::resting!("n"),
+            "
+                GROUP BY 1, 2, 3"
+        ),
+        $crate::m1700000012000_market_triggers::levels_trigger!(
+            "market_levels_on_update",
+            $returning,
+            $more_update,
+            r#"
+                SELECT c.symbol, c.side, c.price, sum(c.quantity) AS quantity,
+                       sum(c.order_count) AS order_count
+                FROM (
+                    SELECT n.symbol, n.side, n.price, n.quantity - n.filled_quantity AS quantity,
+                           1 AS order_count
+                    FROM new_rows n WHERE "#,
+            $crate::m1700000009000_market_state::resting!("n"),
+            r#"
+                    UNION ALL
+                    SELECT o.symbol, o.side, o.price, o.filled_quantity - o.quantity, -1
+                    FROM old_rows o WHERE "#,
+            $crate::m1700000009000_market_state::resting!("o"),
+            r#"
+                ) c
+                GROUP BY 1, 2, 3
+                HAVING sum(c.quantity) <> 0 OR sum(c.order_count) <> 0"#
+        ),
+        $crate::m1700000012000_market_triggers::levels_trigger!(
+            "market_levels_on_delete",
+            $returning,
+            $more_delete,
+            r#"
+                SELECT o.symbol, o.side, o.price, -sum(o.quantity - o.filled_quantity) AS quantity,
+                       -count(*) AS order_count
+                FROM old_rows o WHERE "#,
+            $crate::m1700000009000_market_state::resting!("o"),
+            "
+                GROUP BY 1, 2, 3"
+        )
+        )
+    };
+}
+pub(crate) use level_trigger_functions;
+
+/// This migration's trades insert trigger function, with `$more` (common
+/// table expressions before `last_trade`, each ending with `, `; empty here).
+macro_rules! market_trades_on_insert {
+    ($more:expr) => {
+        concat!(
+            r#"-- The newest trade of each symbol a statement inserted (if newer than the one
 -- kept) and its minute and hour candles, merged into the stored ones.
 CREATE OR REPLACE FUNCTION market_trades_on_insert() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT AS $fn$
 BEGIN
-    WITH last_trade AS (
+    WITH "#,
+            $more,
+            r#"last_trade AS (
         INSERT INTO market_last_trade AS m (symbol, price, executed_at, trade_id)
         SELECT DISTINCT ON (n.symbol) n.symbol, n.price, n.executed_at, n.trade_id
         FROM new_rows n
@@ -156,13 +185,25 @@ BEGIN
             WHERE (excluded.executed_at, excluded.trade_id) > (m.executed_at, m.trade_id)
     )
 "#,
-    trade_candles_upsert!(),
-    r#";
+            $crate::m1700000009000_market_state::trade_candles_upsert!(),
+            r#";
     RETURN NULL;
 END;
 $fn$;
 
-CREATE TRIGGER trg_market_trades_insert AFTER INSERT ON trades
+"#
+        )
+    };
+}
+pub(crate) use market_trades_on_insert;
+
+const UP: &str = concat!(
+    level_trigger_functions!("", "", "", ""),
+    r#"DROP FUNCTION market_levels_add(jsonb);
+
+"#,
+    market_trades_on_insert!(""),
+    r#"CREATE TRIGGER trg_market_trades_insert AFTER INSERT ON trades
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION market_trades_on_insert();
 DROP TRIGGER trg_market_last_trade_insert ON trades;
 DROP TRIGGER trg_trade_candles_insert ON trades;

@@ -9,6 +9,9 @@
 //!   volume, a user's fill rate.
 //! - [`maintenance`]: partitions, retention, expiry, PENDING stop triggers, the
 //!   materialized book, book snapshots, health; entry points for a scheduler.
+//! - [`events`]: the event outbox the schema writes in every changing
+//!   transaction (orders, trades, book levels), read by one relay at a time;
+//!   the book snapshot a stream of book events continues.
 //! - `archive` (the `archive` feature, off by default): partitions past
 //!   retention exported to Parquet in a folder or an object store, verified,
 //!   then dropped; and restored.
@@ -47,6 +50,7 @@ pub struct ReadmeExamples;
 #[cfg(feature = "archive")]
 pub mod archive;
 pub mod error;
+pub mod events;
 pub mod ids;
 
 /// The service's hand-written statements, for tools that must send exactly the

@@ -66,6 +66,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>, config: &Config) ->
         .route("/api/v1/trades/{id}", get(market::trade))
         .route("/api/v1/me/trades", get(me::trades))
         .route("/api/v1/me/stats", get(me::stats))
+        .route("/api/v1/ws", get(crate::events::ws::upgrade))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -50,6 +50,7 @@ pub async fn place(
     let placed = state.sequencer.place(order).await;
     // Whatever the outcome: a placement that failed late may have written.
     state.reads.wrote(user_id);
+    state.events.wake.notify_one();
     let placed = placed.map_err(|err| match err {
         // For a placement an unknown symbol is a bad parameter, not a missing page.
         ServiceError::UnknownSymbol(symbol) => {
@@ -113,6 +114,7 @@ pub async fn cancel(
         .run(async |db| orders::cancel(db, user_id, order_id).await)
         .await;
     state.reads.wrote(user_id);
+    state.events.wake.notify_one();
     let cancelled = cancelled?;
     Ok(Json(cancelled.into()))
 }

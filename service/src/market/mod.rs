@@ -41,7 +41,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
 use crate::error::{Result, ServiceError};
 
-fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+pub(crate) fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 

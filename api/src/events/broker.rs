@@ -1,0 +1,240 @@
+//! RabbitMQ through lapin: the relay's publisher (persistent messages,
+//! publisher confirms) and each process's consumer, which feeds its hub from
+//! a queue of its own bound to the exchange.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Hub;
+use super::wire::Message;
+
+/// How long the relay waits for the broker to confirm a batch.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two attempts to reach the broker.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The most messages a process's queue holds; past it the oldest go (a
+/// process that cannot keep up must not fill the broker's memory; its
+/// clients' book streams notice the gap and take a new snapshot).
+const QUEUE_MAX_LENGTH: i64 = 100_000;
+
+async fn open(url: &str, exchange: &str) -> Result<(Connection, Channel), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel))
+}
+
+/// The relay's side: publishes batches and waits for the broker's confirms.
+pub struct Publisher {
+    url: String,
+    exchange: String,
+    open: Option<(Connection, Channel)>,
+}
+
+impl Publisher {
+    pub fn new(url: String, exchange: String) -> Publisher {
+        Publisher {
+            url,
+            exchange,
+            open: None,
+        }
+    }
+
+    async fn channel(&mut self) -> Result<Channel, String> {
+        if let Some((connection, channel)) = &self.open
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        self.open = None;
+        let (connection, channel) = open(&self.url, &self.exchange)
+            .await
+            .map_err(|e| format!("cannot reach the broker: {e}"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("the broker refused publisher confirms: {e}"))?;
+        self.open = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes `messages` in order and returns once the broker confirmed
+    /// every one; any failure drops the connection (the next call opens a
+    /// new one) and is returned: nothing counts as published then.
+    pub async fn publish(&mut self, messages: &[Message]) -> Result<(), String> {
+        let outcome = self.try_publish(messages).await;
+        if outcome.is_err()
+            && let Some((connection, _)) = self.open.take()
+        {
+            let _ = connection.close(0, "publish failed".into()).await;
+        }
+        outcome
+    }
+
+    async fn try_publish(&mut self, messages: &[Message]) -> Result<(), String> {
+        let channel = self.channel().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for message in messages {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(message.message_id.as_str().into());
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    message.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &message.body,
+                    properties,
+                )
+                .await
+                .map_err(|e| format!("publishing failed: {e}"))?;
+            confirms.push(confirm);
+        }
+        let confirmed = async {
+            for confirm in confirms {
+                match confirm.await {
+                    Ok(Confirmation::Ack(_)) => {}
+                    Ok(other) => return Err(format!("the broker did not confirm: {other:?}")),
+                    Err(e) => return Err(format!("waiting for the broker's confirm: {e}")),
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(CONFIRM_TIMEOUT, confirmed)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the broker confirmed nothing within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                )
+            })?
+    }
+}
+
+/// Consumes the exchange on a queue of this process's own (exclusive, gone
+/// with the connection) into `hub`, reconnecting after a failure, until
+/// `stop`.
+pub fn spawn_consumer(
+    url: String,
+    exchange: String,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match consume(&url, &exchange, &hub, &mut stop).await {
+                Ok(()) => break,
+                Err(error) => {
+                    metrics::gauge!("trade_engine_events_consumer_up").set(0.0);
+                    tracing::warn!(%error, "event consumer lost the broker; reconnecting");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = crate::server::stopped(&mut stop) => break,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        metrics::gauge!("trade_engine_events_consumer_up").set(0.0);
+    })
+}
+
+async fn consume(
+    url: &str,
+    exchange: &str,
+    hub: &Hub,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let (connection, channel) = open(url, exchange).await.map_err(|e| e.to_string())?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(QUEUE_MAX_LENGTH),
+    );
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for key in ["trade.*", "book.*", "order.*"] {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics::gauge!("trade_engine_events_consumer_up").set(1.0);
+    tracing::info!(queue = %queue.name(), "consuming events from the broker");
+    loop {
+        tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    let id = delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default();
+                    hub.deliver(&id, &delivery.data);
+                }
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the broker ended the consumer".to_owned()),
+            },
+            () = crate::server::stopped(stop) => {
+                let _ = connection.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+        }
+    }
+}

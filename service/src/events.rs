@@ -1,0 +1,172 @@
+//! The event outbox: what the schema's triggers write in every changing
+//! transaction (`event_outbox`, migration 13), read in order by one relay at a
+//! time, marked published once delivered, and pruned after a while; and the
+//! book snapshot a stream of book events starts from.
+//!
+//! Event kinds and payloads (decimals as text, times as ISO 8601):
+//!
+//! - `order`: an order inserted or updated, with its fields (`order_id`,
+//!   `user_id`, `symbol`, `side`, `order_type`, `status`, `quantity`,
+//!   `filled_quantity`, `price`, `stop_price`, `average_price`,
+//!   `time_in_force`, `client_order_id`, `created_at`, `updated_at`,
+//!   `filled_at`, `cancelled_at`, `expires_at`);
+//! - `trade`: a trade inserted, with its fields, both sides' users, orders and
+//!   fees included (the relay decides what each audience sees);
+//! - `book`: one statement's change of a symbol's resting levels, `bids` and
+//!   `asks` as `[price, new total quantity]` pairs (`"0"`: the level is gone),
+//!   with the symbol's next `sequence` (1, 2, 3, … without gaps).
+
+use chrono::{DateTime, FixedOffset, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{ConnectionTrait, FromQueryResult};
+
+use crate::error::Result;
+use crate::market::ensure_symbol;
+
+/// The advisory lock (`pg_try_advisory_xact_lock(bigint)`) that makes one
+/// relay at a time read and publish the outbox, across processes.
+pub const RELAY_LOCK_KEY: i64 = 0x7472_6164_6572_6c79; // "traderly"
+
+/// One event of the outbox.
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct OutboxEvent {
+    pub event_id: i64,
+    /// `order`, `trade` or `book`.
+    pub kind: String,
+    pub symbol: String,
+    /// Book events: the symbol's book sequence.
+    pub sequence: Option<i64>,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// When the event was written (inside the changing transaction).
+    pub created_at: DateTime<FixedOffset>,
+}
+
+/// Up to `limit` unpublished events, oldest first, if this transaction could
+/// take the relay lock (`None`: another relay holds it). Call it inside a
+/// transaction: the lock is held until that transaction ends, so mark what
+/// was delivered ([`mark_published`]) in the same one.
+pub async fn claim<C: ConnectionTrait>(db: &C, limit: u32) -> Result<Option<Vec<OutboxEvent>>> {
+    let locked = db
+        .query_one_raw(crate::market::statement(
+            "SELECT pg_try_advisory_xact_lock($1) AS locked",
+            [RELAY_LOCK_KEY.into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "locked"))
+        .transpose()?
+        .unwrap_or(false);
+    if !locked {
+        return Ok(None);
+    }
+    let events = OutboxEvent::find_by_statement(crate::market::statement(
+        "SELECT event_id, kind, symbol, sequence, payload::text AS payload, created_at \
+         FROM event_outbox WHERE published_at IS NULL ORDER BY event_id LIMIT $1",
+        [i64::from(limit).into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(Some(events))
+}
+
+/// Marks `ids` published now.
+pub async fn mark_published<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.execute_raw(crate::market::statement(
+        "UPDATE event_outbox SET published_at = clock_timestamp() \
+         WHERE event_id = ANY($1) AND published_at IS NULL",
+        [ids.to_vec().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Deletes up to `batch` published events written before `before`; returns
+/// how many went. Unpublished events are never deleted.
+pub async fn prune<C: ConnectionTrait>(db: &C, before: DateTime<Utc>, batch: u32) -> Result<u64> {
+    let done = db
+        .execute_raw(crate::market::statement(
+            "DELETE FROM event_outbox WHERE event_id IN (\
+                 SELECT event_id FROM event_outbox \
+                 WHERE created_at < $1 AND published_at IS NOT NULL \
+                 ORDER BY event_id LIMIT $2)",
+            [before.into(), i64::from(batch).into()],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// The number of unpublished events and the age of the oldest, in seconds
+/// (0 when there is none).
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<(i64, f64)> {
+    #[derive(FromQueryResult)]
+    struct Backlog {
+        pending: i64,
+        oldest: f64,
+    }
+    let row = Backlog::find_by_statement(crate::market::statement(
+        "SELECT count(*) AS pending, \
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest \
+         FROM event_outbox WHERE published_at IS NULL",
+        [],
+    ))
+    .one(db)
+    .await?;
+    Ok(row.map_or((0, 0.0), |b| (b.pending, b.oldest)))
+}
+
+/// A symbol's whole resting book and the sequence of the last book event it
+/// includes: a stream of book events continues it with `sequence + 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BookSnapshot {
+    pub symbol: String,
+    pub sequence: i64,
+    /// `(price, quantity)`, highest price first.
+    pub bids: Vec<(Decimal, Decimal)>,
+    /// `(price, quantity)`, lowest price first.
+    pub asks: Vec<(Decimal, Decimal)>,
+}
+
+/// Every level of `symbol` and the sequence they are at, read in one
+/// statement (one snapshot of the database). Unknown symbol:
+/// [`ServiceError::UnknownSymbol`](crate::ServiceError::UnknownSymbol).
+pub async fn book_snapshot<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<BookSnapshot> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        sequence: i64,
+        side: Option<String>,
+        price: Option<Decimal>,
+        quantity: Option<Decimal>,
+    }
+    let rows = Row::find_by_statement(crate::market::statement(
+        "SELECT s.sequence, l.side::text AS side, l.price, l.quantity \
+         FROM (SELECT coalesce((SELECT q.book_sequence FROM event_sequences q \
+                                WHERE q.symbol = $1), 0) AS sequence) s \
+         LEFT JOIN market_levels l ON l.symbol = $1 \
+         ORDER BY l.side, CASE WHEN l.side = 'BUY' THEN -l.price ELSE l.price END",
+        [symbol.into()],
+    ))
+    .all(db)
+    .await?;
+    let mut snapshot = BookSnapshot {
+        symbol: symbol.to_owned(),
+        sequence: rows.first().map_or(0, |r| r.sequence),
+        bids: Vec::new(),
+        asks: Vec::new(),
+    };
+    for row in rows {
+        if let (Some(side), Some(price), Some(quantity)) = (row.side, row.price, row.quantity) {
+            if side == "BUY" {
+                snapshot.bids.push((price, quantity));
+            } else {
+                snapshot.asks.push((price, quantity));
+            }
+        }
+    }
+    if snapshot.sequence == 0 && snapshot.bids.is_empty() && snapshot.asks.is_empty() {
+        ensure_symbol(db, symbol).await?;
+    }
+    Ok(snapshot)
+}
