@@ -138,6 +138,7 @@ pub struct Server {
     jobs: Vec<JoinHandle<()>>,
     sequencer: Sequencer,
     reads: Reads,
+    events: Arc<Hub>,
 }
 
 impl Server {
@@ -216,6 +217,7 @@ impl Server {
             jobs,
             sequencer,
             reads,
+            events,
         })
     }
 
@@ -227,6 +229,11 @@ impl Server {
     /// Where the api's reads go (the replica's freshness, [`Reads::check_now`]).
     pub fn reads(&self) -> &Reads {
         &self.reads
+    }
+
+    /// The WebSocket streams' hub (e.g. [`Hub::consuming`]).
+    pub fn events(&self) -> &Arc<Hub> {
+        &self.events
     }
 
     /// The sequencer that places `POST /api/v1/orders` (its batch sizes).

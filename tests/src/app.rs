@@ -288,6 +288,14 @@ impl TestApp {
             .reads()
     }
 
+    /// The api's WebSocket hub (e.g. to wait until it consumes the broker).
+    pub fn events(&self) -> &std::sync::Arc<api::events::Hub> {
+        self.server
+            .as_ref()
+            .expect("the server runs until shutdown")
+            .events()
+    }
+
     /// The test's database (its own pool, apart from the api's). Panics for an
     /// app started on [`AppDatabase::Url`].
     pub fn db(&self) -> &TestDb {

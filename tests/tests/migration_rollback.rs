@@ -342,7 +342,21 @@ async fn a_refusal_names_every_table_the_run_would_empty() {
         message.contains("table \"orders\" holds 1 row;"),
         "{message}"
     );
-    // One step only reaches the newest migration: nothing at stake.
+    // The order's and the trades' events, not yet published, are data too.
+    assert!(
+        message.contains("table \"event_outbox\" holds 4 rows"),
+        "{message}"
+    );
+    let err = migration::run(db.conn(), Operation::Down(Some(1)), DataLoss::Refuse)
+        .await
+        .expect_err("the outbox holds unpublished events");
+    assert!(
+        err.to_string().contains("\"event_outbox\" holds 4 rows"),
+        "{err}"
+    );
+    // Published events are not: one step only reaches the newest migration,
+    // nothing is at stake once they are out.
+    exec(db.conn(), "UPDATE event_outbox SET published_at = now()").await;
     migrate(db.conn(), Operation::Down(Some(1))).await;
     assert_eq!(applied(db.conn()).await, i64::from(all()) - 1);
 }
@@ -359,7 +373,10 @@ async fn every_data_table_is_guarded() {
          INSERT INTO order_book_snapshots (symbol, bids, asks, sequence_number)
          VALUES ('BTC/USDT', '[]', '[]', 1);
          INSERT INTO stop_orders_watchlist (order_id, user_id, symbol, side, stop_price, quantity)
-         VALUES (gen_random_uuid(), gen_random_uuid(), 'BTC/USDT', 'BUY', 1, 1);",
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'BTC/USDT', 'BUY', 1, 1);
+         -- The trade's event counts as published: the outbox guard is
+         -- a_refusal_names_every_table_the_run_would_empty's.
+         UPDATE event_outbox SET published_at = now();",
     )
     .await;
     let err = migration::run(db.conn(), down_to(4), DataLoss::Refuse)

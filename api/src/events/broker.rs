@@ -20,8 +20,12 @@ use tokio::task::JoinHandle;
 use super::Hub;
 use super::wire::Message;
 
-/// How long the relay waits for the broker to confirm a batch.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the relay gives the broker to take and confirm a batch
+/// (connecting included); past it the batch counts as not published.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting and setting up a consumer may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest pause between two attempts to reach the broker.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -87,11 +91,25 @@ impl Publisher {
     /// every one; any failure drops the connection (the next call opens a
     /// new one) and is returned: nothing counts as published then.
     pub async fn publish(&mut self, messages: &[Message]) -> Result<(), String> {
-        let outcome = self.try_publish(messages).await;
+        let outcome = match tokio::time::timeout(PUBLISH_TIMEOUT, self.try_publish(messages)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "the broker took and confirmed nothing within {} s",
+                PUBLISH_TIMEOUT.as_secs()
+            )),
+        };
         if outcome.is_err()
             && let Some((connection, _)) = self.open.take()
         {
-            let _ = connection.close(0, "publish failed".into()).await;
+            // A dead connection never answers a close: do not wait for it.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    connection.close(0, "publish failed".into()),
+                )
+                .await;
+            });
         }
         outcome
     }
@@ -116,24 +134,14 @@ impl Publisher {
                 .map_err(|e| format!("publishing failed: {e}"))?;
             confirms.push(confirm);
         }
-        let confirmed = async {
-            for confirm in confirms {
-                match confirm.await {
-                    Ok(Confirmation::Ack(_)) => {}
-                    Ok(other) => return Err(format!("the broker did not confirm: {other:?}")),
-                    Err(e) => return Err(format!("waiting for the broker's confirm: {e}")),
-                }
+        for confirm in confirms {
+            match confirm.await {
+                Ok(Confirmation::Ack(_)) => {}
+                Ok(other) => return Err(format!("the broker did not confirm: {other:?}")),
+                Err(e) => return Err(format!("waiting for the broker's confirm: {e}")),
             }
-            Ok(())
-        };
-        tokio::time::timeout(CONFIRM_TIMEOUT, confirmed)
-            .await
-            .map_err(|_| {
-                format!(
-                    "the broker confirmed nothing within {} s",
-                    CONFIRM_TIMEOUT.as_secs()
-                )
-            })?
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +160,7 @@ pub fn spawn_consumer(
             match consume(&url, &exchange, &hub, &mut stop).await {
                 Ok(()) => break,
                 Err(error) => {
-                    metrics::gauge!("trade_engine_events_consumer_up").set(0.0);
+                    hub.set_consuming(false);
                     tracing::warn!(%error, "event consumer lost the broker; reconnecting");
                 }
             }
@@ -162,7 +170,7 @@ pub fn spawn_consumer(
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        metrics::gauge!("trade_engine_events_consumer_up").set(0.0);
+        hub.set_consuming(false);
     })
 }
 
@@ -172,6 +180,45 @@ async fn consume(
     hub: &Hub,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let setup = tokio::time::timeout(SETUP_TIMEOUT, subscribe(url, exchange));
+    let (connection, mut consumer, queue) = setup
+        .await
+        .map_err(|_| format!("no consumer within {} s", SETUP_TIMEOUT.as_secs()))??;
+    hub.set_consuming(true);
+    tracing::info!(%queue, "consuming events from the broker");
+    loop {
+        tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    let id = delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default();
+                    hub.deliver(&id, &delivery.data);
+                }
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the broker ended the consumer".to_owned()),
+            },
+            () = crate::server::stopped(stop) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    connection.close(200, "shutting down".into()),
+                )
+                .await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A connection, a consumer of a new exclusive queue bound to the exchange's
+/// routing keys, and the queue's name.
+async fn subscribe(
+    url: &str,
+    exchange: &str,
+) -> Result<(Connection, lapin::Consumer, String), String> {
     let (connection, channel) = open(url, exchange).await.map_err(|e| e.to_string())?;
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -202,7 +249,7 @@ async fn consume(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             queue.name().clone(),
             "".into(),
@@ -214,27 +261,5 @@ async fn consume(
         )
         .await
         .map_err(|e| e.to_string())?;
-    metrics::gauge!("trade_engine_events_consumer_up").set(1.0);
-    tracing::info!(queue = %queue.name(), "consuming events from the broker");
-    loop {
-        tokio::select! {
-            delivery = consumer.next() => match delivery {
-                Some(Ok(delivery)) => {
-                    let id = delivery
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|id| id.to_string())
-                        .unwrap_or_default();
-                    hub.deliver(&id, &delivery.data);
-                }
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("the broker ended the consumer".to_owned()),
-            },
-            () = crate::server::stopped(stop) => {
-                let _ = connection.close(200, "shutting down".into()).await;
-                return Ok(());
-            }
-        }
-    }
+    Ok((connection, consumer, queue.name().to_string()))
 }

@@ -20,7 +20,7 @@ pub mod ws;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 use crate::config::EventsConfig;
@@ -68,6 +68,9 @@ pub struct Hub {
     connections: Mutex<Connections>,
     /// Wakes the relay (a write of this process committed).
     pub wake: Arc<Notify>,
+    /// Whether this process consumes the broker now (always false without
+    /// `RABBITMQ_URL`).
+    consuming: watch::Sender<bool>,
     pub settings: EventsConfig,
 }
 
@@ -92,8 +95,22 @@ impl Hub {
             tickers: Mutex::new(HashMap::new()),
             connections: Mutex::new(Connections::default()),
             wake: Arc::new(Notify::new()),
+            consuming: watch::channel(false).0,
             settings,
         }
+    }
+
+    /// Records whether this process consumes the broker.
+    pub(crate) fn set_consuming(&self, consuming: bool) {
+        self.consuming.send_replace(consuming);
+        metrics::gauge!("trade_engine_events_consumer_up").set(if consuming { 1.0 } else { 0.0 });
+    }
+
+    /// Waits until this process consumes the broker (its queue is bound):
+    /// from then on every message published reaches its connections.
+    pub async fn consuming(&self) {
+        let mut consuming = self.consuming.subscribe();
+        let _ = consuming.wait_for(|up| *up).await;
     }
 
     /// A receiver of every frame sent from now on.
