@@ -15,6 +15,7 @@ use crate::routes::{market, me, ops, orders};
         market::recent_trades, market::trade,
         me::trades, me::stats,
         ops::health, ops::ready, ops::metrics, ops::openapi,
+        crate::events::ws::upgrade,
     ),
     components(schemas(
         dto::PlaceOrderRequest, dto::OrderDto, dto::TradeDto, dto::PlacementDto,

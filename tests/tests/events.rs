@@ -663,6 +663,7 @@ async fn db_trade_ids(db: &impl ConnectionTrait) -> Vec<String> {
 async fn a_subscriber_of_one_process_follows_trades_and_the_book_placed_through_another() {
     let _turn = BROKER.lock().await;
     let exchange = exchange();
+    let (_connection, _channel, audit) = test_queue(&exchange).await;
     let first = broker_app(&exchange, None).await;
     let second = broker_app(&exchange, Some(first.db().url())).await;
     let mut trades = Ws::connect(&second, None).await;
@@ -718,6 +719,18 @@ async fn a_subscriber_of_one_process_follows_trades_and_the_book_placed_through_
     assert_eq!(
         seen, trade_ids,
         "every trade, in order, through the other process"
+    );
+    // Two relays stood ready; each event was published once.
+    relayed(first.db().conn()).await;
+    let published = drain(&audit).await;
+    let ids: HashSet<&str> = published.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), published.len(), "no message was published twice");
+    let outbox = events(first.db().conn()).await;
+    let trades_in_outbox = outbox.iter().filter(|e| e.kind == "trade").count();
+    assert_eq!(
+        published.len(),
+        outbox.len() + 2 * trades_in_outbox,
+        "every event: one message, a trade three (public, buyer's and seller's fills)"
     );
     drop((ws, trades));
     second.shutdown().await;
@@ -929,4 +942,115 @@ async fn limits_and_refusals_are_named() {
             .contains("WebSocket"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn published_events_are_pruned_after_retention_and_unpublished_ones_kept() {
+    let db = TestDb::migrated().await;
+    let conn = db.conn();
+    for price in ["50000", "50001", "50002"] {
+        orders::place(
+            conn,
+            NewOrder::limit(user(1), "BTC/USDT", Side::Sell, dec("1"), dec(price)),
+        )
+        .await
+        .expect("placed");
+    }
+    conn.execute_unprepared(
+        "UPDATE event_outbox SET created_at = created_at - interval '2 hours' WHERE event_id <= 4;
+         UPDATE event_outbox SET published_at = now() WHERE event_id <= 2 OR event_id = 5",
+    )
+    .await
+    .expect("aged and published");
+    let before = chrono::Utc::now() - chrono::Duration::hours(1);
+    let pruned = service::events::prune(conn, before, 1000)
+        .await
+        .expect("pruned");
+    assert_eq!(pruned, 2, "old and published only");
+    let left: Vec<i64> = conn
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT event_id FROM event_outbox ORDER BY event_id",
+        ))
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| row.try_get::<i64>("", "event_id").expect("id"))
+        .collect();
+    assert_eq!(
+        left,
+        [3, 4, 5, 6],
+        "unpublished (3, 4) and recent (5, 6) events stay"
+    );
+    let (pending, oldest) = service::events::backlog(conn).await.expect("backlog");
+    assert_eq!(pending, 3);
+    assert!(
+        oldest >= 7200.0,
+        "the oldest pending event is two hours old: {oldest}"
+    );
+}
+
+/// The counter of disconnects for `reason` on the api's `/metrics` (every
+/// app of this test binary shares the process's recorder).
+async fn disconnects(app: &TestApp, reason: &str) -> f64 {
+    let text = app
+        .get_public("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    let label = format!("reason=\"{reason}\"");
+    text.lines()
+        .find(|l| l.starts_with("trade_engine_ws_disconnects_total{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn heartbeats_flow_a_silent_client_is_dropped_and_shutdown_closes_with_1001() {
+    let app = local_app(&[("WS_HEARTBEAT_SECS", "1")]).await;
+    let mut listening = Ws::connect(&app, None).await;
+    let beat = loop {
+        let message = tokio::time::timeout(WAIT, listening.socket.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            break serde_json::from_str::<Value>(&text).expect("JSON");
+        }
+    };
+    assert_eq!(beat["channel"], "system");
+    assert_eq!(beat["type"], "heartbeat");
+    assert!(beat["time"].is_string(), "{beat}");
+
+    // A client that never reads never answers a ping: dropped after three beats.
+    let silent_before = disconnects(&app, "silent").await;
+    let _silent = Ws::connect(&app, None).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while disconnects(&app, "silent").await <= silent_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent client stays connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // (So was the first client, which stopped reading after its heartbeat.)
+    let mut closing = Ws::connect(&app, None).await;
+    closing.subscribe(&["trades:BTC-USDT"]).await;
+    closing
+        .until("subscribed", is("trades:BTC-USDT", "subscribed"))
+        .await;
+    let stopping = tokio::spawn(app.shutdown());
+    let code = loop {
+        match tokio::time::timeout(WAIT, closing.socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("a close frame, not {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001), "going away");
+    stopping.await.expect("the api stops");
 }

@@ -26,6 +26,9 @@ use super::wire;
 /// The most events one round publishes.
 pub const BATCH: u32 = 1000;
 
+/// How often the outbox's backlog is measured for the gauges.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
 /// How often published events past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -91,6 +94,7 @@ pub fn spawn(
         let poll = hub.settings.poll;
         let retention = hub.settings.retention;
         let mut pruned_at: Option<Instant> = None;
+        let mut measured_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
             let stopping = *stop.borrow();
@@ -107,6 +111,10 @@ pub fn spawn(
             };
             if stopping {
                 break;
+            }
+            if measured_at.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                measured_at = Some(Instant::now());
+                measure_backlog(&db).await;
             }
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
@@ -164,6 +172,21 @@ async fn round(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
         Ok(events.len())
     })
     .await
+}
+
+/// Sets the backlog gauges: unpublished events and the oldest one's age
+/// (the alert on a relay that stopped relaying reads the age).
+async fn measure_backlog(db: &Pool) {
+    match db
+        .run(async |scope| service::events::backlog(scope).await)
+        .await
+    {
+        Ok((pending, oldest)) => {
+            metrics::gauge!("trade_engine_events_pending").set(pending as f64);
+            metrics::gauge!("trade_engine_events_oldest_pending_seconds").set(oldest);
+        }
+        Err(error) => tracing::warn!(%error, "the outbox's backlog could not be read"),
+    }
 }
 
 /// Deletes published events older than `retention`, a batch at a time.

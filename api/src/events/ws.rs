@@ -52,6 +52,24 @@ struct ClientMessage {
 
 /// The upgrade: credentials (optional; refused ones are a 401), the
 /// connection limits (429), then the stream.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "streams",
+    description = "WebSocket streams (JSON text frames). Send `{\"op\": \"subscribe\", \"channels\": [...]}` \
+(or `unsubscribe`, or `{\"op\": \"ping\"}`); channels: `trades:<SYMBOL>`, `book:<SYMBOL>`, \
+`ticker:<SYMBOL>` and the private `orders` (credentials at the upgrade, as for HTTP). Every \
+server message is an object with `channel` (as subscribed; `system` for the connection) and \
+`type`: `subscribed`, `unsubscribed`, `error`, `heartbeat`, `pong`; `trade` (`data`: a public \
+trade); `snapshot` then `update` on book channels (`sequence`, `bids`, `asks` as \
+`[price, quantity]` string pairs; an update's quantity is the level's new total, `\"0\"` \
+removes it; sequences are consecutive); `ticker` (`data`: a ticker); `order` (`data`: an order) \
+and `fill` (`data`: an own trade) on `orders`. Every message is described in the repository's \
+`docs/asyncapi.yaml`.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = crate::dto::ErrorBody),
+        (status = 401, description = "Credentials presented and refused", body = crate::dto::ErrorBody),
+        (status = 429, description = "Too many connections of this user or address", body = crate::dto::ErrorBody),
+    ),
+    security((), ("bearer" = []), ("user_header" = [])))]
 pub async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     let user = match parts.extensions.get::<Caller>() {

@@ -268,7 +268,14 @@ async fn the_alert_rules_and_the_dashboard_query_only_metrics_the_api_exports() 
             )
             .is_some()
         });
-        if reported {
+        // So does the event relay's backlog.
+        let measured = value(
+            &reply.text,
+            "trade_engine_events_oldest_pending_seconds",
+            &[],
+        )
+        .is_some();
+        if reported && measured {
             break reply.text;
         }
         assert!(
@@ -282,7 +289,7 @@ async fn the_alert_rules_and_the_dashboard_query_only_metrics_the_api_exports() 
 
     let rules = std::fs::read_to_string(dir.join("alerts.yml")).expect("alerts.yml");
     let rule_exprs = rule_expressions(&rules);
-    assert_eq!(rule_exprs.len(), 7, "{rule_exprs:?}");
+    assert_eq!(rule_exprs.len(), 8, "{rule_exprs:?}");
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(ops_dir().join("grafana/trade-engine.json")).expect("dashboard"),
     )
