@@ -1054,3 +1054,60 @@ async fn heartbeats_flow_a_silent_client_is_dropped_and_shutdown_closes_with_100
     assert_eq!(code, Some(1001), "going away");
     stopping.await.expect("the api stops");
 }
+
+#[test]
+fn the_asyncapi_document_describes_every_message_the_server_sends() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/asyncapi.yaml");
+    let document = std::fs::read_to_string(path).expect("docs/asyncapi.yaml");
+    let parsed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml; yaml.safe_load(open(sys.argv[1]))",
+            path,
+        ])
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("python3 runs (with PyYAML, which openapi-spec-validator brings): {err}")
+        });
+    assert!(
+        parsed.status.success(),
+        "docs/asyncapi.yaml is YAML: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let server_types = [
+        "subscribed",
+        "unsubscribed",
+        "error",
+        "heartbeat",
+        "pong",
+        "trade",
+        "snapshot",
+        "update",
+        "ticker",
+        "order",
+        "fill",
+    ];
+    for kind in server_types {
+        assert!(
+            document.contains(&format!("type: {{const: {kind}}}")),
+            "no message of type {kind}"
+        );
+    }
+    for op in ["subscribe", "unsubscribe", "ping"] {
+        assert!(
+            document.contains(&format!("op: {{const: {op}}}")),
+            "no request {op}"
+        );
+    }
+    for setting in [
+        "WS_HEARTBEAT_SECS",
+        "WS_SEND_BUFFER",
+        "WS_MAX_SUBSCRIPTIONS",
+        "RABBITMQ_EXCHANGE",
+    ] {
+        assert!(document.contains(setting), "{setting} is not described");
+    }
+    for key in ["trade.{symbol}", "book.{symbol}", "order.{user_id}"] {
+        assert!(document.contains(key), "routing key {key} is not described");
+    }
+}
