@@ -49,6 +49,31 @@ pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, D
     Database::connect(options).await
 }
 
+/// How to open a pool of the relay's own, on the server and with the
+/// connect options of `db`'s: two connections, so placements that hold every
+/// connection of the request pool never keep the events waiting. Called on
+/// the relay's thread, where its connections live.
+fn relay_pool(db: &DatabaseConnection, config: &Config) -> impl FnOnce() -> Pool + Send + 'static {
+    let options = db
+        .get_postgres_connection_pool()
+        .connect_options()
+        .as_ref()
+        .clone();
+    let config = config.clone();
+    move || {
+        let own = sea_orm::sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(config.db_acquire_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        pool(
+            sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(own),
+            &config,
+        )
+    }
+}
+
 /// `conn` as the api uses it (the primary's pool and a replica's alike): in
 /// `db_pool_mode`, with the jobs' lock timeout and, in transaction mode, the
 /// statement timeout.
@@ -94,7 +119,7 @@ pub fn authenticator(
 
 /// The relay, the broker consumer (with `RABBITMQ_URL`) and the ticker task.
 fn spawn_events(
-    db: &Pool,
+    relay: impl FnOnce() -> Pool + Send + 'static,
     reads: &Reads,
     hub: &Arc<Hub>,
     config: &Config,
@@ -117,7 +142,7 @@ fn spawn_events(
         None => Sink::Local(hub.clone()),
     };
     tasks.push(crate::events::relay::spawn(
-        db.clone(),
+        relay,
         hub.clone(),
         sink,
         stopped.clone(),
@@ -205,7 +230,12 @@ impl Server {
             Some(checker) => vec![checker],
             None => Vec::new(),
         };
-        jobs.extend(spawn_events(&db, &reads, &events, config, &stopped));
+        let relay = relay_pool(db.connection(), config);
+        jobs.extend(spawn_events(relay, &reads, &events, config, &stopped));
+        jobs.push(crate::events::relay::spawn_backlog_gauges(
+            db.clone(),
+            stopped.clone(),
+        ));
         if config.background_jobs {
             jobs.extend(crate::jobs::spawn(db, placement, archiving, stopped));
         }

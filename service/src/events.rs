@@ -42,31 +42,60 @@ pub struct OutboxEvent {
     pub created_at: DateTime<FixedOffset>,
 }
 
-/// Up to `limit` unpublished events, oldest first, if this transaction could
-/// take the relay lock (`None`: another relay holds it). Call it inside a
+/// Up to `limit` unpublished events, oldest first, leaving out `in_flight`
+/// (sent, not yet marked), if this transaction holds or could take the relay
+/// lock (`None`: another relay holds it); one statement. Call it inside a
 /// transaction: the lock is held until that transaction ends, so mark what
 /// was delivered ([`mark_published`]) in the same one.
-pub async fn claim<C: ConnectionTrait>(db: &C, limit: u32) -> Result<Option<Vec<OutboxEvent>>> {
-    let locked = db
-        .query_one_raw(crate::market::statement(
-            "SELECT pg_try_advisory_xact_lock($1) AS locked",
-            [RELAY_LOCK_KEY.into()],
-        ))
-        .await?
-        .map(|row| row.try_get::<bool>("", "locked"))
-        .transpose()?
-        .unwrap_or(false);
-    if !locked {
-        return Ok(None);
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
+    limit: u32,
+    in_flight: &[i64],
+) -> Result<Option<Vec<OutboxEvent>>> {
+    #[derive(FromQueryResult)]
+    struct Claimed {
+        locked: bool,
+        event_id: Option<i64>,
+        kind: Option<String>,
+        symbol: Option<String>,
+        sequence: Option<i64>,
+        payload: Option<String>,
+        created_at: Option<DateTime<FixedOffset>>,
     }
-    let events = OutboxEvent::find_by_statement(crate::market::statement(
-        "SELECT event_id, kind, symbol, sequence, payload::text AS payload, created_at \
-         FROM event_outbox WHERE published_at IS NULL ORDER BY event_id LIMIT $1",
-        [i64::from(limit).into()],
+    let rows = Claimed::find_by_statement(crate::market::statement(
+        "WITH relay AS (SELECT pg_try_advisory_xact_lock($1) AS locked) \
+         SELECT r.locked, e.event_id, e.kind, e.symbol, e.sequence, e.payload, e.created_at \
+         FROM relay r LEFT JOIN LATERAL ( \
+             SELECT o.event_id, o.kind, o.symbol, o.sequence, o.payload::text AS payload, \
+                    o.created_at \
+             FROM event_outbox o \
+             WHERE r.locked AND o.published_at IS NULL AND o.event_id <> ALL ($3) \
+             ORDER BY o.event_id LIMIT $2) e ON true",
+        [
+            RELAY_LOCK_KEY.into(),
+            i64::from(limit).into(),
+            in_flight.to_vec().into(),
+        ],
     ))
     .all(db)
     .await?;
-    Ok(Some(events))
+    if !rows.first().is_some_and(|r| r.locked) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| {
+                Some(OutboxEvent {
+                    event_id: r.event_id?,
+                    kind: r.kind?,
+                    symbol: r.symbol?,
+                    sequence: r.sequence,
+                    payload: r.payload?,
+                    created_at: r.created_at?,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Marks `ids` published now.

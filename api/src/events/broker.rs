@@ -87,21 +87,30 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes `messages` in order and returns once the broker confirmed
-    /// every one; any failure drops the connection (the next call opens a
-    /// new one) and is returned: nothing counts as published then.
-    pub async fn publish(&mut self, messages: &[Message]) -> Result<(), String> {
-        let outcome = match tokio::time::timeout(PUBLISH_TIMEOUT, self.try_publish(messages)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!(
-                "the broker took and confirmed nothing within {} s",
+    /// Publishes `messages` in order without waiting for the broker: the
+    /// returned task ends once the broker confirmed every one (`Ok`), or with
+    /// what failed. A failure to send drops the connection ([`reset`]) and is
+    /// returned at once: nothing counts as published then.
+    ///
+    /// [`reset`]: Publisher::reset
+    pub async fn send(&mut self, messages: &[Message]) -> Result<Confirms, String> {
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, self.try_send(messages)).await;
+        let outcome = sent.unwrap_or_else(|_| {
+            Err(format!(
+                "the broker took nothing within {} s",
                 PUBLISH_TIMEOUT.as_secs()
-            )),
-        };
-        if outcome.is_err()
-            && let Some((connection, _)) = self.open.take()
-        {
+            ))
+        });
+        if outcome.is_err() {
+            self.reset();
+        }
+        outcome
+    }
+
+    /// Drops the connection: the next [`send`](Publisher::send) opens a new
+    /// one (after a confirm failed, for instance).
+    pub fn reset(&mut self) {
+        if let Some((connection, _)) = self.open.take() {
             // A dead connection never answers a close: do not wait for it.
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(
@@ -111,10 +120,9 @@ impl Publisher {
                 .await;
             });
         }
-        outcome
     }
 
-    async fn try_publish(&mut self, messages: &[Message]) -> Result<(), String> {
+    async fn try_send(&mut self, messages: &[Message]) -> Result<Confirms, String> {
         let channel = self.channel().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for message in messages {
@@ -134,16 +142,34 @@ impl Publisher {
                 .map_err(|e| format!("publishing failed: {e}"))?;
             confirms.push(confirm);
         }
-        for confirm in confirms {
-            match confirm.await {
-                Ok(Confirmation::Ack(_)) => {}
-                Ok(other) => return Err(format!("the broker did not confirm: {other:?}")),
-                Err(e) => return Err(format!("waiting for the broker's confirm: {e}")),
-            }
-        }
-        Ok(())
+        let sent = std::time::Instant::now();
+        Ok(tokio::spawn(async move {
+            let confirmed = async {
+                for confirm in confirms {
+                    match confirm.await {
+                        Ok(Confirmation::Ack(_)) => {}
+                        Ok(other) => return Err(format!("the broker did not confirm: {other:?}")),
+                        Err(e) => return Err(format!("waiting for the broker's confirm: {e}")),
+                    }
+                }
+                metrics::histogram!("trade_engine_event_confirm_seconds")
+                    .record(sent.elapsed().as_secs_f64());
+                Ok(())
+            };
+            tokio::time::timeout(PUBLISH_TIMEOUT, confirmed)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the broker confirmed nothing within {} s",
+                        PUBLISH_TIMEOUT.as_secs()
+                    ))
+                })
+        }))
     }
 }
+
+/// The broker's answer to one batch: `Ok` once it confirmed every message.
+pub type Confirms = JoinHandle<Result<(), String>>;
 
 /// Consumes the exchange on a queue of this process's own (exclusive, gone
 /// with the connection) into `hub`, reconnecting after a failure, until

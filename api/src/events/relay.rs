@@ -1,33 +1,47 @@
 //! The relay: publishes the outbox in order, then marks what was delivered.
 //!
-//! Each round is one transaction that takes the relay lock
-//! (`pg_try_advisory_xact_lock`, so of several api processes one relays at a
-//! time and the others stand by), reads up to [`BATCH`] unpublished events
-//! oldest first, publishes their messages (to the broker, waiting for its
-//! confirms; or to this process's hub), marks them published and commits. A
-//! failure anywhere leaves them unpublished and the next round sends them
-//! again: delivery is at least once, and every message carries an id for
-//! dropping a repeat. Rounds run when this process committed a write, and
-//! every `EVENTS_POLL_MS` for the writes of other processes and jobs.
+//! The relay works in sessions. A session is one transaction that takes the
+//! relay lock (`pg_try_advisory_xact_lock`, so of several api processes one
+//! relays at a time and the others stand by) and then, for up to
+//! [`SESSION`], keeps claiming what is committed and unpublished (up to
+//! [`BATCH`] events a statement, oldest first), publishes each batch without
+//! waiting for the broker, and marks a batch published as soon as the broker
+//! confirmed it and every batch before it (to the broker with
+//! `RABBITMQ_URL`; to this process's hub otherwise). So an event waits for
+//! the broker's confirm of its own batch, not for the batches before it. The
+//! session commits without waiting for the disk (`synchronous_commit = off`:
+//! a mark lost in a crash only means the events go out again). A failure
+//! anywhere rolls the session back: its events stay unpublished and the next
+//! session sends them again. Delivery is at least once, and every message
+//! carries an id for dropping a repeat. Sessions start when this process
+//! committed a write, and every `EVENTS_POLL_MS` for the writes of other
+//! processes and jobs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use sea_orm::DbErr;
+use chrono::{DateTime, FixedOffset, Utc};
+use sea_orm::{ConnectionTrait, DbErr};
 use service::pooling::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Hub;
-use super::broker::Publisher;
+use super::broker::{Confirms, Publisher};
 use super::wire;
 
-/// The most events one round publishes.
+/// The most events one claim takes.
 pub const BATCH: u32 = 1000;
 
-/// How often the outbox's backlog is measured for the gauges.
-const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a session claims new events before it settles and commits.
+const SESSION: Duration = Duration::from_millis(250);
+
+/// How often a session looks for new events while batches await the broker.
+const CLAIM_EVERY: Duration = Duration::from_millis(2);
+
+/// The most batches awaiting the broker at once.
+const MAX_IN_FLIGHT: usize = 16;
 
 /// How often published events past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -47,19 +61,57 @@ pub enum Sink {
 }
 
 impl Sink {
-    async fn publish(&mut self, messages: &[wire::Message]) -> Result<(), RelayError> {
+    /// Sends `messages`; the answer is the broker's pending confirms, or
+    /// `None` when they are delivered already (the hub).
+    async fn send(&mut self, messages: &[wire::Message]) -> Result<Option<Confirms>, RelayError> {
         match self {
             Sink::Broker(publisher) => publisher
-                .publish(messages)
+                .send(messages)
                 .await
+                .map(Some)
                 .map_err(RelayError::Broker),
             Sink::Local(hub) => {
                 for message in messages {
                     hub.deliver(&message.message_id, &message.body);
                 }
-                Ok(())
+                Ok(None)
             }
         }
+    }
+
+    /// After a failed session: a broker connection starts over.
+    fn reset(&mut self) {
+        if let Sink::Broker(publisher) = self {
+            publisher.reset();
+        }
+    }
+}
+
+/// A batch sent and not yet marked.
+struct InFlight {
+    ids: Vec<i64>,
+    created: Vec<DateTime<FixedOffset>>,
+    /// The broker's pending answer (`None`: delivered already).
+    confirms: Option<Confirms>,
+}
+
+impl InFlight {
+    fn is_settled(&self) -> bool {
+        self.confirms.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the broker's answer (cancel-safe: the handle stays until
+    /// it answered).
+    async fn confirmed(&mut self) -> Result<(), RelayError> {
+        let Some(confirms) = self.confirms.as_mut() else {
+            return Ok(());
+        };
+        let outcome = match confirms.await {
+            Ok(outcome) => outcome.map_err(RelayError::Broker),
+            Err(join) => Err(RelayError::Broker(join.to_string())),
+        };
+        self.confirms = None;
+        outcome
     }
 }
 
@@ -83,38 +135,67 @@ impl From<service::ServiceError> for RelayError {
     }
 }
 
-/// Starts the relay; it stops after a last round once `stop` turns true.
+/// Starts the relay on a thread of its own with a runtime of its own, so
+/// the requests and streams of a busy api never delay it; `pool` opens its
+/// connections there. It stops after a last session once `stop` turns true;
+/// the handle ends with it.
 pub fn spawn(
-    db: Pool,
+    pool: impl FnOnce() -> Pool + Send + 'static,
     hub: Arc<Hub>,
-    mut sink: Sink,
-    mut stop: watch::Receiver<bool>,
+    sink: Sink,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("event-relay".to_owned())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                // The pool is opened inside the runtime: its upkeep tasks
+                // and connections belong to it.
+                Ok(runtime) => runtime.block_on(async move { run(pool(), hub, sink, stop).await }),
+                Err(error) => tracing::error!(%error, "the event relay's runtime did not start"),
+            }
+            let _ = done.send(());
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "the event relay's thread did not start");
+    }
     tokio::spawn(async move {
+        // The sender is dropped without a send only if the relay panicked.
+        if finished.await.is_err() {
+            metrics::counter!("trade_engine_relay_failures_total").increment(1);
+            tracing::error!(
+                "the event relay stopped on a panic; events wait in the outbox until the api restarts"
+            );
+        }
+    })
+}
+
+async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<bool>) {
+    {
         let poll = hub.settings.poll;
         let retention = hub.settings.retention;
         let mut pruned_at: Option<Instant> = None;
-        let mut measured_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
             let stopping = *stop.borrow();
             let failed = loop {
-                match round(&db, &mut sink).await {
-                    Ok(n) if n as u32 == BATCH => continue,
-                    Ok(_) => break false,
+                match session(&db, &mut sink).await {
+                    Ok(0) => break false,
+                    Ok(_) => continue,
                     Err(error) => {
+                        sink.reset();
                         metrics::counter!("trade_engine_relay_failures_total").increment(1);
-                        tracing::warn!(%error, "event relay round failed; the events stay queued");
+                        tracing::warn!(%error, "event relay session failed; its events stay queued");
                         break true;
                     }
                 }
             };
             if stopping {
                 break;
-            }
-            if measured_at.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
-                measured_at = Some(Instant::now());
-                measure_backlog(&db).await;
             }
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
@@ -133,60 +214,121 @@ pub fn spawn(
                 () = crate::server::stopped(&mut stop) => {}
             }
         }
-    })
+    }
 }
 
-/// One round; returns how many events it published (0 also when another
+/// One session; returns how many events it published (0 also when another
 /// process holds the relay lock).
-async fn round(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
+async fn session(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
     db.run_unbounded(async |scope| {
-        let Some(events) = service::events::claim(scope, BATCH).await? else {
-            return Ok(0);
-        };
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let mut messages = Vec::with_capacity(events.len() * 2);
-        for event in &events {
-            match wire::messages(event) {
-                Ok(more) => messages.extend(more),
-                // It would block every event after it forever: logged,
-                // counted and passed over.
-                Err(reason) => {
-                    metrics::counter!("trade_engine_events_unreadable_total").increment(1);
-                    tracing::error!(event_id = event.event_id, %reason, "an outbox event cannot be published; skipped");
+        scope
+            .execute_unprepared("SET LOCAL synchronous_commit = off")
+            .await?;
+        let started = Instant::now();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut published = 0;
+        loop {
+            let claiming = started.elapsed() < SESSION && in_flight.len() < MAX_IN_FLIGHT;
+            let mut claimed = 0;
+            if claiming {
+                let excluded: Vec<i64> = in_flight
+                    .iter()
+                    .flat_map(|b| b.ids.iter().copied())
+                    .collect();
+                let Some(events) = service::events::claim(scope, BATCH, &excluded).await? else {
+                    return Ok(0);
+                };
+                claimed = events.len();
+                if claimed > 0 {
+                    let messages = render(&events);
+                    let confirms = sink.send(&messages).await?;
+                    in_flight.push_back(InFlight {
+                        ids: events.iter().map(|e| e.event_id).collect(),
+                        created: events.iter().map(|e| e.created_at).collect(),
+                        confirms,
+                    });
                 }
             }
+            // Mark, in order, every batch the broker has answered; when there
+            // is nothing new to claim, wait a little for the oldest one.
+            while let Some(front) = in_flight.front_mut() {
+                if !front.is_settled() {
+                    if claimed > 0 && claiming {
+                        break;
+                    }
+                    if claiming {
+                        match tokio::time::timeout(CLAIM_EVERY, front.confirmed()).await {
+                            Ok(outcome) => outcome?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                front.confirmed().await?;
+                let done = in_flight.pop_front().expect("the front batch");
+                service::events::mark_published(scope, &done.ids).await?;
+                record(&done.created);
+                published += done.ids.len();
+            }
+            if in_flight.is_empty() && (claimed == 0 || !claiming) {
+                return Ok(published);
+            }
         }
-        sink.publish(&messages).await?;
-        let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
-        service::events::mark_published(scope, &ids).await?;
-        let now = Utc::now();
-        for event in &events {
-            let lag = (now - event.created_at.with_timezone(&Utc))
-                .to_std()
-                .unwrap_or_default();
-            metrics::histogram!("trade_engine_event_publish_lag_seconds").record(lag.as_secs_f64());
-        }
-        metrics::counter!("trade_engine_events_published_total").increment(events.len() as u64);
-        Ok(events.len())
     })
     .await
 }
 
-/// Sets the backlog gauges: unpublished events and the oldest one's age
-/// (the alert on a relay that stopped relaying reads the age).
-async fn measure_backlog(db: &Pool) {
-    match db
-        .run(async |scope| service::events::backlog(scope).await)
-        .await
-    {
-        Ok((pending, oldest)) => {
-            metrics::gauge!("trade_engine_events_pending").set(pending as f64);
-            metrics::gauge!("trade_engine_events_oldest_pending_seconds").set(oldest);
+/// The messages of `events`; an event that cannot be rendered is logged,
+/// counted and passed over (it would block every event after it forever).
+fn render(events: &[service::events::OutboxEvent]) -> Vec<wire::Message> {
+    let mut messages = Vec::with_capacity(events.len() * 2);
+    for event in events {
+        match wire::messages(event) {
+            Ok(more) => messages.extend(more),
+            Err(reason) => {
+                metrics::counter!("trade_engine_events_unreadable_total").increment(1);
+                tracing::error!(event_id = event.event_id, %reason, "an outbox event cannot be published; skipped");
+            }
         }
-        Err(error) => tracing::warn!(%error, "the outbox's backlog could not be read"),
     }
+    messages
+}
+
+/// The publish lag of each event just marked (written → confirmed).
+fn record(created: &[DateTime<FixedOffset>]) {
+    let now = Utc::now();
+    for at in created {
+        let lag = (now - at.with_timezone(&Utc)).to_std().unwrap_or_default();
+        metrics::histogram!("trade_engine_event_publish_lag_seconds").record(lag.as_secs_f64());
+    }
+    metrics::counter!("trade_engine_events_published_total").increment(created.len() as u64);
+}
+
+/// How often the outbox's backlog is measured for the gauges.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Measures the outbox's backlog every [`BACKLOG_EVERY`] for the gauges:
+/// unpublished events and the oldest one's age (the alert on events nobody
+/// relays reads the age). Apart from the relay, so a relay that stopped is
+/// seen too.
+pub fn spawn_backlog_gauges(db: Pool, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match db
+                .run(async |scope| service::events::backlog(scope).await)
+                .await
+            {
+                Ok((pending, oldest)) => {
+                    metrics::gauge!("trade_engine_events_pending").set(pending as f64);
+                    metrics::gauge!("trade_engine_events_oldest_pending_seconds").set(oldest);
+                }
+                Err(error) => tracing::warn!(%error, "the outbox's backlog could not be read"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(BACKLOG_EVERY) => {}
+                () = crate::server::stopped(&mut stop) => break,
+            }
+        }
+    })
 }
 
 /// Deletes published events older than `retention`, a batch at a time.

@@ -1,7 +1,8 @@
 //! The exchange-scale benchmark: a bulk [`loader`] and a benchmark of the hot
 //! operations through the service against the same statements as raw SQL
-//! ([`latency`]), and of placement throughput against the single-row insert
-//! floor ([`throughput`]). `src/bin/bench.rs` is the command;
+//! ([`latency`]), of placement throughput against the single-row insert
+//! floor ([`throughput`]), and of the events (the outbox's cost, the publish
+//! lag, WebSocket delivery: [`events`]). `src/bin/bench.rs` is the command;
 //! docs/performance.md has the results.
 //!
 //! ```no_run
@@ -15,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod events;
 pub mod generate;
 pub mod latency;
 pub mod loader;
@@ -33,6 +35,7 @@ use migration::MigratorTrait;
 use sea_orm::sqlx::{self, Connection, PgConnection};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+use self::events::EventSettings;
 use self::generate::Plan;
 use self::latency::Fixture;
 use self::loader::Loaded;
@@ -86,6 +89,7 @@ impl Scale {
                 throughput: Duration::from_millis(1500),
                 concurrency: vec![1, 8, 32, 64],
                 progress: true,
+                events: Some(EventSettings::standard()),
             },
             Scale::Full => Settings {
                 plan: Plan {
@@ -103,6 +107,7 @@ impl Scale {
                 throughput: Duration::from_secs(10),
                 concurrency: vec![1, 8, 32, 64],
                 progress: true,
+                events: Some(EventSettings::standard()),
             },
         }
     }
@@ -119,6 +124,9 @@ pub struct Settings {
     pub throughput: Duration,
     pub concurrency: Vec<usize>,
     pub progress: bool,
+    /// The event lines ([`events::run`]), after the others; `None` leaves
+    /// them out.
+    pub events: Option<EventSettings>,
 }
 
 /// A run's load figures and report lines.
@@ -196,7 +204,13 @@ pub async fn run(server_url: &str, database: &str, settings: &Settings) -> Resul
         eprintln!("{}", loaded.summary());
     }
     let started = Instant::now();
-    let measurements = benchmark(&db, server_url, database, settings).await?;
+    let mut measurements = benchmark(&db, server_url, database, settings).await?;
+    if let Some(events) = &settings.events {
+        let lines = events::run(&db, server_url, database, events, settings.progress)
+            .await
+            .context("the event lines")?;
+        measurements.extend(lines);
+    }
     db.close().await?;
     Ok(Outcome {
         loaded,
@@ -224,7 +238,7 @@ pub async fn benchmark(
     measurements.extend(upkeep::run(db, &fixture, UPKEEP_BLOCKS).await?);
 
     let prices = Prices::read(&pool).await?;
-    let (http, server) = start_api(server_url, database).await?;
+    let (http, server) = start_api(server_url, database, &[]).await?;
     for &clients in &settings.concurrency {
         let floor =
             throughput::run(Kind::Floor, clients, settings.throughput, db, &prices, None).await?;
@@ -245,8 +259,13 @@ pub async fn benchmark(
     Ok(measurements)
 }
 
-/// The api on a free loopback port, trusted-header auth, no background jobs.
-async fn start_api(server_url: &str, database: &str) -> Result<(Http, api::server::Server)> {
+/// The api on a free loopback port, trusted-header auth, no background jobs;
+/// `extra` settings (by their README names) over these.
+async fn start_api(
+    server_url: &str,
+    database: &str,
+    extra: &[(&'static str, String)],
+) -> Result<(Http, api::server::Server)> {
     let url = database_url(server_url, database);
     let secret = api::server::random_secret();
     let settings = [
@@ -263,8 +282,9 @@ async fn start_api(server_url: &str, database: &str) -> Result<(Http, api::serve
         ("ANONYMOUS_RATE_LIMIT_PER_SECOND", "0".to_owned()),
     ];
     let config = Config::from_lookup(|name| {
-        settings
+        extra
             .iter()
+            .chain(settings.iter())
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value.clone())
     })?;

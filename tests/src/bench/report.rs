@@ -27,6 +27,13 @@ pub struct Measurement {
     /// 99th percentile of the batch sizes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_p99: Option<usize>,
+    /// p50 over the p50 of the same line with the feature off, on the lines
+    /// with it on (the event outbox: migration 13 over migration 12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_vs_off: Option<f64>,
+    /// How many samples the percentiles are of, on the event lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
 }
 
 /// Latencies of one operation.
@@ -97,6 +104,8 @@ impl Samples {
             share_of_floor: None,
             batch_mean: None,
             batch_p99: None,
+            ratio_vs_off: None,
+            samples: None,
         }
     }
 }
@@ -112,8 +121,8 @@ pub fn round3(value: f64) -> f64 {
 /// The table, as printed.
 pub fn table(measurements: &[Measurement]) -> String {
     let mut out = format!(
-        "{:<44} {:>10} {:>10} {:>10} {:>9} {:>8} {:>13}\n",
-        "operation", "p50 µs", "p99 µs", "ops/s", "svc/raw", "vs floor", "batch mean/p99"
+        "{:<44} {:>10} {:>10} {:>10} {:>9} {:>8} {:>13} {:>7}\n",
+        "operation", "p50 µs", "p99 µs", "ops/s", "svc/raw", "vs floor", "batch mean/p99", "on/off"
     );
     for m in measurements {
         let ratio = m.ratio_vs_raw.map_or(String::new(), |r| format!("{r:.2}"));
@@ -124,9 +133,10 @@ pub fn table(measurements: &[Measurement]) -> String {
             (Some(mean), Some(p99)) => format!("{mean:.1}/{p99}"),
             _ => String::new(),
         };
+        let on_off = m.ratio_vs_off.map_or(String::new(), |r| format!("{r:.2}"));
         out.push_str(&format!(
-            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>8} {:>13}\n",
-            m.operation, m.p50_us, m.p99_us, m.ops_per_s, ratio, share, batches
+            "{:<44} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>8} {:>13} {:>7}\n",
+            m.operation, m.p50_us, m.p99_us, m.ops_per_s, ratio, share, batches, on_off
         ));
     }
     out

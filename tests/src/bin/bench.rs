@@ -1,7 +1,9 @@
 //! `cargo run --release -p tests --bin bench -- --scale small|full`: creates
 //! `te_bench_<scale>` on the server of `DATABASE_URL` (dropped and created
-//! again), loads it, benchmarks the hot operations, prints the table and
-//! writes `target/bench/report.json`. With `--years N` it measures the hot
+//! again), loads it, benchmarks the hot operations and the events (the
+//! outbox's cost, the publish lag through the broker of `--rabbitmq-url`,
+//! WebSocket delivery), prints the table and writes
+//! `target/bench/report.json`. With `--years N` it measures the hot
 //! statements' planning at 60 days and N years of partitions instead
 //! (`target/bench/plans.json`).
 
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tests::bench::{self, Scale, report};
+use tests::bench::{self, Scale, events, report};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load a trade-engine database at scale and benchmark it against raw SQL")]
@@ -28,6 +30,10 @@ struct Args {
     /// back (`te_bench_plans_60d`, `te_bench_plans_<N>y`).
     #[arg(long)]
     years: Option<u32>,
+    /// The RabbitMQ broker of the event lines (publish lag, WebSocket delivery
+    /// through the broker); when it cannot be reached those lines are left out.
+    #[arg(long, env = "RABBITMQ_URL", default_value = events::DEFAULT_RABBITMQ_URL)]
+    rabbitmq_url: String,
 }
 
 #[tokio::main]
@@ -48,7 +54,10 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let database = format!("te_bench_{}", args.scale.name());
-    let settings = args.scale.settings();
+    let mut settings = args.scale.settings();
+    if let Some(events) = &mut settings.events {
+        events.rabbitmq_url = Some(args.rabbitmq_url.clone());
+    }
     eprintln!(
         "loading {} orders and {} trades into {database}",
         settings.plan.orders, settings.plan.trades
