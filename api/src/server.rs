@@ -50,9 +50,10 @@ pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, D
 }
 
 /// How to open a pool of the relay's own, on the server and with the
-/// connect options of `db`'s: two connections, so placements that hold every
-/// connection of the request pool never keep the events waiting. Called on
-/// the relay's thread, where its connections live.
+/// connect options of `db`'s: one connection (a session is one transaction),
+/// besides `DB_MAX_CONNECTIONS`, so placements that hold every connection of
+/// the request pool never keep the events waiting. Called on the relay's
+/// thread, where its connection lives.
 fn relay_pool(db: &DatabaseConnection, config: &Config) -> impl FnOnce() -> Pool + Send + 'static {
     let options = db
         .get_postgres_connection_pool()
@@ -62,7 +63,7 @@ fn relay_pool(db: &DatabaseConnection, config: &Config) -> impl FnOnce() -> Pool
     let config = config.clone();
     move || {
         let own = sea_orm::sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .min_connections(0)
             .acquire_timeout(config.db_acquire_timeout)
             .idle_timeout(Duration::from_secs(300))

@@ -7,7 +7,7 @@
 //!   placed, filled, cancelled, expired, triggered), `trade` (a trade
 //!   inserted) or `book` (a statement's change of a symbol's resting levels:
 //!   each changed level's new total, `0` when it is gone). `payload` holds
-//!   the row's fields, decimals as text so no digit is lost. `published_at`
+//!   the row's columns, decimals as text so no digit is lost. `published_at`
 //!   is set by the relay once the broker confirmed the event; published
 //!   events are deleted after a retention period (the relay's job).
 //! - `event_sequences`: per symbol, the sequence of its latest book event.
@@ -41,25 +41,14 @@ pub struct Migration;
 /// What rolling back would lose: the events not yet published.
 pub(crate) const GUARDED: &[GuardedTable] = &[GuardedTable::Unpublished("event_outbox")];
 
-/// An order row `$row` as an event payload.
+/// An order row `$row` as an event payload: its columns, decimals as text
+/// (a JSON number would reach most readers as a binary float).
 macro_rules! order_payload {
     ($row:literal) => {
         concat!(
-            "jsonb_build_object(
-                'order_id', ",
+            "to_jsonb(",
             $row,
-            ".order_id, 'user_id', ",
-            $row,
-            ".user_id, 'symbol', ",
-            $row,
-            ".symbol,
-                'side', ",
-            $row,
-            ".side, 'order_type', ",
-            $row,
-            ".order_type, 'status', ",
-            $row,
-            ".status,
+            ") || jsonb_build_object(
                 'quantity', ",
             $row,
             ".quantity::text, 'filled_quantity', ",
@@ -72,24 +61,7 @@ macro_rules! order_payload {
             ".stop_price::text,
                 'average_price', ",
             $row,
-            ".average_price::text, 'time_in_force', ",
-            $row,
-            ".time_in_force,
-                'client_order_id', ",
-            $row,
-            ".client_order_id, 'created_at', ",
-            $row,
-            ".created_at,
-                'updated_at', ",
-            $row,
-            ".updated_at, 'filled_at', ",
-            $row,
-            ".filled_at,
-                'cancelled_at', ",
-            $row,
-            ".cancelled_at, 'expires_at', ",
-            $row,
-            ".expires_at)"
+            ".average_price::text)"
         )
     };
 }
@@ -174,14 +146,9 @@ COMMENT ON TABLE event_sequences IS 'Per symbol, the sequence of its latest book
     market_trades_on_insert!(concat!(
         r#"trade_events AS (
         INSERT INTO event_outbox (kind, symbol, payload)
-        SELECT 'trade', n.symbol, jsonb_build_object(
-            'trade_id', n.trade_id, 'symbol', n.symbol,
-            'buyer_order_id', n.buyer_order_id, 'seller_order_id', n.seller_order_id,
-            'buyer_user_id', n.buyer_user_id, 'seller_user_id', n.seller_user_id,
+        SELECT 'trade', n.symbol, to_jsonb(n) || jsonb_build_object(
             'price', n.price::text, 'quantity', n.quantity::text,
-            'buyer_fee', n.buyer_fee::text, 'seller_fee', n.seller_fee::text,
-            'buyer_fee_asset', n.buyer_fee_asset, 'seller_fee_asset', n.seller_fee_asset,
-            'is_buyer_maker', n.is_buyer_maker, 'executed_at', n.executed_at)
+            'buyer_fee', n.buyer_fee::text, 'seller_fee', n.seller_fee::text)
         FROM new_rows n
     ), "#
     )),

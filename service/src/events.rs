@@ -5,13 +5,11 @@
 //!
 //! Event kinds and payloads (decimals as text, times as ISO 8601):
 //!
-//! - `order`: an order inserted or updated, with its fields (`order_id`,
-//!   `user_id`, `symbol`, `side`, `order_type`, `status`, `quantity`,
-//!   `filled_quantity`, `price`, `stop_price`, `average_price`,
-//!   `time_in_force`, `client_order_id`, `created_at`, `updated_at`,
-//!   `filled_at`, `cancelled_at`, `expires_at`);
-//! - `trade`: a trade inserted, with its fields, both sides' users, orders and
-//!   fees included (the relay decides what each audience sees);
+//! - `order`: an order inserted or updated: every column of its row (it
+//!   reads as an `entity::orders::Model`);
+//! - `trade`: a trade inserted: every column of its row, both sides' users,
+//!   orders and fees included (an `entity::trades::Model`; the relay decides
+//!   what each audience sees);
 //! - `book`: one statement's change of a symbol's resting levels, `bids` and
 //!   `asks` as `[price, new total quantity]` pairs (`"0"`: the level is gone),
 //!   with the symbol's next `sequence` (1, 2, 3, … without gaps).

@@ -540,6 +540,8 @@ async fn d11_check_table_sizes_reports_parents_with_their_partitions_totals() {
     assert_eq!(
         names,
         vec![
+            "event_outbox",
+            "event_sequences",
             "market_last_trade",
             "market_levels",
             "market_sides",
@@ -675,4 +677,90 @@ async fn d14_retention_lists_old_partitions_and_drops_them_only_when_asked() {
     )
     .await;
     assert_eq!(health, vec!["orders|13", "trades|30"]);
+}
+
+/// X1: `v_symbol_stats_24h.last_price` is declared `numeric`, not the
+/// original's `numeric(20,8)`; its values are the stored prices, digit for
+/// digit.
+#[tokio::test]
+async fn x1_the_24h_last_price_is_unconstrained_numeric_with_the_stored_value() {
+    let db = TestDb::migrated().await;
+    let declared: String = scalar(
+        db.conn(),
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 'v_symbol_stats_24h'::regclass AND attname = 'last_price'",
+    )
+    .await;
+    assert_eq!(declared, "numeric");
+    exec(
+        db.conn(),
+        &format!(
+            "INSERT INTO trades (symbol, buyer_order_id, seller_order_id, buyer_user_id, seller_user_id,
+                price, quantity, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset, is_buyer_maker)
+             VALUES ('BTC/USDT', gen_random_uuid(), gen_random_uuid(), '{USER_A}', '{USER_B}',
+                50000.12345678, 1, 0, 0, 'USDT', 'USDT', true)"
+        ),
+    )
+    .await;
+    let last: String = scalar(
+        db.conn(),
+        "SELECT last_price::text FROM v_symbol_stats_24h WHERE symbol = 'BTC/USDT'",
+    )
+    .await;
+    assert_eq!(
+        last, "50000.12345678",
+        "the stored price, its eight places kept"
+    );
+}
+
+/// X2: `trg_remove_stop_order_from_watchlist` fires `WHEN (OLD.status IS
+/// DISTINCT FROM NEW.status)` where the original says `<>`: the same, since
+/// `orders.status` is NOT NULL.
+#[tokio::test]
+async fn x2_the_watchlist_removal_fires_on_a_status_change_as_with_not_equal() {
+    let db = TestDb::migrated().await;
+    let definition: String = scalar(
+        db.conn(),
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger
+         WHERE tgname = 'trg_remove_stop_order_from_watchlist' AND tgrelid = 'orders'::regclass",
+    )
+    .await;
+    assert!(definition.contains("IS DISTINCT FROM"), "{definition}");
+    let not_null: bool = scalar(
+        db.conn(),
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'status'",
+    )
+    .await;
+    assert!(
+        not_null,
+        "status is NOT NULL: IS DISTINCT FROM and <> agree"
+    );
+    let id: String = scalar(
+        db.conn(),
+        &format!(
+            "INSERT INTO orders (user_id, symbol, side, order_type, status, quantity, stop_price)
+             VALUES ('{USER_A}', 'BTC/USDT', 'SELL', 'STOP', 'OPEN', 0.3, 45000)
+             RETURNING order_id::text"
+        ),
+    )
+    .await;
+    let count = format!("SELECT count(*) FROM stop_orders_watchlist WHERE order_id = '{id}'");
+    assert_eq!(scalar::<i64>(db.conn(), &count).await, 1);
+    // An update that keeps the status does not fire it.
+    exec(
+        db.conn(),
+        &format!("UPDATE orders SET quantity = 0.4 WHERE order_id = '{id}'"),
+    )
+    .await;
+    assert_eq!(scalar::<i64>(db.conn(), &count).await, 1);
+    exec(
+        db.conn(),
+        &format!("UPDATE orders SET status = 'CANCELLED' WHERE order_id = '{id}'"),
+    )
+    .await;
+    assert_eq!(
+        scalar::<i64>(db.conn(), &count).await,
+        0,
+        "cancelled: it leaves"
+    );
 }

@@ -315,7 +315,9 @@ async fn merging_a_month_under_concurrent_writes_and_reads_loses_nothing() {
         "the foreign key holds on the monthly partition"
     );
     // A rollback of migration 7 (after the later ones) refuses while merged
-    // months exist.
+    // months exist (the writers' events count as published here: the outbox
+    // has a guard of its own).
+    exec(c, "UPDATE event_outbox SET published_at = now()").await;
     let down = migration::run(
         c,
         migration::Operation::Down(Some(steps_through(7))),

@@ -115,7 +115,9 @@ async fn eight_traders(app: Arc<TestApp>, db: &DatabaseConnection, log: impl Fn(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_serves_its_flows_through_pgbouncer_in_session_mode() {
     let db = TestDb::migrated().await;
-    let pooler = Pooler::start(PoolMode::Session, server_port(db.url()), 4);
+    // Session mode pins a server connection to each client connection: the
+    // api's four and the event relay's one.
+    let pooler = Pooler::start(PoolMode::Session, server_port(db.url()), 5);
     let url = pooler.url_for(db.url());
     let app = spawn_app(
         AppOptions::jwt()

@@ -567,6 +567,8 @@ async fn health_reports_connections_tables_and_partitions() {
     assert_eq!(
         tables.keys().copied().collect::<Vec<_>>(),
         [
+            "event_outbox",
+            "event_sequences",
             "market_last_trade",
             "market_levels",
             "market_sides",

@@ -1703,7 +1703,7 @@ async fn upgrading_a_loaded_database_builds_the_market_state_exactly() {
     use migration::{DataLoss, Operation};
     let db = TestDb::migrated().await;
     let c = db.conn();
-    migration::run(c, Operation::Down(Some(4)), DataLoss::Refuse)
+    migration::run(c, Operation::Down(Some(5)), DataLoss::Refuse)
         .await
         .expect("down to migration 8");
     let market_tables: i64 = scalar(

@@ -18,13 +18,11 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, FixedOffset};
+use entity::{orders, trades};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use service::events::{BookSnapshot, OutboxEvent};
-use service::trades::UserTrade;
-use service::{OrderStatus, OrderType, Side, TimeInForce};
 use uuid::Uuid;
 
 use super::Frame;
@@ -42,46 +40,6 @@ pub struct Message {
 /// `BTC/USDT` → `BTC-USDT` (the form of paths and routing keys).
 pub fn path_symbol(symbol: &str) -> String {
     symbol.replace('/', "-")
-}
-
-#[derive(Deserialize)]
-struct OrderPayload {
-    order_id: Uuid,
-    user_id: Uuid,
-    symbol: String,
-    side: Side,
-    order_type: OrderType,
-    status: OrderStatus,
-    quantity: Decimal,
-    filled_quantity: Decimal,
-    price: Option<Decimal>,
-    stop_price: Option<Decimal>,
-    average_price: Option<Decimal>,
-    time_in_force: TimeInForce,
-    client_order_id: Option<String>,
-    created_at: DateTime<FixedOffset>,
-    updated_at: DateTime<FixedOffset>,
-    filled_at: Option<DateTime<FixedOffset>>,
-    cancelled_at: Option<DateTime<FixedOffset>>,
-    expires_at: Option<DateTime<FixedOffset>>,
-}
-
-#[derive(Deserialize)]
-struct TradePayload {
-    trade_id: Uuid,
-    symbol: String,
-    buyer_order_id: Uuid,
-    seller_order_id: Uuid,
-    buyer_user_id: Uuid,
-    seller_user_id: Uuid,
-    price: Decimal,
-    quantity: Decimal,
-    buyer_fee: Decimal,
-    seller_fee: Decimal,
-    buyer_fee_asset: String,
-    seller_fee_asset: String,
-    is_buyer_maker: bool,
-    executed_at: DateTime<FixedOffset>,
 }
 
 #[derive(Deserialize)]
@@ -118,92 +76,35 @@ pub fn messages(event: &OutboxEvent) -> Result<Vec<Message>, String> {
     let symbol = path_symbol(&event.symbol);
     match event.kind.as_str() {
         "order" => {
-            let o: OrderPayload = serde_json::from_str(&event.payload)
+            let order: orders::Model = serde_json::from_str(&event.payload)
                 .map_err(|e| format!("order event {id}: {e}"))?;
-            let user = o.user_id;
-            let order = OrderDto {
-                id: o.order_id,
-                symbol: o.symbol,
-                side: o.side,
-                order_type: o.order_type,
-                status: o.status,
-                quantity: o.quantity,
-                filled_quantity: o.filled_quantity,
-                price: o.price,
-                stop_price: o.stop_price,
-                average_price: o.average_price,
-                time_in_force: o.time_in_force,
-                client_order_id: o.client_order_id,
-                created_at: o.created_at,
-                updated_at: o.updated_at,
-                filled_at: o.filled_at,
-                cancelled_at: o.cancelled_at,
-                expires_at: o.expires_at,
-            };
+            let user = order.user_id;
             Ok(vec![Message {
                 routing_key: format!("order.{user}"),
                 message_id: id.to_string(),
                 body: body(&json!({
-                    "event_id": id, "type": "order", "user_id": user, "data": json_of(&order)?,
+                    "event_id": id, "type": "order", "user_id": user,
+                    "data": json_of(&OrderDto::from(order))?,
                 })),
             }])
         }
         "trade" => {
-            let t: TradePayload = serde_json::from_str(&event.payload)
+            let trade: trades::Model = serde_json::from_str(&event.payload)
                 .map_err(|e| format!("trade event {id}: {e}"))?;
-            let public = TradeDto {
-                id: t.trade_id,
-                symbol: t.symbol.clone(),
-                price: t.price,
-                quantity: t.quantity,
-                taker_side: if t.is_buyer_maker {
-                    Side::Sell
-                } else {
-                    Side::Buy
-                },
-                is_buyer_maker: t.is_buyer_maker,
-                executed_at: t.executed_at,
-            };
             let mut out = vec![Message {
                 routing_key: format!("trade.{symbol}"),
                 message_id: id.to_string(),
                 body: body(&json!({
-                    "event_id": id, "type": "trade", "symbol": t.symbol, "data": json_of(&public)?,
+                    "event_id": id, "type": "trade", "symbol": trade.symbol,
+                    "data": json_of(&TradeDto::from(trade.clone()))?,
                 })),
             }];
             let sides = [
-                (
-                    "buyer",
-                    Side::Buy,
-                    t.buyer_user_id,
-                    t.buyer_order_id,
-                    t.buyer_fee,
-                    &t.buyer_fee_asset,
-                    t.is_buyer_maker,
-                ),
-                (
-                    "seller",
-                    Side::Sell,
-                    t.seller_user_id,
-                    t.seller_order_id,
-                    t.seller_fee,
-                    &t.seller_fee_asset,
-                    !t.is_buyer_maker,
-                ),
+                ("buyer", trade.buyer_user_id, trade.buyer_order_id),
+                ("seller", trade.seller_user_id, trade.seller_order_id),
             ];
-            for (part, side, user, order_id, fee, fee_asset, is_maker) in sides {
-                let own = OwnTradeDto::from(UserTrade {
-                    trade_id: t.trade_id,
-                    symbol: t.symbol.clone(),
-                    side,
-                    price: t.price,
-                    quantity: t.quantity,
-                    fee,
-                    fee_asset: fee_asset.clone(),
-                    is_maker,
-                    executed_at: t.executed_at,
-                    order_id,
-                });
+            for (part, user, order_id) in sides {
+                let own = OwnTradeDto::of_order(trade.clone(), order_id);
                 out.push(Message {
                     routing_key: format!("order.{user}"),
                     message_id: format!("{id}.{part}"),

@@ -252,6 +252,18 @@ impl Connection {
         self.send(Message::Text(text.into()))
     }
 
+    /// Records the subscription and confirms it.
+    fn hold(&mut self, canonical: String, channel: &str, sequence: Option<i64>) -> Result<(), End> {
+        self.subscriptions.insert(
+            canonical,
+            Subscription {
+                as_sent: channel.to_owned(),
+                sequence,
+            },
+        );
+        self.reply(channel, "subscribed")
+    }
+
     fn reply(&self, channel: &str, kind: &str) -> Result<(), End> {
         self.send_text(json!({"channel": channel, "type": kind}).to_string())
     }
@@ -339,14 +351,7 @@ impl Connection {
                          Bearer <token>, or X-User-ID behind the gateway)",
                     );
                 }
-                self.subscriptions.insert(
-                    canonical,
-                    Subscription {
-                        as_sent: channel.clone(),
-                        sequence: None,
-                    },
-                );
-                self.reply(&channel, "subscribed")
+                self.hold(canonical, &channel, None)
             }
             "trades" => {
                 let symbols = self
@@ -356,14 +361,7 @@ impl Connection {
                     .await;
                 match symbols {
                     Ok(all) if all.iter().any(|s| s.symbol == db_symbol) => {
-                        self.subscriptions.insert(
-                            canonical,
-                            Subscription {
-                                as_sent: channel.clone(),
-                                sequence: None,
-                            },
-                        );
-                        self.reply(&channel, "subscribed")
+                        self.hold(canonical, &channel, None)
                     }
                     Ok(_) => self.error(&channel, format!("unknown symbol {db_symbol}")),
                     Err(error) => self.error(&channel, service_error(&error)),
@@ -374,14 +372,7 @@ impl Connection {
                 match ticker {
                     Ok(ticker) => {
                         self.hub.ticker_interest(&symbol, true);
-                        self.subscriptions.insert(
-                            canonical,
-                            Subscription {
-                                as_sent: channel.clone(),
-                                sequence: None,
-                            },
-                        );
-                        self.reply(&channel, "subscribed")?;
+                        self.hold(canonical, &channel, None)?;
                         match ticker_frame(ticker) {
                             Ok(frame) => self.send_text(frame.text(&channel)),
                             Err(reason) => self.error(&channel, reason),
@@ -396,14 +387,7 @@ impl Connection {
                 // dropped by their sequence, later ones follow it.
                 match self.snapshot(&db_symbol).await {
                     Ok(frame) => {
-                        self.subscriptions.insert(
-                            canonical,
-                            Subscription {
-                                as_sent: channel.clone(),
-                                sequence: frame.sequence,
-                            },
-                        );
-                        self.reply(&channel, "subscribed")?;
+                        self.hold(canonical, &channel, frame.sequence)?;
                         self.send_text(frame.text(&channel))
                     }
                     Err(error) => self.error(&channel, service_error(&error)),

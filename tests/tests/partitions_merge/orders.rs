@@ -283,6 +283,8 @@ async fn merging_a_year_of_orders_under_concurrent_fills_and_inserts_loses_nothi
     .await
     .expect("merging again");
     assert_eq!((again.months, again.rows_copied), (0, 0));
+    // The writers' events count as published: the outbox has a guard of its own.
+    exec(c, "UPDATE event_outbox SET published_at = now()").await;
     let down = migration::run(
         c,
         migration::Operation::Down(Some(super::steps_through(8))),
