@@ -181,6 +181,7 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
     }
     let (url, embedded) = database(&config).await?;
     let outcome = async {
+        probe(&url).await?;
         let db = connect(&url, &config)
             .await
             .context("cannot connect to the database (check DATABASE_URL)")?;
@@ -195,7 +196,27 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// One plain connection first: its error says why in one line (refused, a
+/// database that does not exist and how to create it, a bad password), where
+/// the pool would only fail later, deep in the first statement.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await {
+        Err(_) => bail!(
+            "cannot connect to {} (check DATABASE_URL): no answer within 10 s",
+            migration::redact(url)
+        ),
+        Ok(Err(error)) => bail!(migration::connect_problem(url, &error)),
+        Ok(Ok(connection)) => {
+            connection.close().await.ok();
+            Ok(())
+        }
+    }
+}
+
 async fn serve_on(url: &str, config: &Config) -> anyhow::Result<()> {
+    probe(url).await?;
+    tracing::info!(database = %migration::redact(url), "using the database");
     let db = connect(url, config)
         .await
         .context("cannot open the database pool (check DATABASE_URL)")?;

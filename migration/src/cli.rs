@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::sea_orm::sqlx::{Connection, PgConnection};
 use crate::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
-use crate::{DataLoss, Operation};
+use crate::{DataLoss, Operation, connect_problem, redact};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -170,8 +170,8 @@ async fn connect(url: &str, schema: &str) -> anyhow::Result<DatabaseConnection> 
     let probe = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url))
         .await
         .map_err(|_| anyhow::anyhow!("timed out after 10 s"))
-        .and_then(|connected| connected.map_err(anyhow::Error::from))
-        .with_context(|| format!("cannot connect to {} (check DATABASE_URL)", redact(url)))?;
+        .with_context(|| format!("cannot connect to {} (check DATABASE_URL)", redact(url)))?
+        .map_err(|err| anyhow::anyhow!(connect_problem(url, &err)))?;
     probe.close().await.ok();
 
     let mut options = ConnectOptions::new(with_application_name(url));
@@ -226,21 +226,6 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-/// The URL with its password replaced by `***`, for error messages. Splits at
-/// the last `@`, so a password holding `/` or `@` is still hidden.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparsable URL>".to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 fn init_tracing(verbose: bool) {
     let filter = if verbose {
         "debug"
@@ -259,7 +244,7 @@ fn init_tracing(verbose: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, with_application_name};
+    use super::with_application_name;
 
     #[test]
     fn application_name_is_added_unless_given() {
@@ -278,23 +263,5 @@ mod tests {
             with_application_name("postgres://h/db?application_name=deploy&options=-c%20x%3D1"),
             "postgres://h/db?application_name=deploy&options=-c%20x%3D1"
         );
-    }
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db.internal:5432/trade?sslmode=require"),
-            "postgres://app:***@db.internal:5432/trade?sslmode=require"
-        );
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1/trade"),
-            "postgres://postgres@127.0.0.1/trade"
-        );
-        assert_eq!(redact("postgres://host/db"), "postgres://host/db");
-        assert_eq!(
-            redact("postgres://app:p/a@ss@db/trade"),
-            "postgres://app:***@db/trade"
-        );
-        assert_eq!(redact("not a url"), "<unparsable URL>");
     }
 }

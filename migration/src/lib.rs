@@ -58,6 +58,7 @@ macro_rules! sql_migration {
 
 #[cfg(feature = "cli")]
 pub mod cli;
+mod connection;
 mod data_loss;
 mod locks;
 mod runner;
@@ -76,6 +77,7 @@ mod m1700000011000_market_sides;
 mod m1700000012000_market_triggers;
 mod m1700000013000_event_outbox;
 
+pub use connection::{connect_problem, redact};
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
 pub use locks::{
     CONCURRENT_UNPRUNED, DEFAULT_MAX_LOCKS_PER_TRANSACTION, LockCapacity, lock_capacity,

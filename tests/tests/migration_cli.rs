@@ -87,6 +87,26 @@ fn an_unreachable_server_is_one_line_without_the_password() {
 }
 
 #[test]
+fn a_missing_database_is_one_line_saying_how_to_create_it() {
+    let dir = workdir("missing-db");
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
+    let (base, _) = server
+        .split('?')
+        .next()
+        .and_then(|url| url.rsplit_once('/'))
+        .expect("a URL with a database");
+    let url = format!("{base}/te_missing_{}", std::process::id());
+    let output = cli(&dir, &["status", "-u", &url], &[]);
+    assert_one_line_error(&output, "does not exist");
+    let err = stderr(&output);
+    assert!(err.contains("createdb -h"), "{err}");
+    assert!(
+        err.contains(&format!("te_missing_{}", std::process::id())),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_url_of_another_database_kind_is_refused() {
     let dir = workdir("mysql");
     let output = cli(
