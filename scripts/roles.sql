@@ -45,6 +45,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON stop_orders_watchlist TO :"app_role";
 GRANT SELECT ON symbols, partition_retention_config, seaql_migrations TO :"app_role";
 -- The market state is written by the schema's triggers (as their owner) only.
 GRANT SELECT ON market_levels, market_sides, market_last_trade, trade_candles TO :"app_role";
+-- Events are written by the same triggers; the api's relay reads them, marks
+-- them published and prunes them; the book stream reads the sequences.
+GRANT SELECT, UPDATE, DELETE ON event_outbox TO :"app_role";
+GRANT SELECT ON event_sequences TO :"app_role";
 GRANT SELECT ON v_active_orders, v_user_order_summary, v_symbol_stats_24h,
                 v_monitoring_active_orders, v_monitoring_trade_volume_24h,
                 v_monitoring_order_status, mv_order_book_snapshot TO :"app_role";

@@ -8,7 +8,7 @@ use tests::app::wire::{expect_error, expect_json};
 use tests::app::{AppDatabase, AppOptions, spawn_app};
 use tests::db::TestDb;
 use tests::faults::{Invariants, Roles};
-use tests::sql::{scalar, try_exec};
+use tests::sql::{scalar, sql_error, try_exec};
 use uuid::Uuid;
 
 async fn connect(url: &str) -> sea_orm::DatabaseConnection {
@@ -74,6 +74,34 @@ async fn the_api_serves_its_flows_as_the_application_role() {
                            "quantity": "0.01", "price": "48000", "client_order_id": "lp-1"});
         app.place_ok(bob, &order).await;
         expect_error(app.place_order(bob, &order).await, 409).await;
+        // The relay publishes every event as the role (reads, marks), and
+        // the book stream's snapshot reads the sequences.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pending: i64 = scalar(
+                db.conn(),
+                "SELECT count(*) FROM event_outbox WHERE published_at IS NULL",
+            )
+            .await;
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pending} events stay unpublished"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let published: i64 = scalar(db.conn(), "SELECT count(*) FROM event_outbox").await;
+        assert!(published > 0, "the flows wrote events");
+        let as_app = connect(&Roles::url_as(db.url(), &roles.app)).await;
+        let snapshot = service::events::book_snapshot(&as_app, "BTC/USDT")
+            .await
+            .expect("the role reads the book and its sequence");
+        assert!(
+            snapshot.sequence > 0 && !snapshot.asks.is_empty(),
+            "{snapshot:?}"
+        );
         app.shutdown().await;
     }
     Invariants::check(db.conn()).await.assert_hold();
@@ -106,9 +134,18 @@ async fn the_roles_cannot_do_what_they_do_not_need() {
             "REFRESH MATERIALIZED VIEW mv_order_book_snapshot",
             "CREATE TABLE orders_intruder PARTITION OF orders \
              FOR VALUES FROM ('2999-01-01') TO ('2999-02-01')",
+            // Events are the triggers' to write.
+            "INSERT INTO event_outbox (kind, symbol, payload) VALUES ('trade', 'BTC/USDT', '{}')",
+            "UPDATE event_sequences SET book_sequence = 0",
         ] {
-            let refused = try_exec(&app, statement).await;
-            assert!(refused.is_err(), "the application role ran {statement}");
+            let refused = try_exec(&app, statement)
+                .await
+                .expect_err(&format!("the application role ran {statement}"));
+            let (code, text) = sql_error(&refused);
+            assert_eq!(
+                code, "42501",
+                "{statement}: refused for lack of privilege, not {text}"
+            );
         }
         let migrated = migration::run(
             &app,
@@ -140,8 +177,16 @@ async fn the_roles_cannot_do_what_they_do_not_need() {
             "DELETE FROM stop_orders_watchlist",
             "SELECT maintain_partitions()",
         ] {
-            let refused = try_exec(&analytics, statement).await;
-            assert!(refused.is_err(), "the analytics role ran {statement}");
+            let refused = try_exec(&analytics, statement)
+                .await
+                .expect_err(&format!("the analytics role ran {statement}"));
+            // Writes stop at its read-only default first (25006); the rest at
+            // privileges (42501).
+            let (code, text) = sql_error(&refused);
+            assert!(
+                code == "42501" || code == "25006",
+                "{statement}: refused by the role's limits, not {text}"
+            );
         }
         let applied: i64 = scalar(db.conn(), "SELECT count(*) FROM seaql_migrations").await;
         let all = <migration::Migrator as migration::MigratorTrait>::migrations().len();
