@@ -60,11 +60,11 @@ pub mod statements {
     pub use crate::market::book::{BEST_BID_ASK, DEPTH, TICKER};
     pub use crate::market::candles::statement_text as candles_statement;
     pub use crate::market::stats::STATS;
-    pub use crate::orders::book::{
+    pub use crate::orders::lifecycle::CANCEL;
+    pub use crate::orders::store::{
         BOOK_LOCK, LAST_PRICE, LOCK_BOOK_READ_CLOCK, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER,
         resting_statement,
     };
-    pub use crate::orders::lifecycle::CANCEL;
     pub use crate::trades::history::{
         HISTORY_PAGE, with_bounds as history_with_bounds, with_floor as history_with_floor,
     };
@@ -75,6 +75,7 @@ pub mod orders;
 pub mod pagination;
 pub mod pooling;
 mod retry;
+mod sql;
 pub mod trades;
 
 pub use entity::sea_orm_active_enums::{

@@ -47,14 +47,19 @@ async fn shutdown_finishes_the_requests_in_flight() {
     let base = app.url("/health");
     let client = app.client.clone();
     let stopping = tokio::spawn(app.shutdown());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Synchronized on the listener: once it refuses connections the server
+    // is stopping, and the request in flight still holds it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.get(&base).send().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new connections are still accepted after shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
         !stopping.is_finished(),
         "the server waits for the request in flight"
-    );
-    assert!(
-        client.get(&base).send().await.is_err(),
-        "no new connection is accepted while stopping"
     );
     exec(&blocker, "COMMIT").await;
     let answer = in_flight

@@ -659,7 +659,7 @@ async fn a_placement_that_waited_for_the_book_lock_is_stamped_after_it() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_for_an_advisory_lock(db.conn()).await;
     assert!(!placing.is_finished(), "the placement waits for the lock");
     let released: DateTimeWithTimeZone = scalar(&holder, "SELECT clock_timestamp()").await;
     holder.commit().await.expect("commit");
@@ -672,4 +672,68 @@ async fn a_placement_that_waited_for_the_book_lock_is_stamped_after_it() {
         "stamped {} though the lock was held until {released}",
         placed.order.created_at
     );
+}
+
+/// Returns once a session waits for an advisory lock (a book lock held
+/// elsewhere), read from `pg_locks`; fails after ten seconds.
+async fn waiting_for_an_advisory_lock(db: &DatabaseConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = scalar(
+            db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .await;
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session waits for the book lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn placements_on_different_symbols_do_not_wait_for_each_other() {
+    use sea_orm::TransactionTrait;
+
+    let db = TestDb::migrated().await;
+    let other = db.connect().await;
+    // BTC/USDT's book is held by a transaction that has not ended.
+    let holder = other.begin().await.expect("a transaction");
+    exec(
+        &holder,
+        "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
+    )
+    .await;
+    let pool = db.conn().clone();
+    let on_btc = tokio::spawn(async move {
+        svc::place(
+            &pool,
+            NewOrder::limit(user(1), "BTC/USDT", Side::Buy, dec("1"), dec("100")),
+        )
+        .await
+    });
+    waiting_for_an_advisory_lock(db.conn()).await;
+    // ETH/USDT places, rests and trades while BTC/USDT's placement waits.
+    let eth =
+        |who, side, qty: &str| NewOrder::limit(user(who), "ETH/USDT", side, dec(qty), dec("3000"));
+    let placed = tokio::time::timeout(Duration::from_secs(10), async {
+        svc::place(db.conn(), eth(2, Side::Sell, "2")).await?;
+        svc::place(db.conn(), eth(3, Side::Buy, "1.5")).await
+    })
+    .await
+    .expect("ETH/USDT does not wait for BTC/USDT's book")
+    .unwrap_or_else(|err| panic!("the ETH/USDT placements: {err}"));
+    assert_eq!(placed.trades.len(), 1);
+    assert_eq!(placed.order.status, OrderStatus::Filled);
+    assert!(!on_btc.is_finished(), "BTC/USDT's placement still waits");
+    holder.commit().await.expect("commit");
+    let btc = on_btc
+        .await
+        .expect("the task ran")
+        .unwrap_or_else(|err| panic!("the BTC/USDT placement: {err}"));
+    assert_eq!(btc.order.status, OrderStatus::Open);
 }

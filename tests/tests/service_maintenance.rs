@@ -502,7 +502,15 @@ async fn a_snapshot_waits_for_a_placement_holding_the_book_lock() {
 
     let pool = db.conn().clone();
     let snapshot = tokio::spawn(async move { maintenance::snapshot_order_books(&pool, 5).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Synchronized on the lock table: the snapshot's session waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while scalar::<i64>(db.conn(), "SELECT count(*) FROM pg_locks WHERE NOT granted").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!snapshot.is_finished(), "the snapshot waits for the lock");
 
     placement.commit().await.expect("commit");

@@ -707,3 +707,34 @@ async fn an_order_the_database_refuses_fails_alone_and_the_batch_is_placed_one_b
         Vec::<String>::new()
     );
 }
+
+/// A fee exactly on the midpoint of the eighth place rounds half-up (away
+/// from zero), not to the even digit: 10.01 × 1.0005 = 10.015005 at the
+/// taker's 0.001 is 0.010015005, stored 0.01001501 (half-even would keep
+/// 0.01001500); the maker's 0.0050075025 is 0.00500750.
+#[tokio::test]
+async fn a_fee_on_the_rounding_midpoint_rounds_half_up() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let fees: String = lines(
+        c,
+        "SELECT maker_fee::text, taker_fee::text FROM symbols WHERE symbol = 'BTC/USDT'",
+    )
+    .await
+    .join(" ");
+    assert_eq!(fees, "0.0005|0.0010", "the seed's fees this test counts on");
+    limit(c, 1, Side::Sell, "1.0005", "10.01").await;
+    let taker = limit(c, 2, Side::Buy, "1.0005", "10.01").await;
+    assert_eq!(taker.trades.len(), 1, "{:?}", describe(&taker));
+    let trade = &taker.trades[0];
+    assert_eq!(
+        trade.buyer_fee,
+        dec("0.01001501"),
+        "the taker's 0.010015005, half-up"
+    );
+    assert_eq!(
+        trade.seller_fee,
+        dec("0.0050075"),
+        "the maker's 0.0050075025"
+    );
+}

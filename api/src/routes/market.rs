@@ -7,18 +7,21 @@ use serde::Deserialize;
 use service::market::{self, Period};
 use utoipa::IntoParams;
 
-use super::orders::page_limit;
+use super::paging::page_limit;
 use crate::dto::{CandleDto, MarketStatsDto, OrderBookDto, SymbolDto, TickerDto, TradeDto};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, canonical_symbol, parse_id};
 use crate::state::AppState;
+
+/// The most price levels per side `GET /api/v1/orderbook` returns.
+pub const MAX_DEPTH: u64 = 100;
 
 /// Query of `GET /api/v1/orderbook/{symbol}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DepthQuery {
-    /// Price levels per side.
+    /// Price levels per side (`maximum`: [`MAX_DEPTH`]).
     #[param(minimum = 1, maximum = 100, default = 50)]
     depth: Option<u64>,
 }
@@ -37,11 +40,11 @@ pub async fn order_book(
 ) -> Result<Json<OrderBookDto>, ApiError> {
     let depth = match query.depth {
         None => 50,
-        Some(d) if (1..=100).contains(&d) => d,
+        Some(d) if (1..=MAX_DEPTH).contains(&d) => d,
         Some(d) => {
             return Err(ApiError::field(
                 "depth",
-                format!("must be between 1 and 100, got {d}"),
+                format!("must be between 1 and {MAX_DEPTH}, got {d}"),
             ));
         }
     };

@@ -4,9 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
+use service::market::MAX_FILL_RATE_DAYS;
 use utoipa::IntoParams;
 
-use super::orders::{next_cursor_header, page, page_limit};
+use super::paging::{next_cursor_header, page, page_limit};
 use crate::auth::AuthUser;
 use crate::dto::{FillRateDto, OwnTradeDto};
 use crate::error::ApiError;
@@ -64,7 +65,7 @@ pub async fn trades(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MyStatsQuery {
-    /// The window in days.
+    /// The window in days (`maximum`: `service::market::MAX_FILL_RATE_DAYS`).
     #[param(minimum = 1, maximum = 3650, default = 30)]
     days: Option<u32>,
 }
@@ -84,11 +85,11 @@ pub async fn stats(
 ) -> Result<Json<FillRateDto>, ApiError> {
     let days = match query.days {
         None => 30,
-        Some(d) if (1..=3650).contains(&d) => d,
+        Some(d) if (1..=MAX_FILL_RATE_DAYS).contains(&d) => d,
         Some(d) => {
             return Err(ApiError::field(
                 "days",
-                format!("must be between 1 and 3650, got {d}"),
+                format!("must be between 1 and {MAX_FILL_RATE_DAYS}, got {d}"),
             ));
         }
     };

@@ -4,6 +4,7 @@ pub mod market;
 pub mod me;
 pub mod ops;
 pub mod orders;
+pub mod paging;
 
 use std::any::Any;
 use std::time::Duration;

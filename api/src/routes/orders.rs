@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use service::orders::{self, NewOrder, OrderFilter};
-use service::{OrderStatus, Page, ServiceError, TimeInForce};
+use service::{OrderStatus, ServiceError, TimeInForce};
 use utoipa::IntoParams;
 
 use crate::auth::AuthUser;
@@ -14,11 +14,10 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, canonical_symbol, parse_id};
 use crate::state::AppState;
 
+use super::paging::{next_cursor_header, page, page_limit};
+
 /// The largest page `GET /api/v1/orders` returns.
 const MAX_ORDERS: u64 = 100;
-
-/// The header that carries the keyset cursor of the next page.
-pub const NEXT_CURSOR: &str = "x-next-cursor";
 
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
     request_body = PlaceOrderRequest,
@@ -138,44 +137,6 @@ pub struct ListOrdersQuery {
     offset: Option<u64>,
     /// From the `X-Next-Cursor` header of the previous page.
     cursor: Option<String>,
-}
-
-/// A page size within `1..=max`, `default` when absent.
-pub fn page_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::field(
-            "limit",
-            format!("must be between 1 and {max}, got {n}"),
-        )),
-    }
-}
-
-/// The page of an offset or cursor query.
-pub fn page(limit: u64, offset: Option<u64>, cursor: Option<&str>) -> Result<Page, ApiError> {
-    match (offset, cursor) {
-        (Some(_), Some(_)) => Err(ApiError::field("cursor", "cannot be combined with offset")),
-        (_, Some(token)) => Ok(Page::After {
-            limit,
-            cursor: token.parse().map_err(ApiError::from)?,
-        }),
-        (offset, None) => Ok(Page::Offset {
-            limit,
-            offset: offset.unwrap_or(0),
-        }),
-    }
-}
-
-/// `X-Next-Cursor` when a next page may exist.
-pub fn next_cursor_header(next: Option<service::Cursor>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(cursor) = next
-        && let Ok(value) = HeaderValue::from_str(&cursor.to_string())
-    {
-        headers.insert(NEXT_CURSOR, value);
-    }
-    headers
 }
 
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders",

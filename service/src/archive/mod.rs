@@ -82,7 +82,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use sea_orm::{
     ConnectionTrait, DbBackend, FromQueryResult, QueryResult, Statement, TransactionSession,
-    TransactionTrait, Value,
+    TransactionTrait,
 };
 use serde::Serialize;
 
@@ -224,9 +224,7 @@ pub struct Listed {
     pub manifest: Result<Manifest, String>,
 }
 
-fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-}
+pub(crate) use crate::sql::statement;
 
 /// The table a partition belongs to, from its name (`orders_…`, `trades_…`).
 fn table_of(partition: &str) -> Result<&'static str, ArchiveError> {

@@ -45,7 +45,7 @@ pub use snapshot::snapshot_order_books;
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -53,9 +53,7 @@ use crate::error::{Result, ServiceError};
 use crate::orders::PlacementLimits;
 use crate::retry;
 
-fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-}
+pub(crate) use crate::sql::statement;
 
 /// One partitioned table's ranged partitions, as `check_partition_health()`
 /// reports them (the default partition is not counted, D5).

@@ -102,7 +102,7 @@ async fn snapshot_symbol<C: ConnectionTrait>(
 ) -> Result<order_book_snapshots::Model> {
     // The placements' book lock: while a snapshot holds it, no placement on the
     // symbol runs, and two snapshotters of one symbol take turns.
-    crate::orders::book::lock_book(txn, symbol).await?;
+    crate::orders::store::lock_book(txn, symbol).await?;
     let levels =
         SnapshotLevel::find_by_statement(statement(LEVELS, [symbol.into(), (depth as i64).into()]))
             .all(txn)

@@ -37,13 +37,11 @@ pub use stats::{
 
 pub(crate) use book::check_depth;
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::ConnectionTrait;
 
 use crate::error::{Result, ServiceError};
 
-pub(crate) fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-}
+pub(crate) use crate::sql::statement;
 
 /// Fails with [`ServiceError::UnknownSymbol`] unless the symbol exists. Reads
 /// call it only when their own result is empty, the one case where the symbol

@@ -49,7 +49,7 @@ pub(crate) async fn find_own_order<C: ConnectionTrait>(
 }
 
 /// The guarded update of a cancel, under the symbol's book lock (`$3`
-/// [`BOOK_LOCK`](crate::orders::book::BOOK_LOCK), `$4` the symbol): the join
+/// [`BOOK_LOCK`](crate::orders::store::BOOK_LOCK), `$4` the symbol): the join
 /// yields no row before the one-row lock subquery has run, so the lock is
 /// taken before the order's row. A cancel thus waits for a placement in
 /// progress on the symbol as a whole instead of meeting it row by row in the
@@ -144,7 +144,7 @@ async fn cancel_row<C: ConnectionTrait>(
         [
             order_id.into(),
             order.created_at.into(),
-            crate::orders::book::BOOK_LOCK.into(),
+            crate::orders::store::BOOK_LOCK.into(),
             order.symbol.clone().into(),
         ],
     ))

@@ -7,8 +7,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionTrait};
 use uuid::Uuid;
 
-use super::book::{self, BATCH, MakerUpdate, Resting};
 use super::limits::{self, PlacementLimits};
+use super::store::{self, BATCH, MakerUpdate, Resting};
 use super::{Execution, NewOrder, Placement, validate};
 use crate::error::{Result, ServiceError};
 use crate::retry;
@@ -52,12 +52,12 @@ async fn placement<T: ConnectionTrait>(
     order: NewOrder,
     limits: &PlacementLimits,
 ) -> Result<Placement> {
-    let symbol = book::load_symbol(txn, &order.symbol).await?;
+    let symbol = store::load_symbol(txn, &order.symbol).await?;
     validate::against_symbol(&order, &symbol)?;
     if let Some(client_order_id) = &order.client_order_id {
-        book::lock_client_order_id(txn, order.user_id, client_order_id).await?;
+        store::lock_client_order_id(txn, order.user_id, client_order_id).await?;
         if let Some(existing) =
-            book::order_with_client_id(txn, order.user_id, client_order_id).await?
+            store::order_with_client_id(txn, order.user_id, client_order_id).await?
         {
             return Err(ServiceError::DuplicateClientOrderId {
                 client_order_id: client_order_id.clone(),
@@ -65,9 +65,9 @@ async fn placement<T: ConnectionTrait>(
             });
         }
     }
-    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    let now = store::lock_book_and_read_clock(txn, &symbol.symbol).await?;
     validate::expiry(&order, now)?;
-    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
+    let last_price = store::last_trade_price(txn, &symbol.symbol).await?;
     validate::price_band(&order, &symbol, last_price)?;
     limits::check_resting(txn, &order, limits).await?;
 
@@ -171,7 +171,7 @@ async fn batch<T: ConnectionTrait>(
     let Some((_, first)) = orders.first() else {
         return Ok(Vec::new());
     };
-    let symbol = book::load_symbol(txn, &first.symbol).await?;
+    let symbol = store::load_symbol(txn, &first.symbol).await?;
     let mut refused: Vec<Option<ServiceError>> = orders
         .iter()
         .map(|(_, order)| validate::against_symbol(order, &symbol).err())
@@ -188,10 +188,10 @@ async fn batch<T: ConnectionTrait>(
     client_ids.sort_unstable();
     client_ids.dedup();
     for (user_id, client_order_id) in client_ids {
-        book::lock_client_order_id(txn, user_id, client_order_id).await?;
+        store::lock_client_order_id(txn, user_id, client_order_id).await?;
     }
-    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
-    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
+    let now = store::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    let last_price = store::last_trade_price(txn, &symbol.symbol).await?;
     let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
     let mut placed = Vec::with_capacity(orders.len());
     for ((i, order), refusal) in orders.iter().zip(refused.iter_mut()) {
@@ -201,7 +201,7 @@ async fn batch<T: ConnectionTrait>(
         }
         if let Some(client_order_id) = &order.client_order_id
             && let Some(existing) =
-                book::order_with_client_id(txn, order.user_id, client_order_id).await?
+                store::order_with_client_id(txn, order.user_id, client_order_id).await?
         {
             placed.push((
                 *i,
@@ -240,9 +240,9 @@ pub(crate) async fn continue_stops<T: ConnectionTrait>(
     symbol: &str,
     limits: &PlacementLimits,
 ) -> Result<usize> {
-    let symbol = book::load_symbol(txn, symbol).await?;
-    let now = book::lock_book_and_read_clock(txn, &symbol.symbol).await?;
-    let last_price = book::last_trade_price(txn, &symbol.symbol).await?;
+    let symbol = store::load_symbol(txn, symbol).await?;
+    let now = store::lock_book_and_read_clock(txn, &symbol.symbol).await?;
+    let last_price = store::last_trade_price(txn, &symbol.symbol).await?;
     let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
     Ok(engine.trigger_stops().await?.len())
 }
@@ -424,7 +424,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         let mut remaining = taker.remaining();
         let mut after: Option<Resting> = None;
         loop {
-            let batch = book::resting(
+            let batch = store::resting(
                 self.txn,
                 &self.symbol.symbol,
                 crate::opposite(taker.side),
@@ -458,8 +458,8 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
     }
 
     /// Matches `taker`: the trades and the makers' new state, for the caller
-    /// to store with the taker's own row ([`book::write_match_and_taker`]) or
-    /// its update ([`book::write_match`]).
+    /// to store with the taker's own row ([`store::write_match_and_taker`]) or
+    /// its update ([`store::write_match`]).
     async fn execute(&mut self, mut taker: Taker) -> Result<Matched> {
         let mut plan = self.plan(&taker).await?;
         let filled: Decimal = plan.fills.iter().map(|(_, q)| *q).sum();
@@ -614,7 +614,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         if trades.is_empty() {
             Ok(row.into_active_model().reset_all().insert(self.txn).await?)
         } else {
-            book::write_match_and_taker(self.txn, makers, trades, row).await
+            store::write_match_and_taker(self.txn, makers, trades, row).await
         }
     }
 
@@ -633,18 +633,18 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 // Past the bound: what the price reached waits, PENDING, for
                 // the next placement that trades or the maintenance job.
                 self.deferred
-                    .extend(book::defer_reached_stops(self.txn, symbol, last).await?);
+                    .extend(store::defer_reached_stops(self.txn, symbol, last).await?);
                 break;
             }
-            let stops = book::triggered_stops(self.txn, symbol, last).await?;
+            let stops = store::triggered_stops(self.txn, symbol, last).await?;
             if stops.is_empty() {
                 break;
             }
-            if stops.len() as u64 == book::STOP_BATCH || stops.len() > budget {
+            if stops.len() as u64 == store::STOP_BATCH || stops.len() > budget {
                 // More may be reached than this batch triggers: pin them all
                 // PENDING now, or a later price moving away would strand them.
                 self.deferred
-                    .extend(book::defer_reached_stops(self.txn, symbol, last).await?);
+                    .extend(store::defer_reached_stops(self.txn, symbol, last).await?);
             }
             for stop in stops.into_iter().take(budget) {
                 executions.push(self.trigger(stop).await?);
@@ -688,13 +688,13 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             makers,
         } = self.execute(taker).await?;
         if !trades.is_empty() {
-            book::write_match(self.txn, &makers, &trades).await?;
+            store::write_match(self.txn, &makers, &trades).await?;
         }
         // Matched as if just placed: if it rests, it queues behind the orders
         // already resting at its price, so its time (the book's priority key,
         // and the partition key) becomes the trigger time.
         let triggered_at = self.tick();
-        let order = book::rewrite_triggered(
+        let order = store::rewrite_triggered(
             self.txn,
             &stop,
             triggered_at,

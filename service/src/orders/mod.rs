@@ -68,13 +68,13 @@
 //! error is [`ServiceError::Contention`](crate::ServiceError::Contention) and
 //! nothing was stored.
 
-pub(crate) mod book;
 pub(crate) mod lifecycle;
 mod limits;
 mod matching;
 mod query;
 #[cfg(feature = "sequencer")]
 mod sequencer;
+pub(crate) mod store;
 mod validate;
 
 pub use lifecycle::{cancel, expire_due};

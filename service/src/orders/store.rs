@@ -5,8 +5,7 @@ use chrono::{DateTime, FixedOffset};
 use entity::{orders, symbols, trades};
 use rust_decimal::Decimal;
 use sea_orm::{
-    ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    Statement, Value,
+    ActiveEnum, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Value,
 };
 use uuid::Uuid;
 
@@ -18,9 +17,7 @@ use crate::{OrderStatus, OrderType, Side};
 pub const BOOK_LOCK: i32 = 0x7465_0001;
 const CLIENT_ORDER_ID_LOCK: i32 = 0x7465_0002;
 
-fn statement(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
-    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-}
+pub(crate) use crate::sql::statement;
 
 async fn lock<C: ConnectionTrait>(db: &C, namespace: i32, key: String) -> Result<()> {
     db.execute_raw(statement(
