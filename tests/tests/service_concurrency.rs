@@ -640,12 +640,35 @@ async fn a_client_order_id_used_again_names_the_first_order() {
 /// transaction's lock is stamped after that transaction let go, never before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_that_waited_for_the_book_lock_is_stamped_after_it() {
-    use sea_orm::TransactionTrait;
     use sea_orm::prelude::DateTimeWithTimeZone;
 
     let db = TestDb::migrated().await;
-    let other = db.connect().await;
-    let holder = other.begin().await.expect("a transaction");
+    let (holder, placing) = a_placement_waiting_for_the_btc_book(&db).await;
+    assert!(!placing.is_finished(), "the placement waits for the lock");
+    let released: DateTimeWithTimeZone = scalar(&holder, "SELECT clock_timestamp()").await;
+    holder.commit().await.expect("commit");
+    let placed = placing
+        .await
+        .expect("the task ran")
+        .unwrap_or_else(|err| panic!("the placement: {err}"));
+    assert!(
+        placed.order.created_at > released,
+        "stamped {} though the lock was held until {released}",
+        placed.order.created_at
+    );
+}
+
+/// A transaction holding BTC/USDT's book lock (not ended) and a placement of
+/// a BUY 1 @ 100 on BTC/USDT that waits for it (seen in `pg_locks`).
+async fn a_placement_waiting_for_the_btc_book(
+    db: &TestDb,
+) -> (
+    sea_orm::DatabaseTransaction,
+    tokio::task::JoinHandle<Result<Placement, ServiceError>>,
+) {
+    use sea_orm::TransactionTrait;
+
+    let holder = db.connect().await.begin().await.expect("a transaction");
     exec(
         &holder,
         "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
@@ -660,18 +683,7 @@ async fn a_placement_that_waited_for_the_book_lock_is_stamped_after_it() {
         .await
     });
     waiting_for_an_advisory_lock(db.conn()).await;
-    assert!(!placing.is_finished(), "the placement waits for the lock");
-    let released: DateTimeWithTimeZone = scalar(&holder, "SELECT clock_timestamp()").await;
-    holder.commit().await.expect("commit");
-    let placed = placing
-        .await
-        .expect("the task ran")
-        .unwrap_or_else(|err| panic!("the placement: {err}"));
-    assert!(
-        placed.order.created_at > released,
-        "stamped {} though the lock was held until {released}",
-        placed.order.created_at
-    );
+    (holder, placing)
 }
 
 /// Returns once a session waits for an advisory lock (a book lock held
@@ -697,26 +709,8 @@ async fn waiting_for_an_advisory_lock(db: &DatabaseConnection) {
 
 #[tokio::test]
 async fn placements_on_different_symbols_do_not_wait_for_each_other() {
-    use sea_orm::TransactionTrait;
-
     let db = TestDb::migrated().await;
-    let other = db.connect().await;
-    // BTC/USDT's book is held by a transaction that has not ended.
-    let holder = other.begin().await.expect("a transaction");
-    exec(
-        &holder,
-        "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
-    )
-    .await;
-    let pool = db.conn().clone();
-    let on_btc = tokio::spawn(async move {
-        svc::place(
-            &pool,
-            NewOrder::limit(user(1), "BTC/USDT", Side::Buy, dec("1"), dec("100")),
-        )
-        .await
-    });
-    waiting_for_an_advisory_lock(db.conn()).await;
+    let (holder, on_btc) = a_placement_waiting_for_the_btc_book(&db).await;
     // ETH/USDT places, rests and trades while BTC/USDT's placement waits.
     let eth =
         |who, side, qty: &str| NewOrder::limit(user(who), "ETH/USDT", side, dec(qty), dec("3000"));
