@@ -80,6 +80,11 @@ pub struct EventSettings {
     /// the broker; without one, or when it cannot be reached, those lines are
     /// left out (with a note on stderr).
     pub rabbitmq_url: Option<String>,
+    /// A consumer of the bench's own on the broker during the publish-lag
+    /// line, for the end-to-end line (placement clock → arrival). Off by
+    /// default: it doubles the broker's deliveries, so it weighs on the lag
+    /// it would measure.
+    pub audit_consumer: bool,
 }
 
 impl EventSettings {
@@ -94,6 +99,7 @@ impl EventSettings {
             trades_per_second: 20,
             ws_duration: Duration::from_secs(10),
             rabbitmq_url: Some(DEFAULT_RABBITMQ_URL.to_owned()),
+            audit_consumer: false,
         }
     }
 }
@@ -707,8 +713,8 @@ async fn publish_lag(
     let pool = db.get_postgres_connection_pool().clone();
     let exchange = bench_exchange();
     let consumer = match broker {
-        Some(url) => Some(Consumer::start(url, &exchange).await?),
-        None => None,
+        Some(url) if settings.audit_consumer => Some(Consumer::start(url, &exchange).await?),
+        _ => None,
     };
     settle_outbox(&pool).await?;
     let mut api_settings = Vec::new();

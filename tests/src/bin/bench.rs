@@ -34,6 +34,10 @@ struct Args {
     /// through the broker); when it cannot be reached those lines are left out.
     #[arg(long, env = "RABBITMQ_URL", default_value = events::DEFAULT_RABBITMQ_URL)]
     rabbitmq_url: String,
+    /// Also run a consumer of the bench's own on the broker during the
+    /// publish-lag line, for an end-to-end line (it doubles the broker's work).
+    #[arg(long)]
+    audit_consumer: bool,
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> Result<()> {
     let mut settings = args.scale.settings();
     if let Some(events) = &mut settings.events {
         events.rabbitmq_url = Some(args.rabbitmq_url.clone());
+        events.audit_consumer = args.audit_consumer;
     }
     eprintln!(
         "loading {} orders and {} trades into {database}",
