@@ -34,8 +34,57 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The tests that use the broker take turns: one of them stops it.
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn exchange() -> String {
-    format!("te_test.{}", Uuid::new_v4().simple())
+/// A test's own exchange, deleted with its audit queue when the test ends
+/// (also on a panic).
+struct Exchange(String);
+
+fn exchange() -> Exchange {
+    Exchange(format!("te_test.{}", Uuid::new_v4().simple()))
+}
+
+impl std::ops::Deref for Exchange {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // A runtime of its own: the test's may be gone or panicking.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            runtime.block_on(async {
+                let connection = Connection::connect(RABBITMQ_URL, ConnectionProperties::default())
+                    .await
+                    .map_err(|err| err.to_string())?;
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                // The audit queue, left behind if the test failed before draining it.
+                channel
+                    .queue_delete(format!("{name}.audit").as_str().into(), Default::default())
+                    .await
+                    .map_err(|err| err.to_string())?;
+                channel
+                    .exchange_delete(name.as_str().into(), Default::default())
+                    .await
+                    .map_err(|err| err.to_string())?;
+                let _ = connection.close(200, "done".into()).await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        if let Ok(Err(reason)) = deleted {
+            eprintln!("the test exchange {} was not deleted: {reason}", self.0);
+        }
+    }
 }
 
 /// An api on the broker with its own exchange (`None`: a fresh database).
