@@ -491,23 +491,12 @@ async fn book_sequences_have_no_gap_under_concurrent_writers_and_replay_to_the_l
 /// A durable queue of the test's own, bound to `exchange`, that keeps what
 /// is published while nobody reads it (and through a broker restart).
 async fn test_queue(exchange: &str) -> (Connection, lapin::Channel, String) {
-    let connection = Connection::connect(RABBITMQ_URL, ConnectionProperties::default())
+    let (connection, channel) = api::events::broker::open_exchange(RABBITMQ_URL, exchange)
         .await
-        .expect("the test reaches RabbitMQ on 127.0.0.1:5672 (guest/guest)");
-    let channel = connection.create_channel().await.expect("a channel");
+        .expect(
+            "the test reaches RabbitMQ on 127.0.0.1:5672 (guest/guest) and declares its exchange",
+        );
     let name = format!("{exchange}.audit");
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("the exchange");
     channel
         .queue_declare(
             name.as_str().into(),

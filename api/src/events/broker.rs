@@ -35,7 +35,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// clients' book streams notice the gap and take a new snapshot).
 const QUEUE_MAX_LENGTH: i64 = 100_000;
 
-async fn open(url: &str, exchange: &str) -> Result<(Connection, Channel), lapin::Error> {
+/// A connection and a channel to the broker of `url`, with `exchange`
+/// declared as the api uses it (a durable topic exchange); also for
+/// consumers of its own, such as the tests' and the benchmark's.
+pub async fn open_exchange(
+    url: &str,
+    exchange: &str,
+) -> Result<(Connection, Channel), lapin::Error> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -76,7 +82,7 @@ impl Publisher {
             return Ok(channel.clone());
         }
         self.open = None;
-        let (connection, channel) = open(&self.url, &self.exchange)
+        let (connection, channel) = open_exchange(&self.url, &self.exchange)
             .await
             .map_err(|e| format!("cannot reach the broker: {e}"))?;
         channel
@@ -245,7 +251,9 @@ async fn subscribe(
     url: &str,
     exchange: &str,
 ) -> Result<(Connection, lapin::Consumer, String), String> {
-    let (connection, channel) = open(url, exchange).await.map_err(|e| e.to_string())?;
+    let (connection, channel) = open_exchange(url, exchange)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-max-length".into(),

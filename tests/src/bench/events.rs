@@ -36,27 +36,25 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
 use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties};
 use migration::{DataLoss, Operation};
 use rust_decimal::Decimal;
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, PgPool, Row};
 use serde_json::{Value, json};
-use service::Side;
-use service::orders::{self, NewOrder};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
-use super::latency::{Fixture, quantity};
+use super::latency::Fixture;
 use super::market::{MARKETS, UNIT, decimal};
 use super::report::{Measurement, Samples, round1, round3};
 use super::throughput::Http;
+use super::upkeep::place_block;
 
 /// The broker of the event lines unless the command names another.
 pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -200,11 +198,6 @@ async fn reachable(url: &str) -> Option<String> {
 /// The migration that adds the outbox.
 const OUTBOX_MIGRATION: &str = "m1700000013000_event_outbox";
 
-/// Placements of each kind per block; the first [`WARM`] of a block (the
-/// first after a switch replans the trigger functions) are not recorded.
-const BLOCK: usize = 24;
-const WARM: usize = 4;
-
 async fn newest_migration(pool: &PgPool) -> Result<String> {
     let row = sqlx::query("SELECT version FROM seaql_migrations ORDER BY version DESC LIMIT 1")
         .fetch_one(pool)
@@ -251,30 +244,7 @@ pub async fn outbox_overhead(
                     switch_outbox(db, on).await?;
                     applied = on;
                 }
-                for i in 0..BLOCK {
-                    let user = Uuid::new_v4();
-                    let resting = NewOrder::limit(
-                        user,
-                        fixture.symbol,
-                        Side::Buy,
-                        quantity(),
-                        fixture.resting_price(),
-                    );
-                    let started = Instant::now();
-                    let placed = orders::place(db, resting).await?;
-                    if i >= WARM {
-                        samples[usize::from(on)].record(started.elapsed());
-                    }
-                    orders::cancel(db, user, placed.order.order_id).await?;
-                    let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
-                    let crossing =
-                        NewOrder::market(Uuid::new_v4(), fixture.symbol, side, quantity());
-                    let started = Instant::now();
-                    orders::place(db, crossing).await?;
-                    if i >= WARM {
-                        samples[2 + usize::from(on)].record(started.elapsed());
-                    }
-                }
+                place_block(db, fixture, on, samples).await?;
             }
         }
         anyhow::Ok(())
@@ -547,23 +517,9 @@ fn bench_exchange() -> String {
 
 /// Declares `exchange` as the api does (a durable topic exchange).
 async fn open_exchange(url: &str, exchange: &str) -> Result<(Connection, Channel)> {
-    let connection = Connection::connect(url, ConnectionProperties::default())
+    api::events::broker::open_exchange(url, exchange)
         .await
-        .context("connecting to the broker")?;
-    let channel = connection.create_channel().await?;
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("declaring the exchange {exchange}"))?;
-    Ok((connection, channel))
+        .with_context(|| format!("connecting to the broker and declaring the exchange {exchange}"))
 }
 
 /// Deletes the run's exchange (the api declared it durable).

@@ -43,6 +43,43 @@ async fn switch(pool: &PgPool, on: bool) -> Result<()> {
     Ok(())
 }
 
+/// One block under setting `on`: [`BLOCK`] resting placements (each
+/// cancelled right after) and as many crossing market orders, alternating
+/// sides, through the service; all but the first [`WARM`] of each kind are
+/// recorded in `samples`, laid out [resting off, resting on, crossing off,
+/// crossing on]. The outbox's comparison (`events`) places the same blocks.
+pub(super) async fn place_block(
+    db: &DatabaseConnection,
+    fixture: &Fixture,
+    on: bool,
+    samples: &mut [Samples],
+) -> Result<()> {
+    for i in 0..BLOCK {
+        let user = Uuid::new_v4();
+        let resting = NewOrder::limit(
+            user,
+            fixture.symbol,
+            Side::Buy,
+            quantity(),
+            fixture.resting_price(),
+        );
+        let started = Instant::now();
+        let placed = orders::place(db, resting).await?;
+        if i >= WARM {
+            samples[usize::from(on)].record(started.elapsed());
+        }
+        orders::cancel(db, user, placed.order.order_id).await?;
+        let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+        let crossing = NewOrder::market(Uuid::new_v4(), fixture.symbol, side, quantity());
+        let started = Instant::now();
+        orders::place(db, crossing).await?;
+        if i >= WARM {
+            samples[2 + usize::from(on)].record(started.elapsed());
+        }
+    }
+    Ok(())
+}
+
 /// `blocks` blocks per setting, alternating which setting goes first; lines
 /// for the resting and the crossing placement with the state off and on.
 pub async fn run(
@@ -57,30 +94,7 @@ pub async fn run(
         for block in 0..blocks {
             for on in [block % 2 == 1, block % 2 == 0] {
                 switch(&pool, on).await?;
-                for i in 0..BLOCK {
-                    let user = Uuid::new_v4();
-                    let resting = NewOrder::limit(
-                        user,
-                        fixture.symbol,
-                        Side::Buy,
-                        quantity(),
-                        fixture.resting_price(),
-                    );
-                    let started = Instant::now();
-                    let placed = orders::place(db, resting).await?;
-                    if i >= WARM {
-                        samples[usize::from(on)].record(started.elapsed());
-                    }
-                    orders::cancel(db, user, placed.order.order_id).await?;
-                    let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
-                    let crossing =
-                        NewOrder::market(Uuid::new_v4(), fixture.symbol, side, quantity());
-                    let started = Instant::now();
-                    orders::place(db, crossing).await?;
-                    if i >= WARM {
-                        samples[2 + usize::from(on)].record(started.elapsed());
-                    }
-                }
+                place_block(db, fixture, on, &mut samples).await?;
             }
         }
         anyhow::Ok(())
