@@ -51,9 +51,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
 use super::latency::Fixture;
-use super::market::{MARKETS, UNIT, decimal};
 use super::report::{Measurement, Samples, round1, round3};
-use super::throughput::Http;
+use super::throughput::{Http, Prices};
 use super::upkeep::place_block;
 
 /// The broker of the event lines unless the command names another.
@@ -312,30 +311,21 @@ struct Quote {
 struct Quotes(Vec<Quote>);
 
 impl Quotes {
+    /// The throughput lines' prices: 5 % under each symbol's last trade,
+    /// twice its smallest order.
     async fn read(pool: &PgPool) -> Result<Quotes> {
-        let mut quotes = Vec::new();
-        for market in MARKETS {
-            let last: Decimal = sqlx::query(
-                "SELECT price FROM trades WHERE symbol = $1 ORDER BY executed_at DESC LIMIT 1",
-            )
-            .bind(market.symbol)
-            .fetch_one(pool)
-            .await
-            .with_context(|| format!("a trade of {}", market.symbol))?
-            .try_get(0)?;
-            let tick = decimal(market.tick);
-            let bid = ((last * Decimal::new(95, 2)) / tick).floor() * tick;
-            let units = (bid * Decimal::from(UNIT))
-                .trunc()
-                .try_into()
-                .unwrap_or(i64::MAX);
-            quotes.push(Quote {
-                symbol: market.symbol,
-                bid: bid.normalize(),
-                quantity: decimal(market.min_lots(units) * 2 * market.lot),
-            });
-        }
-        Ok(Quotes(quotes))
+        let prices = Prices::read(pool).await?;
+        Ok(Quotes(
+            prices
+                .all()
+                .iter()
+                .map(|&(symbol, bid, quantity)| Quote {
+                    symbol,
+                    bid,
+                    quantity,
+                })
+                .collect(),
+        ))
     }
 
     /// Client `i`'s symbol: `i mod 10`, as in the throughput lines.

@@ -85,6 +85,11 @@ impl Prices {
     fn of(&self, client: usize) -> (&'static str, Decimal, Decimal) {
         self.per_symbol[client % self.per_symbol.len()]
     }
+
+    /// Every symbol's `(symbol, bid, quantity)`, in the order of `MARKETS`.
+    pub fn all(&self) -> &[(&'static str, Decimal, Decimal)] {
+        &self.per_symbol
+    }
 }
 
 /// An api started in-process for the HTTP lines, and its client.
