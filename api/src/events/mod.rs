@@ -147,7 +147,7 @@ impl Hub {
         let _ = self.frames.send(Arc::new(frame));
     }
 
-    /// Counts a ticker subscription of `symbol` in (`delta` 1) or out (−1).
+    /// Counts a ticker subscription of `symbol` in (`subscribed`) or out.
     fn ticker_interest(&self, symbol: &str, subscribed: bool) {
         let mut tickers = self.tickers.lock().unwrap_or_else(|e| e.into_inner());
         let count = tickers.entry(symbol.to_owned()).or_default();
