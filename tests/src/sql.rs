@@ -127,3 +127,24 @@ pub async fn insert_order(
     )
     .await
 }
+
+/// Waits until `event_outbox` holds no unpublished event (a relay published
+/// everything), polling the table; panics after `within`.
+pub async fn wait_until_relayed(db: &impl ConnectionTrait, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let pending: i64 = scalar(
+            db,
+            "SELECT count(*) FROM event_outbox WHERE published_at IS NULL",
+        )
+        .await;
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} events stay unpublished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -19,6 +19,7 @@ use service::Side;
 use service::orders::{self, NewOrder};
 use tests::app::{AppDatabase, AppOptions, TestApp, spawn_app};
 use tests::db::TestDb;
+use tests::sql::wait_until_relayed;
 use tests::{dec, user};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -568,27 +569,7 @@ fn rabbitmqctl(args: &[&str]) {
 
 /// Waits until the outbox holds no unpublished event.
 async fn relayed(db: &impl ConnectionTrait) {
-    let started = std::time::Instant::now();
-    loop {
-        let pending = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT count(*) AS n FROM event_outbox WHERE published_at IS NULL",
-            ))
-            .await
-            .expect("the outbox reads")
-            .expect("a row")
-            .try_get::<i64>("", "n")
-            .expect("a count");
-        if pending == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{pending} events stay unpublished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_relayed(db, Duration::from_secs(60)).await;
 }
 
 #[tokio::test]

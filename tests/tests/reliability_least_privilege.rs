@@ -8,7 +8,7 @@ use tests::app::wire::{expect_error, expect_json};
 use tests::app::{AppDatabase, AppOptions, spawn_app};
 use tests::db::TestDb;
 use tests::faults::{Invariants, Roles};
-use tests::sql::{scalar, sql_error, try_exec};
+use tests::sql::{scalar, sql_error, try_exec, wait_until_relayed};
 use uuid::Uuid;
 
 async fn connect(url: &str) -> sea_orm::DatabaseConnection {
@@ -76,22 +76,7 @@ async fn the_api_serves_its_flows_as_the_application_role() {
         expect_error(app.place_order(bob, &order).await, 409).await;
         // The relay publishes every event as the role (reads, marks), and
         // the book stream's snapshot reads the sequences.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let pending: i64 = scalar(
-                db.conn(),
-                "SELECT count(*) FROM event_outbox WHERE published_at IS NULL",
-            )
-            .await;
-            if pending == 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{pending} events stay unpublished"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_until_relayed(db.conn(), std::time::Duration::from_secs(20)).await;
         let published: i64 = scalar(db.conn(), "SELECT count(*) FROM event_outbox").await;
         assert!(published > 0, "the flows wrote events");
         let as_app = connect(&Roles::url_as(db.url(), &roles.app)).await;
