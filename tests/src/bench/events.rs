@@ -12,7 +12,9 @@
 //!   window, `published_at − created_at`: written in the placing transaction
 //!   → marked right after the broker confirmed it; split for each
 //!   placement's order event at the placement's HTTP response (after its
-//!   commit). And per message a consumer of the bench's own receives (a
+//!   commit). With `track_commit_timestamp = on` on the server, also from
+//!   the commit ([`CommitWatch`]). And per message a consumer of the bench's
+//!   own receives (with `--audit-consumer`: a
 //!   queue bound to the exchange with `#`), arrival − the placement's clock
 //!   in the message (`executed_at` of a trade, `updated_at` of an order).
 //!   Then the same load without the broker (the relay hands the events to
@@ -452,6 +454,30 @@ async fn relay_failures(http: &Http) -> Result<f64> {
         .sum())
 }
 
+/// The quantiles of `trade_engine_event_confirm_seconds` in the api's
+/// `/metrics`, in milliseconds.
+async fn confirm_summary(http: &Http) -> Result<String> {
+    let text = http
+        .client
+        .get(format!("{}/metrics", http.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let quantiles: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("trade_engine_event_confirm_seconds{quantile=\""))
+        .filter_map(|rest| {
+            let (quantile, value) = rest.split_once("\"} ")?;
+            Some(format!(
+                "q{quantile} {:.1} ms",
+                value.parse::<f64>().ok()? * 1e3
+            ))
+        })
+        .collect();
+    Ok(quantiles.join(", "))
+}
+
 // ---------------------------------------------------------------------------
 // The outbox around a line
 
@@ -497,6 +523,65 @@ async fn wait_published(pool: &PgPool, event_id: i64, timeout: Duration) -> Resu
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How often [`CommitWatch`] reads the waiting events.
+const COMMIT_WATCH_EVERY: Duration = Duration::from_millis(2);
+
+/// The commit time of the events of a line, for the lag from the commit
+/// (the target's definition) rather than from the trigger's clock inside the
+/// placing transaction. PostgreSQL keeps commit times only with
+/// `track_commit_timestamp = on` (a server setting that takes a restart);
+/// without it the line is left out, with a note. The watch reads the events
+/// waiting for the relay every [`COMMIT_WATCH_EVERY`], with the commit time
+/// of the transaction that wrote each (`pg_xact_commit_timestamp(xmin)`): the
+/// relay's mark replaces the row's `xmin`, so an event marked between two
+/// reads is not seen — the quickest ones, so the line errs on the slow side.
+struct CommitWatch {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<HashMap<i64, f64>>>,
+}
+
+impl CommitWatch {
+    async fn start(pool: &PgPool) -> Result<Option<CommitWatch>> {
+        let setting: String = sqlx::query("SELECT current_setting('track_commit_timestamp')")
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+        if setting != "on" {
+            eprintln!(
+                "publish lag: track_commit_timestamp is off on the server: the lag from the commit is left out (ALTER SYSTEM SET track_commit_timestamp = on and a restart measure it)"
+            );
+            return Ok(None);
+        }
+        let mut connection = pool.acquire().await?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen = HashMap::new();
+            while !*stopped.borrow() {
+                let rows = sqlx::query(
+                    "SELECT event_id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8
+                     FROM event_outbox WHERE published_at IS NULL",
+                )
+                .fetch_all(&mut *connection)
+                .await?;
+                for row in rows {
+                    if let Some(committed) = row.try_get::<Option<f64>, _>(1)? {
+                        seen.entry(row.try_get(0)?).or_insert(committed);
+                    }
+                }
+                tokio::time::sleep(COMMIT_WATCH_EVERY).await;
+            }
+            Ok(seen)
+        });
+        Ok(Some(CommitWatch { stop, task }))
+    }
+
+    /// Event id → commit time (seconds since the epoch) of what it saw.
+    async fn finish(self) -> Result<HashMap<i64, f64>> {
+        let _ = self.stop.send(true);
+        self.task.await.context("the commit watch panicked")?
     }
 }
 
@@ -676,28 +761,40 @@ async fn publish_lag(
         let first = newest_event(&pool).await?;
         wait_published(&pool, first, Duration::from_secs(60)).await?;
         let failures = relay_failures(&http).await?;
+        let watch = CommitWatch::start(&pool).await?;
         let load = mixed_load(&http, quotes, clients, settings.lag_duration).await?;
         let last = newest_event(&pool).await?;
         wait_published(&pool, last, Duration::from_secs(60)).await?;
+        let commits = match watch {
+            Some(watch) => Some(watch.finish().await?),
+            None => None,
+        };
         let failures = relay_failures(&http).await? - failures;
-        anyhow::Ok((first, last, load, failures))
+        if progress && broker.is_some() {
+            eprintln!(
+                "publish lag: the api's summary of the broker's confirm of a batch (its last minute): {}",
+                confirm_summary(&http).await?
+            );
+        }
+        anyhow::Ok((first, last, load, failures, commits))
     }
     .await;
     server.shutdown().await.context("stopping the api")?;
     let arrivals = match (consumer, &outcome) {
-        (Some(consumer), Ok((_, last, _, _))) => Some(consumer.finish(*last).await),
+        (Some(consumer), Ok((_, last, ..))) => Some(consumer.finish(*last).await),
         (Some(consumer), Err(_)) => Some(consumer.finish(0).await),
         (None, _) => None,
     };
     if let Some(url) = broker {
         delete_exchange(url, &exchange).await?;
     }
-    let (first, last, load, failures) = outcome?;
+    let (first, last, load, failures, commits) = outcome?;
     let arrivals = arrivals.transpose()?;
 
     let rows = sqlx::query(
         "SELECT kind, payload->>'order_id',
-                extract(epoch FROM created_at)::float8, extract(epoch FROM published_at)::float8
+                extract(epoch FROM created_at)::float8, extract(epoch FROM published_at)::float8,
+                event_id
          FROM event_outbox WHERE event_id > $1 AND event_id <= $2 ORDER BY event_id",
     )
     .bind(first)
@@ -711,6 +808,7 @@ async fn publish_lag(
         .collect();
     let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let mut outbox = Samples::default();
+    let mut from_commit = Samples::default();
     let (mut before_ack, mut after_ack) = (Samples::default(), Samples::default());
     let mut published_before_ack = 0usize;
     let mut first_events = std::collections::HashSet::new();
@@ -721,6 +819,10 @@ async fn publish_lag(
         let created: f64 = row.try_get(2)?;
         let published: f64 = row.try_get(3)?;
         outbox.record(seconds(published - created));
+        let event_id: i64 = row.try_get(4)?;
+        if let Some(committed) = commits.as_ref().and_then(|c| c.get(&event_id)) {
+            from_commit.record(seconds(published - committed));
+        }
         earliest = earliest.min(created);
         latest = latest.max(created);
         // The event of a placement's own order as inserted: its first.
@@ -769,18 +871,31 @@ async fn publish_lag(
     line.ops_per_s = round1(outbox.len() as f64 / span);
     line.samples = Some(outbox.len());
     lines.push(line);
-    let Some(arrivals) = arrivals else {
-        return Ok(lines);
-    };
+    if commits.is_some() {
+        if progress {
+            eprintln!(
+                "publish lag ({via}): the commit of {} of {} events seen before the relay marked them",
+                from_commit.len(),
+                outbox.len()
+            );
+        }
+        let mut line = from_commit.measurement(format!("event lag, commit → {target} x{clients}"));
+        line.ops_per_s = round1(from_commit.len() as f64 / span);
+        line.samples = Some(from_commit.len());
+        lines.push(line);
+    }
     for (samples, name) in [
-        (&before_ack, "created → HTTP ack"),
-        (&after_ack, "HTTP ack → confirmed"),
+        (&before_ack, "created → HTTP ack".to_owned()),
+        (&after_ack, format!("HTTP ack → {target}")),
     ] {
         let mut line = samples.measurement(format!("event lag part, {name} x{clients}"));
         line.ops_per_s = round1(samples.len() as f64 / span);
         line.samples = Some(samples.len());
         lines.push(line);
     }
+    let Some(arrivals) = arrivals else {
+        return Ok(lines);
+    };
     let mut consumed = Samples::default();
     let mut messages = 0usize;
     for arrival in arrivals
