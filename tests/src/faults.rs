@@ -1,4 +1,4 @@
-//! Support for the fault suite (`tests/tests/reliability_*.rs`): the
+//! Support for the fault suite (`tests/tests/reliability/*.rs`): the
 //! invariants of the service spec as SQL, the least-privilege roles of
 //! `scripts/roles.sql`, PgBouncer started for one test, and a private
 //! PostgreSQL server a test may crash and restart on the same port.

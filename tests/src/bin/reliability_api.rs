@@ -1,5 +1,5 @@
 //! The api as a process of its own, for the fault suite's kill test
-//! (`tests/tests/reliability_api_kill.rs`): configuration from the
+//! (`tests/tests/reliability/api_kill.rs`): configuration from the
 //! environment as `api serve` reads it, then it prints `listening on
 //! <addr>` on stdout and serves until SIGTERM or SIGINT. A test may SIGKILL it.
 

@@ -1,6 +1,6 @@
 //! Each deviation from the TypeORM originals (D1–D14 of the schema spec),
 //! proven with data. D13 is proven with the rollback contract in
-//! `migration_rollback.rs` and once more here.
+//! `rollback.rs` and once more here.
 
 use migration::{DataLoss, Operation};
 use tests::db::TestDb;

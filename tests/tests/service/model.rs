@@ -11,7 +11,7 @@
 //! that expire, FOK all-or-nothing, GTC and DAY rests, and who may cancel what.
 //!
 //! Stop orders are left out of the model on purpose: their triggers depend on
-//! the last trade price and cascade, and `service_matching.rs` tests them with
+//! the last trade price and cascade, and `service/matching.rs` tests them with
 //! exact expectations.
 //!
 //! One migrated database serves the whole run; each case starts from empty

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::spawn_app;
+use super::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{self, assert_order, expect_error, mentions};
 use tests::app::{AppOptions, TestApp};

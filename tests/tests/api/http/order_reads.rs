@@ -3,7 +3,7 @@
 //! for a malformed id, 409 for a terminal order, filters, bounds, and offset
 //! and keyset (`X-Next-Cursor`) pages.
 
-use crate::spawn_app;
+use super::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{self, assert_order, expect_error, expect_json, mentions};
 use tests::app::{AppOptions, TestApp};

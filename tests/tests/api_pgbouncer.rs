@@ -1,4 +1,4 @@
-//! The api's HTTP tests (the modules of `api_http`) with the api behind
+//! The api's HTTP tests (the modules of `api/http.rs`) with the api behind
 //! PgBouncer 1.18 (the Debian package) in transaction pooling mode: each app
 //! gets a PgBouncer of its own with two server connections for the api's five
 //! client connections, and runs with `DB_POOL_MODE=transaction`
@@ -6,17 +6,17 @@
 //! cache; see `service::pooling`). The tests' own checks on the database use a
 //! direct connection.
 
-#[path = "api_http/auth.rs"]
+#[path = "api/http/auth.rs"]
 mod auth;
-#[path = "api_http/flows.rs"]
+#[path = "api/http/flows.rs"]
 mod flows;
-#[path = "api_http/market.rs"]
+#[path = "api/http/market.rs"]
 mod market;
-#[path = "api_http/ops.rs"]
+#[path = "api/http/ops.rs"]
 mod ops;
-#[path = "api_http/order_reads.rs"]
+#[path = "api/http/order_reads.rs"]
 mod order_reads;
-#[path = "api_http/orders.rs"]
+#[path = "api/http/orders.rs"]
 mod orders;
 
 use tests::app::{AppOptions, TestApp};

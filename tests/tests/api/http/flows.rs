@@ -4,7 +4,7 @@
 //! Fees: the seed symbols charge the maker 0.05 % and the taker 0.1 % of the
 //! notional, in the quote asset.
 
-use crate::spawn_app;
+use super::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{
     assert_order, assert_own_trade, assert_timestamp, assert_trade, expect_error, public_view,

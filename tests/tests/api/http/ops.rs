@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::spawn_app;
+use super::spawn_app;
 use serde_json::json;
 use tests::app::wire::{self, expect_error, expect_json, mentions};
 use tests::app::{AppDatabase, AppOptions};

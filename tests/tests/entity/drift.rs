@@ -37,7 +37,7 @@ const TABLES: [&str; 10] = [
 const ENUM_ATTRIBUTE: &str = r#"serde(rename_all = "SCREAMING_SNAKE_CASE")"#;
 
 const DIAGRAM_BEGIN: &str =
-    "<!-- entities.mermaid: generated, see tests/tests/entity_drift.rs -->\n```mermaid\n";
+    "<!-- entities.mermaid: generated, see tests/tests/entity/drift.rs -->\n```mermaid\n";
 const DIAGRAM_END: &str = "```\n<!-- end of entities.mermaid -->";
 
 fn repository() -> PathBuf {
@@ -204,7 +204,7 @@ async fn committed_entities_match_the_migrated_schema() {
     assert!(
         drift.is_empty(),
         "the entities differ from the migrated schema; regenerate them with\n  \
-         REGENERATE_ENTITIES=1 cargo test -p tests --test entity_drift\n\n{drift}"
+         REGENERATE_ENTITIES=1 cargo test -p tests --test entity drift::\n\n{drift}"
     );
 }
 

@@ -12,7 +12,7 @@
 //! statement cache. The tests below show the collision of a plain pool, the
 //! fix under concurrency, the api's flows in both pooling modes, and
 //! migrations in session mode (what they need: see the README).
-//! `api_http_pgbouncer` runs every HTTP test through transaction mode too.
+//! `api_pgbouncer` runs every HTTP test through transaction mode too.
 
 use std::sync::Arc;
 

@@ -16,7 +16,6 @@ use tests::sql::{exec, lines, scalar};
 use tokio::sync::mpsc;
 
 /// The same for a year of monthly `orders` partitions.
-#[path = "partitions_merge/orders.rs"]
 mod orders;
 
 /// The month merged: 2024-03, long past any daily window.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::spawn_app;
+use super::spawn_app;
 use tests::app::AppOptions;
 use tests::app::wire::{self, expect_error};
 use uuid::Uuid;

@@ -1,5 +1,5 @@
 //! Concurrent migrators, beyond the two-runner races of
-//! `migration_rollback.rs`: four `up` runs at once, in one process and as four
+//! `migration/rollback.rs`: four `up` runs at once, in one process and as four
 //! CLI processes, and a CLI `up` racing a CLI `down`. Each migration is
 //! recorded once and the catalog equals a sequential run's.
 

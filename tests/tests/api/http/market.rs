@@ -3,7 +3,7 @@
 //! `/me/stats`. Market data needs no credentials; symbols take any form in
 //! paths and queries and come back as `BTC/USDT`.
 
-use crate::spawn_app;
+use super::spawn_app;
 use serde_json::{Value, json};
 use tests::app::wire::{
     self, assert_decimal, assert_timestamp, assert_trade, expect_error, mentions,

@@ -1,0 +1,15 @@
+//! The service crate on real databases: matching and its rules, validation,
+//! limits, stop triggers, group commit, reads, maintenance, archiving,
+//! concurrency, the model-based equivalence test, and the service under
+//! async-std.
+
+mod archive;
+mod async_std;
+mod concurrency;
+mod limits;
+mod maintenance;
+mod matching;
+mod model;
+mod read_paths;
+mod stop_triggers;
+mod validation;
