@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use service::archive::Location;
 use service::orders::PlacementLimits;
-use service::pooling::PoolMode;
+use service::pooling::{PoolMode, Settings};
 
 /// How callers prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +191,18 @@ impl Default for EventsConfig {
 }
 
 impl Config {
+    /// The database pool's settings: `DB_POOL_MODE`, `DB_MAX_CONNECTIONS`,
+    /// `DB_ACQUIRE_TIMEOUT_MS`, `DB_STATEMENT_TIMEOUT_MS`, `JOB_LOCK_TIMEOUT_MS`.
+    pub fn pool_settings(&self) -> Settings {
+        Settings {
+            mode: self.db_pool_mode,
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+            job_lock_timeout: self.job_lock_timeout,
+        }
+    }
+
     /// The placement bounds: the per-user cap from the configuration, the
     /// service's defaults for the rest.
     pub fn placement_limits(&self) -> PlacementLimits {

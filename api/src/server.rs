@@ -10,14 +10,14 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{Database, DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 use service::orders::{Sequencer, SequencerSettings};
-use service::pooling::{Pool, configure, set_statement_timeout};
+use service::pooling::Pool;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -29,24 +29,12 @@ use crate::routes::router_with;
 use crate::state::AppState;
 use crate::throttle::Throttle;
 
-/// Opens the bounded pool the api uses: at most `db_max_connections`, and a
-/// request waits at most `db_acquire_timeout` for one (then gets 503); set up
-/// for `db_pool_mode` (no statement cache behind a transaction-mode pooler).
+/// Opens the bounded pool the api uses ([`Config::pool_settings`]): at most
+/// `db_max_connections`, and a request waits at most `db_acquire_timeout` for
+/// one (then gets 503); set up for `db_pool_mode` (no statement cache behind
+/// a transaction-mode pooler) and the statement timeout.
 pub async fn connect(url: &str, config: &Config) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(config.db_max_connections)
-        .min_connections(0)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(config.db_acquire_timeout)
-        .idle_timeout(Duration::from_secs(300))
-        .sqlx_logging(false)
-        .connect_lazy(true);
-    configure(&mut options, config.db_pool_mode);
-    if let Some(timeout) = config.db_statement_timeout {
-        set_statement_timeout(&mut options, config.db_pool_mode, timeout);
-    }
-    Database::connect(options).await
+    Database::connect(config.pool_settings().connect_options(url)).await
 }
 
 /// How to open a pool of the relay's own, on the server and with the
@@ -68,21 +56,9 @@ fn relay_pool(db: &DatabaseConnection, config: &Config) -> impl FnOnce() -> Pool
             .acquire_timeout(config.db_acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options);
-        pool(
-            sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(own),
-            &config,
-        )
-    }
-}
-
-/// `conn` as the api uses it (the primary's pool and a replica's alike): in
-/// `db_pool_mode`, with the jobs' lock timeout and, in transaction mode, the
-/// statement timeout.
-fn pool(conn: DatabaseConnection, config: &Config) -> Pool {
-    let pool = Pool::new(conn, config.db_pool_mode).with_job_lock_timeout(config.job_lock_timeout);
-    match config.db_statement_timeout {
-        Some(timeout) => pool.with_statement_timeout(timeout),
-        None => pool,
+        config
+            .pool_settings()
+            .pool(sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(own))
     }
 }
 
@@ -187,7 +163,7 @@ impl Server {
         config: &Config,
         extra: Router<AppState>,
     ) -> std::io::Result<Server> {
-        let db = pool(db, config);
+        let db = config.pool_settings().pool(db);
         let placement = config.placement_limits();
         let sequencer = Sequencer::new(
             db.clone(),
@@ -200,7 +176,11 @@ impl Server {
             None => Reads::primary_only(db.clone()),
             Some(url) => {
                 let replica = connect(url, config).await.map_err(std::io::Error::other)?;
-                Reads::with_replica(db.clone(), pool(replica, config), config.replica_max_lag)
+                Reads::with_replica(
+                    db.clone(),
+                    config.pool_settings().pool(replica),
+                    config.replica_max_lag,
+                )
             }
         };
         let archiving = crate::archiving::Archiving::open(config).map_err(std::io::Error::other)?;

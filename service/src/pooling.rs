@@ -14,7 +14,7 @@
 //!   with the same name from another ("prepared statement \"sqlx_s_1\" already
 //!   exists").
 //!
-//! [`PoolMode::Transaction`] makes that safe: [`configure`] turns sqlx's
+//! [`PoolMode::Transaction`] makes that safe: [`Settings::connect_options`] turns sqlx's
 //! statement cache off (no name is reused across transactions), and
 //! [`Pool::run`] runs each unit of work in one transaction that starts with
 //! `DEALLOCATE ALL`, so the work stays on one server connection and finds no
@@ -23,24 +23,24 @@
 //! Migrations are not for this mode: run them on a direct or session-mode
 //! connection.
 //!
-//! A statement timeout, in either mode: [`set_statement_timeout`] on the
-//! connect options (a `SET` per connection, direct mode) and
-//! [`Pool::with_statement_timeout`] (a `SET LOCAL` per unit of work,
-//! transaction mode); [`Pool::run_unbounded`] runs long maintenance without
-//! it, but with a `lock_timeout` ([`Pool::with_job_lock_timeout`], 5 s by
-//! default), so a job stuck behind a lock gives up with
+//! Every setting of a pool is in [`Settings`], and [`Settings::connect`] opens
+//! one. Its statement timeout holds in either mode (a `SET` per connection in
+//! direct mode, a `SET LOCAL` per unit of work in transaction mode);
+//! [`Pool::run_unbounded`] runs long maintenance without it, but with a
+//! `lock_timeout` ([`Settings::job_lock_timeout`], 5 s by default), so a job
+//! stuck behind a lock gives up with
 //! [`ServiceError::Timeout`](crate::ServiceError::Timeout) and tries again at
 //! its next run instead of queueing every later writer behind itself.
 //!
 //! ```no_run
-//! use sea_orm::{ConnectOptions, Database};
-//! use service::pooling::{Pool, PoolMode, configure};
+//! use service::pooling::{PoolMode, Settings};
 //!
 //! # async fn example() -> Result<(), service::ServiceError> {
-//! let mode: PoolMode = "transaction".parse().expect("a pool mode");
-//! let mut options = ConnectOptions::new("postgres://app@127.0.0.1:6432/trade");
-//! configure(&mut options, mode);
-//! let pool = Pool::new(Database::connect(options).await?, mode);
+//! let settings = Settings {
+//!     mode: "transaction".parse::<PoolMode>().expect("a pool mode"),
+//!     ..Settings::default()
+//! };
+//! let pool = settings.connect("postgres://app@127.0.0.1:6432/trade").await?;
 //! let book = pool
 //!     .run(async |db| service::market::depth(db, "BTC/USDT", 20).await)
 //!     .await?;
@@ -50,16 +50,12 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sea_orm::prelude::async_trait::async_trait;
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, TransactionError,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction,
+    DbErr, TransactionTrait,
 };
 
 /// How the pool's connections reach PostgreSQL.
@@ -111,37 +107,101 @@ impl FromStr for PoolMode {
     }
 }
 
-/// Sets what `mode` needs on the options a pool is opened with: in
-/// transaction mode, sqlx's statement cache off (capacity 0), so no statement
-/// name is used again after the transaction that prepared it.
-pub fn configure(options: &mut ConnectOptions, mode: PoolMode) {
-    if mode == PoolMode::Transaction {
-        options.map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0));
+/// Everything a [`Pool`] is opened with. [`Settings::default`] is a direct
+/// pool of 10 connections, a 3 s wait for one, no statement timeout and
+/// [`DEFAULT_JOB_LOCK_TIMEOUT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How the connections reach PostgreSQL.
+    pub mode: PoolMode,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a unit of work waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+    /// The longest a statement may run (PostgreSQL's `statement_timeout`; it
+    /// then fails with SQLSTATE 57014); `None`: no limit.
+    pub statement_timeout: Option<Duration>,
+    /// How long [`Pool::run_unbounded`]'s work waits for each lock (`SET
+    /// LOCAL lock_timeout`), then fails with SQLSTATE 55P03, which the service
+    /// reports as [`ServiceError::Timeout`](crate::ServiceError::Timeout). Zero
+    /// waits forever, as PostgreSQL's 0 does; below a millisecond counts as
+    /// one.
+    pub job_lock_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            mode: PoolMode::Direct,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: None,
+            job_lock_timeout: DEFAULT_JOB_LOCK_TIMEOUT,
+        }
     }
 }
 
-/// Gives every statement on the pool's connections at most `timeout`
-/// (PostgreSQL's `statement_timeout`; it then fails with SQLSTATE 57014).
-///
-/// In direct mode each new connection runs `SET statement_timeout`; in
-/// transaction mode a session setting would reach other clients, so this does
-/// nothing here and [`Pool::with_statement_timeout`] sets it for each unit of
-/// work (`SET LOCAL`). Set both. This takes sqlx's `after_connect` hook.
-pub fn set_statement_timeout(options: &mut ConnectOptions, mode: PoolMode, timeout: Duration) {
-    if mode == PoolMode::Direct {
-        let sql = format!("SET statement_timeout = {}", timeout.as_millis());
-        options.map_sqlx_postgres_pool_opts(move |pool| {
-            let sql = sql.clone();
-            pool.after_connect(move |conn, _| {
+impl Settings {
+    /// The options of a pool on `url` with these settings. It connects
+    /// lazily (on first use, within 5 s), keeps no idle connection past
+    /// 5 minutes, and logs no statement. In transaction mode sqlx's statement
+    /// cache is off (capacity 0), so no statement name is used again after the
+    /// transaction that prepared it; in direct mode each new connection runs
+    /// `SET statement_timeout` (sqlx's `after_connect` hook), where a
+    /// session setting through a transaction-mode pooler would reach other
+    /// clients ([`Settings::pool`] sets it per unit of work there).
+    pub fn connect_options(&self, url: &str) -> ConnectOptions {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(self.max_connections)
+            .min_connections(0)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            .sqlx_logging(false)
+            .connect_lazy(true);
+        if self.mode == PoolMode::Transaction {
+            options.map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0));
+        }
+        if let (Some(timeout), PoolMode::Direct) = (self.statement_timeout, self.mode) {
+            let sql = format!("SET statement_timeout = {}", timeout.as_millis());
+            options.map_sqlx_postgres_pool_opts(move |pool| {
                 let sql = sql.clone();
-                Box::pin(async move {
-                    use sea_orm::sqlx::Executor;
-                    conn.execute(sea_orm::sqlx::AssertSqlSafe(sql))
-                        .await
-                        .map(|_| ())
+                pool.after_connect(move |conn, _| {
+                    let sql = sql.clone();
+                    Box::pin(async move {
+                        use sea_orm::sqlx::Executor;
+                        conn.execute(sea_orm::sqlx::AssertSqlSafe(sql))
+                            .await
+                            .map(|_| ())
+                    })
                 })
-            })
-        });
+            });
+        }
+        options
+    }
+
+    /// A pool on `url` with these settings (lazy: nothing is connected yet).
+    pub async fn connect(&self, url: &str) -> Result<Pool, DbErr> {
+        Ok(self.pool(sea_orm::Database::connect(self.connect_options(url)).await?))
+    }
+
+    /// `conn` as a [`Pool`] with these settings; open it with
+    /// [`Settings::connect_options`] (or sqlx options derived from them).
+    pub fn pool(&self, conn: DatabaseConnection) -> Pool {
+        let begin_unit = match (self.statement_timeout, self.mode) {
+            (Some(timeout), PoolMode::Transaction) => format!(
+                "{CLEAR_STATEMENTS}; SET LOCAL statement_timeout = {}",
+                timeout.as_millis()
+            ),
+            _ => CLEAR_STATEMENTS.to_owned(),
+        };
+        Pool {
+            conn,
+            mode: self.mode,
+            begin_unit,
+            job_lock_timeout: self.job_lock_timeout,
+        }
     }
 }
 
@@ -165,37 +225,19 @@ pub struct Pool {
 pub const DEFAULT_JOB_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pool {
-    /// `conn` used in `mode` (open it with options passed through
-    /// [`configure`]).
+    /// `conn` used in `mode`, with the other [`Settings`] at their defaults
+    /// (open it with [`Settings::connect_options`] of the same mode).
     pub fn new(conn: DatabaseConnection, mode: PoolMode) -> Pool {
-        Pool {
-            conn,
+        Settings {
             mode,
-            begin_unit: CLEAR_STATEMENTS.to_owned(),
-            job_lock_timeout: DEFAULT_JOB_LOCK_TIMEOUT,
+            ..Settings::default()
         }
+        .pool(conn)
     }
 
-    /// [`Pool::run_unbounded`]'s work waits at most `timeout` for each lock
-    /// (`SET LOCAL lock_timeout`; default [`DEFAULT_JOB_LOCK_TIMEOUT`]), then
-    /// fails with SQLSTATE 55P03, which the service reports as
-    /// [`ServiceError::Timeout`](crate::ServiceError::Timeout). A zero
-    /// duration waits forever, as PostgreSQL's 0 does; below a millisecond
-    /// counts as one.
+    /// This pool with [`Settings::job_lock_timeout`] `timeout`.
     pub fn with_job_lock_timeout(mut self, timeout: Duration) -> Pool {
         self.job_lock_timeout = timeout;
-        self
-    }
-
-    /// In transaction mode, each unit of work's statements get at most
-    /// `timeout` (`SET LOCAL statement_timeout`, sent with `DEALLOCATE ALL`,
-    /// no extra round trip). In direct mode this changes nothing: use
-    /// [`set_statement_timeout`] on the connect options.
-    pub fn with_statement_timeout(mut self, timeout: Duration) -> Pool {
-        self.begin_unit = format!(
-            "{CLEAR_STATEMENTS}; SET LOCAL statement_timeout = {}",
-            timeout.as_millis()
-        );
         self
     }
 
@@ -222,7 +264,7 @@ impl Pool {
         E: From<DbErr>,
     {
         match self.mode {
-            PoolMode::Direct => work(&Scope::Pool(&self.conn)).await,
+            PoolMode::Direct => work(&DatabaseExecutor::Connection(&self.conn)).await,
             PoolMode::Transaction => self.in_transaction(&self.begin_unit, work).await,
         }
     }
@@ -262,9 +304,9 @@ impl Pool {
     {
         let txn = self.conn.begin().await?;
         txn.execute_unprepared(begin).await?;
-        let scope = Scope::Transaction(txn);
+        let scope = DatabaseExecutor::OwnedTransaction(txn);
         let outcome = work(&scope).await;
-        scope.finish(outcome).await
+        finish(scope, outcome).await
     }
 }
 
@@ -305,146 +347,22 @@ impl TransactionAware for DatabaseTransaction {
 
 impl TransactionAware for Scope<'_> {
     fn in_transaction(&self) -> bool {
-        matches!(self, Scope::Transaction(_))
+        self.is_transaction()
     }
 }
 
-/// What a unit of work of [`Pool::run`] runs on: the pool, or the unit's
-/// transaction. Every operation of this crate takes it like a connection.
-#[derive(Debug)]
-pub enum Scope<'a> {
-    Pool(&'a DatabaseConnection),
-    Transaction(DatabaseTransaction),
-}
+/// What a unit of work of [`Pool::run`] runs on: the pool
+/// (`DatabaseExecutor::Connection`) in direct mode, or the unit's own
+/// transaction (`DatabaseExecutor::OwnedTransaction`). Every operation of
+/// this crate takes it like a connection.
+pub type Scope<'a> = DatabaseExecutor<'a>;
 
-impl Scope<'_> {
-    /// Ends a transaction scope as `outcome` says: commit on `Ok` (a failing
-    /// commit becomes the error), rollback on `Err`.
-    async fn finish<T, E: From<DbErr>>(self, outcome: Result<T, E>) -> Result<T, E> {
-        let Scope::Transaction(txn) = self else {
-            return outcome;
-        };
-        crate::retry::finish(txn, outcome).await
-    }
-}
-
-#[async_trait]
-impl ConnectionTrait for Scope<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        match self {
-            Scope::Pool(conn) => conn.get_database_backend(),
-            Scope::Transaction(txn) => txn.get_database_backend(),
-        }
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.execute_raw(stmt).await,
-            Scope::Transaction(txn) => txn.execute_raw(stmt).await,
-        }
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.execute_unprepared(sql).await,
-            Scope::Transaction(txn) => txn.execute_unprepared(sql).await,
-        }
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.query_one_raw(stmt).await,
-            Scope::Transaction(txn) => txn.query_one_raw(stmt).await,
-        }
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.query_all_raw(stmt).await,
-            Scope::Transaction(txn) => txn.query_all_raw(stmt).await,
-        }
-    }
-
-    fn support_returning(&self) -> bool {
-        match self {
-            Scope::Pool(conn) => conn.support_returning(),
-            Scope::Transaction(txn) => txn.support_returning(),
-        }
-    }
-}
-
-#[async_trait]
-impl TransactionTrait for Scope<'_> {
-    type Transaction = DatabaseTransaction;
-
-    /// A transaction on the pool, or a savepoint in the unit's transaction.
-    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.begin().await,
-            Scope::Transaction(txn) => txn.begin().await,
-        }
-    }
-
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.begin_with_config(isolation_level, access_mode).await,
-            Scope::Transaction(txn) => txn.begin_with_config(isolation_level, access_mode).await,
-        }
-    }
-
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        match self {
-            Scope::Pool(conn) => conn.begin_with_options(options).await,
-            Scope::Transaction(txn) => txn.begin_with_options(options).await,
-        }
-    }
-
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: fmt::Display + fmt::Debug + Send,
-    {
-        match self {
-            Scope::Pool(conn) => conn.transaction(callback).await,
-            Scope::Transaction(txn) => txn.transaction(callback).await,
-        }
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: fmt::Display + fmt::Debug + Send,
-    {
-        match self {
-            Scope::Pool(conn) => {
-                conn.transaction_with_config(callback, isolation_level, access_mode)
-                    .await
-            }
-            Scope::Transaction(txn) => {
-                txn.transaction_with_config(callback, isolation_level, access_mode)
-                    .await
-            }
-        }
+/// Ends a unit's scope as `outcome` says: a transaction it owns is committed
+/// on `Ok` (a failing commit becomes the error) and rolled back on `Err`.
+async fn finish<T, E: From<DbErr>>(scope: Scope<'_>, outcome: Result<T, E>) -> Result<T, E> {
+    match scope {
+        DatabaseExecutor::OwnedTransaction(txn) => crate::retry::finish(txn, outcome).await,
+        _ => outcome,
     }
 }
 

@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{Database, DatabaseConnection};
 use serde_json::json;
 use service::orders::NewOrder;
 use service::pooling::{self, Pool};
@@ -34,12 +34,13 @@ use uuid::Uuid;
 
 /// A pool of `connections` on `url`, opened at once, set up for `mode`.
 async fn pool_in(url: &str, connections: u32, mode: pooling::PoolMode) -> DatabaseConnection {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(connections)
-        .min_connections(connections)
-        .sqlx_logging(false);
-    pooling::configure(&mut options, mode);
+    let settings = pooling::Settings {
+        mode,
+        max_connections: connections,
+        ..pooling::Settings::default()
+    };
+    let mut options = settings.connect_options(url);
+    options.min_connections(connections).connect_lazy(false);
     Database::connect(options)
         .await
         .unwrap_or_else(|err| panic!("{url} connects: {err}"))
