@@ -37,7 +37,8 @@ pub struct PlaceOrderRequest {
     #[serde(default, deserialize_with = "optional_decimal")]
     #[schema(value_type = Option<String>)]
     pub stop_price: Option<Decimal>,
-    /// GTC (default), IOC, FOK or DAY.
+    /// GTC (the default; IOC for a MARKET order, which never rests), IOC, FOK
+    /// or DAY.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "GTC")]
     pub time_in_force: Option<TimeInForce>,

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use service::orders::{self, NewOrder, OrderFilter};
-use service::{OrderStatus, ServiceError, TimeInForce};
+use service::{OrderStatus, OrderType, ServiceError, TimeInForce};
 use utoipa::IntoParams;
 
 use crate::auth::AuthUser;
@@ -41,7 +41,11 @@ pub async fn place(
         quantity: request.quantity,
         price: request.price,
         stop_price: request.stop_price,
-        time_in_force: request.time_in_force.unwrap_or(TimeInForce::Gtc),
+        // A MARKET order never rests: IOC unless it says otherwise.
+        time_in_force: request.time_in_force.unwrap_or(match request.order_type {
+            OrderType::Market => TimeInForce::Ioc,
+            _ => TimeInForce::Gtc,
+        }),
         client_order_id: request.client_order_id,
         expires_at: None,
         order_source: Some("API".to_owned()),

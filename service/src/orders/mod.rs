@@ -128,9 +128,11 @@ impl NewOrder {
             ..NewOrder::market(user_id, symbol, side, quantity)
         }
         .with_type(OrderType::Limit)
+        .with_time_in_force(TimeInForce::Gtc)
     }
 
-    /// A MARKET order.
+    /// A MARKET order, IOC: it never rests (a FOK one fills completely or
+    /// not at all: [`NewOrder::with_time_in_force`]).
     pub fn market(user_id: Uuid, symbol: &str, side: Side, quantity: Decimal) -> NewOrder {
         NewOrder {
             user_id,
@@ -140,14 +142,15 @@ impl NewOrder {
             quantity,
             price: None,
             stop_price: None,
-            time_in_force: TimeInForce::Gtc,
+            time_in_force: TimeInForce::Ioc,
             client_order_id: None,
             expires_at: None,
             order_source: None,
         }
     }
 
-    /// A STOP order: a MARKET order once the last trade price reaches `stop_price`.
+    /// A GTC STOP order: a MARKET order once the last trade price reaches
+    /// `stop_price`.
     pub fn stop(
         user_id: Uuid,
         symbol: &str,
@@ -160,10 +163,11 @@ impl NewOrder {
             ..NewOrder::market(user_id, symbol, side, quantity)
         }
         .with_type(OrderType::Stop)
+        .with_time_in_force(TimeInForce::Gtc)
     }
 
-    /// A STOP_LIMIT order: a LIMIT order at `price` once the last trade price
-    /// reaches `stop_price`.
+    /// A GTC STOP_LIMIT order: a LIMIT order at `price` once the last trade
+    /// price reaches `stop_price`.
     pub fn stop_limit(
         user_id: Uuid,
         symbol: &str,
@@ -178,6 +182,7 @@ impl NewOrder {
             ..NewOrder::market(user_id, symbol, side, quantity)
         }
         .with_type(OrderType::StopLimit)
+        .with_time_in_force(TimeInForce::Gtc)
     }
 
     /// The same order with another type.

@@ -85,6 +85,48 @@ async fn stop_orders_keep_their_stop_price_and_time_in_force() {
     assert_eq!(placed["trades"], json!([]));
 }
 
+/// A MARKET order never rests: without a time in force it is IOC (not the
+/// GTC of the orders that can rest), and a FOK one stays FOK. A STOP order,
+/// which waits in the book until triggered, keeps the GTC default.
+#[tokio::test]
+async fn a_market_order_is_ioc_unless_it_says_fok_and_a_stop_order_stays_gtc() {
+    let app = spawn_app(AppOptions::jwt()).await;
+    let (maker, taker) = (Uuid::new_v4(), Uuid::new_v4());
+    app.place_ok(maker, &btc_limit("SELL", "2", "50000")).await;
+
+    let market = app
+        .place_ok(
+            taker,
+            &json!({"symbol": "BTC/USDT", "side": "BUY", "type": "MARKET", "quantity": "1"}),
+        )
+        .await;
+    assert_eq!(market["order"]["time_in_force"], "IOC", "{market}");
+    assert_eq!(market["order"]["status"], "FILLED", "{market}");
+
+    let fok = app
+        .place_ok(
+            taker,
+            &json!({"symbol": "BTC/USDT", "side": "BUY", "type": "MARKET", "quantity": "5",
+                    "time_in_force": "FOK"}),
+        )
+        .await;
+    assert_eq!(fok["order"]["time_in_force"], "FOK", "{fok}");
+    assert_eq!(
+        fok["order"]["status"], "EXPIRED",
+        "not enough to fill 5: {fok}"
+    );
+    assert_eq!(fok["trades"], json!([]), "{fok}");
+
+    let stop = app
+        .place_ok(
+            taker,
+            &json!({"symbol": "BTC/USDT", "side": "BUY", "type": "STOP", "quantity": "1",
+                    "stop_price": "60000"}),
+        )
+        .await;
+    assert_eq!(stop["order"]["time_in_force"], "GTC", "{stop}");
+}
+
 #[tokio::test]
 async fn invalid_parameters_are_400s_naming_the_field() {
     let app = spawn_app(AppOptions::jwt()).await;
