@@ -119,6 +119,8 @@ enum End {
     Silent,
     /// The server is stopping.
     Shutdown,
+    /// After a gap in a book stream, the new snapshot could not be read.
+    Resync,
 }
 
 struct Subscription {
@@ -223,6 +225,10 @@ impl Connection {
                 "no message or pong for three heartbeats",
             )),
             End::Shutdown => Some((close_code::AWAY, "the server is shutting down")),
+            End::Resync => Some((
+                close_code::ERROR,
+                "the book could not be read again after a gap; reconnect",
+            )),
         };
         let label = format!("{end:?}").to_lowercase();
         metrics::counter!("trade_engine_ws_disconnects_total", "reason" => label).increment(1);
@@ -434,10 +440,12 @@ impl Connection {
                         }
                         Ok(())
                     }
-                    Err(error) => Err(self
-                        .error(&as_sent, service_error(&error))
-                        .err()
-                        .unwrap_or(End::Client)),
+                    Err(error) => {
+                        // Say why, then end: the stream cannot go on without
+                        // its snapshot.
+                        let _ = self.error(&as_sent, service_error(&error));
+                        Err(End::Resync)
+                    }
                 }
             }
             (Some(sequence), _) => {
