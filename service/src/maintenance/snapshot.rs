@@ -25,12 +25,14 @@ struct SnapshotLevel {
 
 /// The depth walk of `market::depth`, with each level's order ids in time
 /// priority (created_at, order_id).
-const LEVELS: &str = r#"
+const LEVELS: &str = concat!(
+    "
 (SELECT 'BUY'::text AS side, o.price, sum(o.quantity - o.filled_quantity) AS quantity,
         array_agg(o.order_id ORDER BY o.created_at, o.order_id) AS orders
  FROM orders o
- WHERE o.symbol = $1 AND o.side = 'BUY' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+ WHERE o.symbol = $1 AND o.side = 'BUY' AND ",
+    crate::sql::resting!("o"),
+    "
  GROUP BY o.price
  ORDER BY o.price DESC
  LIMIT $2)
@@ -38,11 +40,13 @@ UNION ALL
 (SELECT 'SELL'::text, o.price, sum(o.quantity - o.filled_quantity),
         array_agg(o.order_id ORDER BY o.created_at, o.order_id)
  FROM orders o
- WHERE o.symbol = $1 AND o.side = 'SELL' AND o.status IN ('OPEN', 'PARTIALLY_FILLED')
-   AND o.price IS NOT NULL AND o.order_type = 'LIMIT'
+ WHERE o.symbol = $1 AND o.side = 'SELL' AND ",
+    crate::sql::resting!("o"),
+    "
  GROUP BY o.price
  ORDER BY o.price ASC
- LIMIT $2)"#;
+ LIMIT $2)"
+);
 
 /// The next sequence number is read in the insert itself (one step down
 /// `UQ_symbol_sequence`), after the lock, so it sees every earlier snapshot of

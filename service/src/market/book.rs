@@ -108,7 +108,7 @@ pub(crate) fn check_depth(levels: u64) -> Result<()> {
 }
 
 /// The top of the book; `None` where a side is empty.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, FromQueryResult)]
 pub struct BestBidAsk {
     pub symbol: String,
     pub best_bid: Option<Decimal>,
@@ -122,18 +122,6 @@ pub struct BestBidAsk {
     pub spread_percentage: Option<Decimal>,
 }
 
-#[derive(FromQueryResult)]
-struct TopRow {
-    best_bid: Option<Decimal>,
-    best_bid_volume: Option<Decimal>,
-    best_ask: Option<Decimal>,
-    best_ask_volume: Option<Decimal>,
-    spread: Option<Decimal>,
-    spread_percentage: Option<Decimal>,
-}
-
-/// The best level of each side (the first step of the [`DEPTH`] walk), with
-/// the spread as `get_best_bid_ask` computes it. No row: unknown symbol.
 /// The best level of each side from `market_levels` (`bid`, `ask`), joined
 /// to `symbols s`: shared by [`BEST_BID_ASK`] and [`TICKER`].
 macro_rules! top_of_book {
@@ -151,9 +139,11 @@ LEFT JOIN LATERAL (
     };
 }
 
+/// A [`BestBidAsk`]: the best level of each side, with the spread as
+/// `get_best_bid_ask` computes it. No row: unknown symbol.
 pub const BEST_BID_ASK: &str = concat!(
     "
-SELECT bid.price AS best_bid, bid.quantity AS best_bid_volume,
+SELECT s.symbol, bid.price AS best_bid, bid.quantity AS best_bid_volume,
        ask.price AS best_ask, ask.quantity AS best_ask_volume,
        ask.price - bid.price AS spread,
        round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage
@@ -166,23 +156,14 @@ SELECT bid.price AS best_bid, bid.quantity AS best_bid_volume,
 ///
 /// Errors: [`ServiceError::UnknownSymbol`].
 pub async fn best_bid_ask<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<BestBidAsk> {
-    let top = TopRow::find_by_statement(statement(BEST_BID_ASK, [symbol.into()]))
+    BestBidAsk::find_by_statement(statement(BEST_BID_ASK, [symbol.into()]))
         .one(db)
         .await?
-        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
-    Ok(BestBidAsk {
-        symbol: symbol.to_owned(),
-        best_bid: top.best_bid,
-        best_bid_volume: top.best_bid_volume,
-        best_ask: top.best_ask,
-        best_ask_volume: top.best_ask_volume,
-        spread: top.spread,
-        spread_percentage: top.spread_percentage,
-    })
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))
 }
 
 /// The api's ticker; fields without data are `None`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, FromQueryResult)]
 pub struct Ticker {
     pub symbol: String,
     /// Price of the newest trade.
@@ -197,33 +178,22 @@ pub struct Ticker {
     pub total_bids_volume: Option<Decimal>,
     /// Remaining quantity of every resting ask.
     pub total_asks_volume: Option<Decimal>,
+    /// When it was read (the server's clock).
     pub timestamp: DateTime<Utc>,
 }
 
-#[derive(FromQueryResult)]
-struct TickerRow {
-    last_price: Option<Decimal>,
-    best_bid: Option<Decimal>,
-    best_bid_volume: Option<Decimal>,
-    best_ask: Option<Decimal>,
-    best_ask_volume: Option<Decimal>,
-    spread: Option<Decimal>,
-    spread_percentage: Option<Decimal>,
-    total_bids_volume: Option<Decimal>,
-    total_asks_volume: Option<Decimal>,
-}
-
-/// What [`BEST_BID_ASK`] reports, the last trade (`market_last_trade`) and
+/// A [`Ticker`]: what [`BEST_BID_ASK`] reports, the last trade (`market_last_trade`) and
 /// the two side totals (`market_sides`, kept with the levels): a handful of
 /// primary-key reads, whatever the size of the book or the trade count.
 pub const TICKER: &str = concat!(
     "
-SELECT (SELECT m.price FROM market_last_trade m WHERE m.symbol = $1) AS last_price,
-       bid.price AS best_bid, bid.quantity AS best_bid_volume,
-       ask.price AS best_ask, ask.quantity AS best_ask_volume,
+SELECT s.symbol, (SELECT m.price FROM market_last_trade m WHERE m.symbol = $1) AS last_price,
+       bid.price AS best_bid_price, bid.quantity AS best_bid_volume,
+       ask.price AS best_ask_price, ask.quantity AS best_ask_volume,
        ask.price - bid.price AS spread,
        round((ask.price - bid.price) / nullif(bid.price, 0) * 100, 4) AS spread_percentage,
-       bids.quantity AS total_bids_volume, asks.quantity AS total_asks_volume
+       bids.quantity AS total_bids_volume, asks.quantity AS total_asks_volume,
+       clock_timestamp() AS timestamp
 ",
     top_of_book!(),
     "LEFT JOIN market_sides bids ON bids.symbol = $1 AND bids.side = 'BUY'
@@ -236,22 +206,8 @@ WHERE s.symbol = $1"
 ///
 /// Errors: [`ServiceError::UnknownSymbol`].
 pub async fn ticker<C: ConnectionTrait>(db: &C, symbol: &str) -> Result<Ticker> {
-    let row = TickerRow::find_by_statement(statement(TICKER, [symbol.into()]))
+    Ticker::find_by_statement(statement(TICKER, [symbol.into()]))
         .one(db)
         .await?
-        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
-    let last_price = row.last_price;
-    Ok(Ticker {
-        symbol: symbol.to_owned(),
-        last_price,
-        best_bid_price: row.best_bid,
-        best_ask_price: row.best_ask,
-        best_bid_volume: row.best_bid_volume,
-        best_ask_volume: row.best_ask_volume,
-        spread: row.spread,
-        spread_percentage: row.spread_percentage,
-        total_bids_volume: row.total_bids_volume,
-        total_asks_volume: row.total_asks_volume,
-        timestamp: Utc::now(),
-    })
+        .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))
 }

@@ -182,8 +182,8 @@ macro_rules! resting_sql {
     FROM orders
     WHERE symbol = $1 AND side = '",
             $side,
-            "' AND status IN ('OPEN', 'PARTIALLY_FILLED')
-      AND price IS NOT NULL AND order_type = 'LIMIT'",
+            "' AND ",
+            $crate::sql::resting!(),
             $bounds,
             "
     ORDER BY price ",

@@ -50,9 +50,12 @@ impl UserTrade {
 // short lists. No trade appears in both branches: chk_self_trade_prevention
 // keeps buyer and seller apart.
 
-/// Offset page: `$1` user, `$2` symbol or NULL, `$3` rows per branch (offset +
-/// limit), `$4` limit, `$5` offset.
-pub const HISTORY_PAGE: &str = r#"
+/// Both pages: `$cursor` (more conditions of each branch), `$limit` (each
+/// branch's row bound) and `$tail` (the outer query's bound).
+macro_rules! history {
+    ($cursor:literal, $limit:literal, $tail:literal) => {
+        concat!(
+            "
 SELECT u.trade_id, u.symbol, u.side, u.price, u.quantity, u.fee, u.fee_asset, u.is_maker,
        u.executed_at, u.order_id
 FROM (
@@ -60,49 +63,47 @@ FROM (
             t.buyer_fee AS fee, t.buyer_fee_asset AS fee_asset, t.is_buyer_maker AS is_maker,
             t.executed_at, t.buyer_order_id AS order_id
      FROM trades t
-     WHERE t.buyer_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
+     WHERE t.buyer_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)",
+            $cursor,
+            "
      ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $3)
+     LIMIT ",
+            $limit,
+            ")
     UNION ALL
     (SELECT t.trade_id, t.symbol, 'SELL'::text, t.price, t.quantity,
             t.seller_fee, t.seller_fee_asset, NOT t.is_buyer_maker,
             t.executed_at, t.seller_order_id
      FROM trades t
-     WHERE t.seller_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
+     WHERE t.seller_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)",
+            $cursor,
+            "
      ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $3)
+     LIMIT ",
+            $limit,
+            ")
 ) u
 ORDER BY u.executed_at DESC, u.trade_id DESC
-LIMIT $4 OFFSET $5"#;
+",
+            $tail
+        )
+    };
+}
+
+/// Offset page: `$1` user, `$2` symbol or NULL, `$3` rows per branch (offset +
+/// limit), `$4` limit, `$5` offset.
+pub const HISTORY_PAGE: &str = history!("", "$3", "LIMIT $4 OFFSET $5");
 
 /// Keyset page: rows strictly older than the cursor `($3 executed_at, $4
 /// trade_id)`, `$5` rows. `executed_at <= $3` is redundant with the row
 /// comparison but is what the index and partition pruning can use (the index
 /// holds no trade_id).
-const HISTORY_AFTER: &str = r#"
-SELECT u.trade_id, u.symbol, u.side, u.price, u.quantity, u.fee, u.fee_asset, u.is_maker,
-       u.executed_at, u.order_id
-FROM (
-    (SELECT t.trade_id, t.symbol, 'BUY'::text AS side, t.price, t.quantity,
-            t.buyer_fee AS fee, t.buyer_fee_asset AS fee_asset, t.is_buyer_maker AS is_maker,
-            t.executed_at, t.buyer_order_id AS order_id
-     FROM trades t
-     WHERE t.buyer_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
-       AND t.executed_at <= $3 AND (t.executed_at, t.trade_id) < ($3, $4)
-     ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $5)
-    UNION ALL
-    (SELECT t.trade_id, t.symbol, 'SELL'::text, t.price, t.quantity,
-            t.seller_fee, t.seller_fee_asset, NOT t.is_buyer_maker,
-            t.executed_at, t.seller_order_id
-     FROM trades t
-     WHERE t.seller_user_id = $1 AND ($2::varchar IS NULL OR t.symbol = $2)
-       AND t.executed_at <= $3 AND (t.executed_at, t.trade_id) < ($3, $4)
-     ORDER BY t.executed_at DESC, t.trade_id DESC
-     LIMIT $5)
-) u
-ORDER BY u.executed_at DESC, u.trade_id DESC
-LIMIT $5"#;
+const HISTORY_AFTER: &str = history!(
+    "
+       AND t.executed_at <= $3 AND (t.executed_at, t.trade_id) < ($3, $4)",
+    "$5",
+    "LIMIT $5"
+);
 
 /// The user's trades seen from their side, newest first (`executed_at DESC,
 /// trade_id DESC`), optionally of one symbol.
