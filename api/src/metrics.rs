@@ -94,7 +94,8 @@ pub fn record_job(job: &'static str, succeeded: bool) {
     });
 }
 
-/// Counts and times every request by method, route and status, and logs it.
+/// Counts and times every request by method, route and status (the log line
+/// is the trace layer's, `routes::request_log`).
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
@@ -107,17 +108,10 @@ pub async fn track(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [
         ("method", method.to_owned()),
-        ("route", route.clone()),
-        ("status", status.clone()),
+        ("route", route),
+        ("status", status),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status = %status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request"
-    );
     response
 }

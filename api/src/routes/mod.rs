@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,7 +19,10 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
 use tower::timeout::error::Elapsed;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -79,7 +82,40 @@ pub fn router_with(state: AppState, extra: Router<AppState>, config: &Config) ->
         ))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(crate::metrics::track))
+        .layer(request_log())
         .with_state(state)
+}
+
+/// One log line per request (tower-http's trace layer): the answer's status
+/// and latency, in a span naming the method (as the metrics label it) and
+/// the route.
+fn request_log() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    impl Fn(&Request) -> tracing::Span + Clone,
+    (),
+    DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            let method = crate::metrics::method_label(request.method());
+            tracing::info_span!("request", method, route)
+        })
+        .on_request(())
+        .on_response(
+            DefaultOnResponse::new()
+                .level(tracing::Level::INFO)
+                .latency_unit(LatencyUnit::Micros),
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 /// The error of a shed or timed-out request, as the contract's 503.
