@@ -16,6 +16,9 @@ pub struct Invariants {
     pub self_trades: i64,
     /// Symbols whose best resting bid is at or above their best resting ask.
     pub crossed_books: i64,
+    /// Orders changed after they reached a terminal status (FILLED,
+    /// CANCELLED, REJECTED, EXPIRED), from their history in the event outbox.
+    pub terminal_orders_changed: i64,
     /// Differences between the maintained market state (price levels, last
     /// trade) and a recomputation from orders and trades.
     pub market_state_differences: i64,
@@ -48,6 +51,18 @@ const CROSSED_BOOKS: &str = "\
       GROUP BY symbol) book \
     WHERE best_bid >= best_ask";
 
+/// Every write of an order leaves its row in the event outbox (migration 13),
+/// and writes of one order follow each other's commits (the row lock), so
+/// their events are in `event_id` order: an order event after the order's
+/// first terminal one is a change of a terminal order.
+const TERMINAL_ORDERS_CHANGED: &str = "\
+    SELECT count(DISTINCT order_id) FROM ( \
+      SELECT payload->>'order_id' AS order_id, event_id, \
+        min(event_id) FILTER (WHERE payload->>'status' IN ('FILLED', 'CANCELLED', 'REJECTED', 'EXPIRED')) \
+          OVER (PARTITION BY payload->>'order_id') AS terminal_at \
+      FROM event_outbox WHERE kind = 'order') history \
+    WHERE event_id > terminal_at";
+
 /// Every difference between the maintained market state (price levels, last
 /// trade, candles) and a recomputation from orders and trades, one line each
 /// (`state symbol key: maintained vs recomputed`); empty when they agree.
@@ -69,6 +84,7 @@ impl Invariants {
             fills_not_matching_trades: scalar(db, FILLS_NOT_MATCHING_TRADES).await,
             self_trades: scalar(db, SELF_TRADES).await,
             crossed_books: scalar(db, CROSSED_BOOKS).await,
+            terminal_orders_changed: scalar(db, TERMINAL_ORDERS_CHANGED).await,
             market_state_differences: market_state_drift(db).await.len() as i64,
             orders: scalar(db, "SELECT count(*) FROM orders").await,
             trades: scalar(db, "SELECT count(*) FROM trades").await,
@@ -82,6 +98,7 @@ impl Invariants {
                 && self.fills_not_matching_trades == 0
                 && self.self_trades == 0
                 && self.crossed_books == 0
+                && self.terminal_orders_changed == 0
                 && self.market_state_differences == 0,
             "service invariants broken: {self:?}"
         );

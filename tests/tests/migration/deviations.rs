@@ -3,6 +3,7 @@
 //! `rollback.rs` and once more here.
 
 use migration::{DataLoss, Operation};
+use sea_orm::TransactionTrait;
 use tests::db::TestDb;
 use tests::sql::{column, exec, lines, scalar, sql_error, try_exec};
 
@@ -609,6 +610,91 @@ async fn d13_rolling_back_symbols_removes_the_updated_at_function() {
     assert_eq!(left, 0);
 }
 
+/// `maintain_partitions()` as psql shows it: the NOTICE naming both
+/// retention periods (`unset` when a table has none).
+fn maintain_with_psql(db: &TestDb) -> String {
+    let bin_dir =
+        api::embedded::find_server_binaries(&api::embedded::SearchPaths::from_environment())
+            .unwrap_or_else(|err| panic!("PostgreSQL's binaries (psql) are needed: {err}"));
+    let output = std::process::Command::new(bin_dir.join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "SELECT maintain_partitions()",
+        ])
+        .arg(db.url())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run psql: {err}"));
+    assert!(output.status.success(), "psql failed: {output:?}");
+    String::from_utf8_lossy(&output.stderr).trim().to_owned()
+}
+
+/// The horizon: the month three months ahead and the day seven days ahead
+/// exist after `maintain_partitions()`, the ones after them do not; and the
+/// NOTICE names both retention periods as configured.
+#[tokio::test]
+async fn maintain_partitions_reaches_three_months_and_seven_days_ahead_and_names_the_retention() {
+    let db = TestDb::migrated().await;
+    // The migrations create more ahead than maintenance does: take away
+    // every partition from its horizon on.
+    exec(
+        db.conn(),
+        r"DO $$
+         DECLARE
+             v_today date := (now() AT TIME ZONE 'UTC')::date;
+             r record;
+         BEGIN
+             FOR r IN
+                 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE (i.inhparent = 'orders'::regclass AND c.relname ~ '^orders_\d{4}_\d{2}$'
+                        AND to_date(substring(c.relname FROM 8), 'YYYY_MM')
+                            >= date_trunc('month', v_today) + interval '3 months')
+                    OR (i.inhparent = 'trades'::regclass AND c.relname ~ '^trades_\d{4}_\d{2}_\d{2}$'
+                        AND to_date(substring(c.relname FROM 8), 'YYYY_MM_DD') >= v_today + 7)
+             LOOP
+                 EXECUTE format('DROP TABLE %I', r.relname);
+             END LOOP;
+         END $$",
+    )
+    .await;
+    let notice = maintain_with_psql(&db);
+    assert_eq!(
+        notice,
+        "NOTICE:  Partition maintenance done. Retention: orders 60 months, trades 60 months \
+         (applied only by enforce_partition_retention)"
+    );
+    let exists: Vec<String> = column(
+        db.conn(),
+        "WITH utc AS (SELECT (now() AT TIME ZONE 'UTC')::date AS today)
+         SELECT name || ' ' || (to_regclass(name) IS NOT NULL) FROM utc, LATERAL (VALUES
+             ('orders_' || to_char(date_trunc('month', today) + interval '3 months', 'YYYY_MM')),
+             ('orders_' || to_char(date_trunc('month', today) + interval '4 months', 'YYYY_MM')),
+             ('trades_' || to_char(today + 7, 'YYYY_MM_DD')),
+             ('trades_' || to_char(today + 8, 'YYYY_MM_DD'))) v(name)",
+    )
+    .await;
+    let present: Vec<&str> = exists
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(present, ["true", "false", "true", "false"], "{exists:?}");
+
+    exec(
+        db.conn(),
+        "UPDATE partition_retention_config SET retention_months = 36 WHERE table_name = 'orders';
+         DELETE FROM partition_retention_config WHERE table_name = 'trades';",
+    )
+    .await;
+    assert_eq!(
+        maintain_with_psql(&db),
+        "NOTICE:  Partition maintenance done. Retention: orders 36 months, trades unset months \
+         (applied only by enforce_partition_retention)"
+    );
+}
+
 #[tokio::test]
 async fn d14_retention_lists_old_partitions_and_drops_them_only_when_asked() {
     let db = TestDb::migrated().await;
@@ -682,6 +768,52 @@ async fn d14_retention_lists_old_partitions_and_drops_them_only_when_asked() {
 /// X1: `v_symbol_stats_24h.last_price` is declared `numeric`, not the
 /// original's `numeric(20,8)`; its values are the stored prices, digit for
 /// digit.
+/// The cutoff is `now()` minus the table's retention: a partition whose
+/// upper bound is exactly the cutoff holds only older rows and goes; one whose
+/// upper bound is a microsecond later stays. One transaction, so `now()` is
+/// the same for the partitions' bounds and for the function.
+#[tokio::test]
+async fn d14_a_partition_ending_exactly_at_the_cutoff_goes_and_one_a_microsecond_later_stays() {
+    let db = TestDb::migrated().await;
+    let txn = db.conn().begin().await.expect("begin");
+    exec(
+        &txn,
+        "DO $$
+         DECLARE
+             v_cutoff timestamptz := now() - make_interval(months => (
+                 SELECT retention_months FROM partition_retention_config WHERE table_name = 'trades'));
+         BEGIN
+             EXECUTE format('CREATE TABLE trades_d14_before PARTITION OF trades FOR VALUES FROM (%L) TO (%L)',
+                            v_cutoff - interval '1 day', v_cutoff);
+             EXECUTE format('CREATE TABLE trades_d14_after PARTITION OF trades FOR VALUES FROM (%L) TO (%L)',
+                            v_cutoff, v_cutoff + interval '1 microsecond');
+         END $$",
+    )
+    .await;
+    let listed: Vec<String> = column(
+        &txn,
+        "SELECT partition_name || ' ' || (range_end = now() - make_interval(months => (
+             SELECT retention_months FROM partition_retention_config WHERE table_name = 'trades')))
+         FROM enforce_partition_retention()",
+    )
+    .await;
+    assert_eq!(listed, vec!["trades_d14_before true"]);
+    let dropped: Vec<String> = column(
+        &txn,
+        "SELECT partition_name FROM enforce_partition_retention(false)",
+    )
+    .await;
+    assert_eq!(dropped, vec!["trades_d14_before"]);
+    let left: Vec<String> = column(
+        &txn,
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'trades'::regclass AND c.relname LIKE 'trades_d14_%'",
+    )
+    .await;
+    assert_eq!(left, vec!["trades_d14_after"]);
+    txn.rollback().await.expect("rollback");
+}
+
 #[tokio::test]
 async fn x1_the_24h_last_price_is_unconstrained_numeric_with_the_stored_value() {
     let db = TestDb::migrated().await;

@@ -6,6 +6,7 @@ mod api_kill;
 mod authorization;
 mod db_restart;
 mod hostile_input;
+mod invariants;
 mod least_privilege;
 mod migrators;
 mod pgbouncer;
