@@ -440,31 +440,30 @@ async fn mixed_load(
 /// `trade_engine_relay_failures_total` of the process (every api of the
 /// bench shares the metrics recorder), from the api's `/metrics`.
 async fn relay_failures(http: &Http) -> Result<f64> {
-    let text = http
-        .client
-        .get(format!("{}/metrics", http.base))
-        .send()
+    Ok(metrics_text(http)
         .await?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .filter(|line| line.starts_with("trade_engine_relay_failures_total"))
         .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
         .sum())
 }
 
-/// The quantiles of `trade_engine_event_confirm_seconds` in the api's
-/// `/metrics`, in milliseconds.
-async fn confirm_summary(http: &Http) -> Result<String> {
-    let text = http
+/// The api's `/metrics` page.
+async fn metrics_text(http: &Http) -> Result<String> {
+    Ok(http
         .client
         .get(format!("{}/metrics", http.base))
         .send()
         .await?
         .text()
-        .await?;
-    let quantiles: Vec<String> = text
+        .await?)
+}
+
+/// The quantiles of `trade_engine_event_confirm_seconds` in the api's
+/// `/metrics`, in milliseconds.
+async fn confirm_summary(http: &Http) -> Result<String> {
+    let quantiles: Vec<String> = metrics_text(http)
+        .await?
         .lines()
         .filter_map(|line| line.strip_prefix("trade_engine_event_confirm_seconds{quantile=\""))
         .filter_map(|rest| {
