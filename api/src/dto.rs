@@ -1,18 +1,13 @@
 //! The JSON shapes of the contract: decimals as strings, RFC 3339 UTC times,
 //! upper-case enums, symbols in their database form.
 
-use chrono::{DateTime, FixedOffset, Utc};
 use entity::{orders, symbols, trades};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use service::{OrderStatus, OrderType, Side, TimeInForce};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::extract::{
-    decimal, optional_decimal, serialize_decimal, serialize_optional_decimal,
-    serialize_optional_timestamp, serialize_timestamp,
-};
+use crate::wire::{Dec, Time};
 
 /// `POST /api/v1/orders`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -26,17 +21,11 @@ pub struct PlaceOrderRequest {
     #[serde(rename = "type")]
     #[schema(value_type = String, example = "LIMIT")]
     pub order_type: OrderType,
-    #[serde(deserialize_with = "decimal")]
-    #[schema(value_type = String, example = "0.5")]
-    pub quantity: Decimal,
+    pub quantity: Dec,
     /// LIMIT and STOP_LIMIT only.
-    #[serde(default, deserialize_with = "optional_decimal")]
-    #[schema(value_type = Option<String>, example = "50000.00")]
-    pub price: Option<Decimal>,
+    pub price: Option<Dec>,
     /// STOP and STOP_LIMIT only.
-    #[serde(default, deserialize_with = "optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub stop_price: Option<Decimal>,
+    pub stop_price: Option<Dec>,
     /// GTC (the default; IOC for a MARKET order, which never rests), IOC, FOK
     /// or DAY.
     #[serde(default)]
@@ -59,39 +48,19 @@ pub struct OrderDto {
     pub order_type: OrderType,
     #[schema(value_type = String)]
     pub status: OrderStatus,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub quantity: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub filled_quantity: Decimal,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub price: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub stop_price: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub average_price: Option<Decimal>,
+    pub quantity: Dec,
+    pub filled_quantity: Dec,
+    pub price: Option<Dec>,
+    pub stop_price: Option<Dec>,
+    pub average_price: Option<Dec>,
     #[schema(value_type = String)]
     pub time_in_force: TimeInForce,
     pub client_order_id: Option<String>,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: DateTime<FixedOffset>,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: DateTime<FixedOffset>,
-    #[serde(serialize_with = "serialize_optional_timestamp")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub filled_at: Option<DateTime<FixedOffset>>,
-    #[serde(serialize_with = "serialize_optional_timestamp")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub cancelled_at: Option<DateTime<FixedOffset>>,
-    #[serde(serialize_with = "serialize_optional_timestamp")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<DateTime<FixedOffset>>,
+    pub created_at: Time,
+    pub updated_at: Time,
+    pub filled_at: Option<Time>,
+    pub cancelled_at: Option<Time>,
+    pub expires_at: Option<Time>,
 }
 
 impl From<orders::Model> for OrderDto {
@@ -102,18 +71,18 @@ impl From<orders::Model> for OrderDto {
             side: o.side,
             order_type: o.order_type,
             status: o.status,
-            quantity: o.quantity,
-            filled_quantity: o.filled_quantity,
-            price: o.price,
-            stop_price: o.stop_price,
-            average_price: o.average_price,
+            quantity: Dec(o.quantity),
+            filled_quantity: Dec(o.filled_quantity),
+            price: o.price.map(Dec),
+            stop_price: o.stop_price.map(Dec),
+            average_price: o.average_price.map(Dec),
             time_in_force: o.time_in_force,
             client_order_id: o.client_order_id,
-            created_at: o.created_at,
-            updated_at: o.updated_at,
-            filled_at: o.filled_at,
-            cancelled_at: o.cancelled_at,
-            expires_at: o.expires_at,
+            created_at: Time::from(o.created_at),
+            updated_at: Time::from(o.updated_at),
+            filled_at: o.filled_at.map(Time),
+            cancelled_at: o.cancelled_at.map(Time),
+            expires_at: o.expires_at.map(Time),
         }
     }
 }
@@ -125,19 +94,13 @@ impl From<orders::Model> for OrderDto {
 pub struct TradeDto {
     pub id: Uuid,
     pub symbol: String,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub price: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub quantity: Decimal,
+    pub price: Dec,
+    pub quantity: Dec,
     /// The side of the order that took liquidity.
     #[schema(value_type = String, example = "BUY")]
     pub taker_side: Side,
     pub is_buyer_maker: bool,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub executed_at: DateTime<FixedOffset>,
+    pub executed_at: Time,
 }
 
 /// The taker's side of a trade whose buyer was (or was not) the maker.
@@ -154,11 +117,11 @@ impl From<trades::Model> for TradeDto {
         TradeDto {
             id: t.trade_id,
             symbol: t.symbol,
-            price: t.price,
-            quantity: t.quantity,
+            price: Dec(t.price),
+            quantity: Dec(t.quantity),
             taker_side: taker_side(t.is_buyer_maker),
             is_buyer_maker: t.is_buyer_maker,
-            executed_at: t.executed_at,
+            executed_at: Time::from(t.executed_at),
         }
     }
 }
@@ -199,9 +162,7 @@ pub struct OwnTradeDto {
     #[schema(value_type = String)]
     pub side: Side,
     /// The caller's fee, in `fee_asset`.
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub fee: Decimal,
+    pub fee: Dec,
     pub fee_asset: String,
     /// True when the caller's order was resting (the maker).
     pub is_maker: bool,
@@ -221,7 +182,7 @@ impl OwnTradeDto {
             public: trade.into(),
             order_id,
             side,
-            fee,
+            fee: Dec(fee),
             fee_asset,
             is_maker,
         }
@@ -235,15 +196,15 @@ impl From<service::trades::UserTrade> for OwnTradeDto {
             public: TradeDto {
                 id: t.trade_id,
                 symbol: t.symbol,
-                price: t.price,
-                quantity: t.quantity,
+                price: Dec(t.price),
+                quantity: Dec(t.quantity),
                 taker_side: taker_side(is_buyer_maker),
                 is_buyer_maker,
-                executed_at: t.executed_at,
+                executed_at: Time::from(t.executed_at),
             },
             order_id: t.order_id,
             side: t.side,
-            fee: t.fee,
+            fee: Dec(t.fee),
             fee_asset: t.fee_asset,
             is_maker: t.is_maker,
         }
@@ -253,13 +214,9 @@ impl From<service::trades::UserTrade> for OwnTradeDto {
 /// One price level of the book.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LevelDto {
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub price: Decimal,
+    pub price: Dec,
     /// Remaining quantity at this price.
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub volume: Decimal,
+    pub volume: Dec,
     pub count: i64,
 }
 
@@ -269,20 +226,15 @@ pub struct OrderBookDto {
     pub symbol: String,
     pub bids: Vec<LevelDto>,
     pub asks: Vec<LevelDto>,
-    #[schema(value_type = String, format = DateTime)]
-    pub timestamp: String,
+    pub timestamp: Time,
 }
 
 fn level(level: service::market::PriceLevel) -> LevelDto {
     LevelDto {
-        price: level.price,
-        volume: level.quantity,
+        price: Dec(level.price),
+        volume: Dec(level.quantity),
         count: level.order_count,
     }
-}
-
-fn utc(at: DateTime<Utc>) -> String {
-    crate::extract::timestamp_string(&at.fixed_offset())
 }
 
 impl From<service::market::OrderBook> for OrderBookDto {
@@ -291,7 +243,7 @@ impl From<service::market::OrderBook> for OrderBookDto {
             symbol: book.symbol,
             bids: book.bids.into_iter().map(level).collect(),
             asks: book.asks.into_iter().map(level).collect(),
-            timestamp: utc(book.timestamp),
+            timestamp: Time::from(book.timestamp),
         }
     }
 }
@@ -300,51 +252,32 @@ impl From<service::market::OrderBook> for OrderBookDto {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TickerDto {
     pub symbol: String,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub last_price: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub best_bid_price: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub best_ask_price: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub best_bid_volume: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub best_ask_volume: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub spread: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub spread_percentage: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub total_bids_volume: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub total_asks_volume: Option<Decimal>,
-    #[schema(value_type = String, format = DateTime)]
-    pub timestamp: String,
+    pub last_price: Option<Dec>,
+    pub best_bid_price: Option<Dec>,
+    pub best_ask_price: Option<Dec>,
+    pub best_bid_volume: Option<Dec>,
+    pub best_ask_volume: Option<Dec>,
+    pub spread: Option<Dec>,
+    pub spread_percentage: Option<Dec>,
+    pub total_bids_volume: Option<Dec>,
+    pub total_asks_volume: Option<Dec>,
+    pub timestamp: Time,
 }
 
 impl From<service::market::Ticker> for TickerDto {
     fn from(t: service::market::Ticker) -> TickerDto {
         TickerDto {
             symbol: t.symbol,
-            last_price: t.last_price,
-            best_bid_price: t.best_bid_price,
-            best_ask_price: t.best_ask_price,
-            best_bid_volume: t.best_bid_volume,
-            best_ask_volume: t.best_ask_volume,
-            spread: t.spread,
-            spread_percentage: t.spread_percentage,
-            total_bids_volume: t.total_bids_volume,
-            total_asks_volume: t.total_asks_volume,
-            timestamp: utc(t.timestamp),
+            last_price: t.last_price.map(Dec),
+            best_bid_price: t.best_bid_price.map(Dec),
+            best_ask_price: t.best_ask_price.map(Dec),
+            best_bid_volume: t.best_bid_volume.map(Dec),
+            best_ask_volume: t.best_ask_volume.map(Dec),
+            spread: t.spread.map(Dec),
+            spread_percentage: t.spread_percentage.map(Dec),
+            total_bids_volume: t.total_bids_volume.map(Dec),
+            total_asks_volume: t.total_asks_volume.map(Dec),
+            timestamp: Time::from(t.timestamp),
         }
     }
 }
@@ -355,31 +288,15 @@ pub struct MarketStatsDto {
     pub symbol: String,
     #[schema(example = "24h")]
     pub period: String,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub period_start: DateTime<FixedOffset>,
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub period_end: DateTime<FixedOffset>,
+    pub period_start: Time,
+    pub period_end: Time,
     pub trade_count: i64,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub base_volume: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub quote_volume: Decimal,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub vwap: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub high: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub low: Option<Decimal>,
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub last: Option<Decimal>,
+    pub base_volume: Dec,
+    pub quote_volume: Dec,
+    pub vwap: Option<Dec>,
+    pub high: Option<Dec>,
+    pub low: Option<Dec>,
+    pub last: Option<Dec>,
 }
 
 impl From<service::market::MarketStats> for MarketStatsDto {
@@ -387,15 +304,15 @@ impl From<service::market::MarketStats> for MarketStatsDto {
         MarketStatsDto {
             symbol: s.symbol,
             period: s.period.as_str().to_owned(),
-            period_start: s.period_start,
-            period_end: s.period_end,
+            period_start: Time::from(s.period_start),
+            period_end: Time::from(s.period_end),
             trade_count: s.trade_count,
-            base_volume: s.base_volume,
-            quote_volume: s.quote_volume,
-            vwap: s.vwap,
-            high: s.high,
-            low: s.low,
-            last: s.last,
+            base_volume: Dec(s.base_volume),
+            quote_volume: Dec(s.quote_volume),
+            vwap: s.vwap.map(Dec),
+            high: s.high.map(Dec),
+            low: s.low.map(Dec),
+            last: s.last.map(Dec),
         }
     }
 }
@@ -404,44 +321,30 @@ impl From<service::market::MarketStats> for MarketStatsDto {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CandleDto {
     /// The bucket's start, a multiple of the interval since the UTC epoch.
-    #[serde(serialize_with = "serialize_timestamp")]
-    #[schema(value_type = String, format = DateTime)]
-    pub open_time: DateTime<FixedOffset>,
+    pub open_time: Time,
     /// The first trade's price (by execution time, then trade id).
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub open: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub high: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub low: Decimal,
+    pub open: Dec,
+    pub high: Dec,
+    pub low: Dec,
     /// The last trade's price.
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub close: Decimal,
+    pub close: Dec,
     /// Base quantity traded.
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub volume: Decimal,
+    pub volume: Dec,
     /// Σ price × quantity.
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub quote_volume: Decimal,
+    pub quote_volume: Dec,
     pub trade_count: i64,
 }
 
 impl From<service::market::Candle> for CandleDto {
     fn from(c: service::market::Candle) -> CandleDto {
         CandleDto {
-            open_time: c.open_time.fixed_offset(),
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            volume: c.volume,
-            quote_volume: c.quote_volume,
+            open_time: Time::from(c.open_time.fixed_offset()),
+            open: Dec(c.open),
+            high: Dec(c.high),
+            low: Dec(c.low),
+            close: Dec(c.close),
+            volume: Dec(c.volume),
+            quote_volume: Dec(c.quote_volume),
             trade_count: c.trade_count,
         }
     }
@@ -456,9 +359,7 @@ pub struct FillRateDto {
     pub partially_filled_orders: i64,
     pub cancelled_orders: i64,
     /// filled / total × 100, 2 places; null without orders.
-    #[serde(serialize_with = "serialize_optional_decimal")]
-    #[schema(value_type = Option<String>)]
-    pub fill_rate: Option<Decimal>,
+    pub fill_rate: Option<Dec>,
 }
 
 impl From<service::market::FillRate> for FillRateDto {
@@ -469,7 +370,7 @@ impl From<service::market::FillRate> for FillRateDto {
             filled_orders: f.filled_orders,
             partially_filled_orders: f.partially_filled_orders,
             cancelled_orders: f.cancelled_orders,
-            fill_rate: f.fill_rate,
+            fill_rate: f.fill_rate.map(Dec),
         }
     }
 }
@@ -482,27 +383,13 @@ pub struct SymbolDto {
     pub quote_asset: String,
     #[schema(value_type = String)]
     pub status: service::SymbolStatus,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub tick_size: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub min_order_size: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub max_order_size: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub min_order_value: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub price_band_percentage: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub maker_fee: Decimal,
-    #[serde(serialize_with = "serialize_decimal")]
-    #[schema(value_type = String)]
-    pub taker_fee: Decimal,
+    pub tick_size: Dec,
+    pub min_order_size: Dec,
+    pub max_order_size: Dec,
+    pub min_order_value: Dec,
+    pub price_band_percentage: Dec,
+    pub maker_fee: Dec,
+    pub taker_fee: Dec,
 }
 
 impl From<symbols::Model> for SymbolDto {
@@ -512,13 +399,13 @@ impl From<symbols::Model> for SymbolDto {
             base_asset: s.base_asset,
             quote_asset: s.quote_asset,
             status: s.status,
-            tick_size: s.tick_size,
-            min_order_size: s.min_order_size,
-            max_order_size: s.max_order_size,
-            min_order_value: s.min_order_value,
-            price_band_percentage: s.price_band_percentage,
-            maker_fee: s.maker_fee,
-            taker_fee: s.taker_fee,
+            tick_size: Dec(s.tick_size),
+            min_order_size: Dec(s.min_order_size),
+            max_order_size: Dec(s.max_order_size),
+            min_order_value: Dec(s.min_order_value),
+            price_band_percentage: Dec(s.price_band_percentage),
+            maker_fee: Dec(s.maker_fee),
+            taker_fee: Dec(s.taker_fee),
         }
     }
 }

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::Frame;
 use crate::dto::{OrderDto, OwnTradeDto, TickerDto, TradeDto};
-use crate::extract::decimal_string;
+use crate::wire::decimal_string;
 
 /// One message for the broker.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 //! client wrote it; `system` for what concerns the connection) and `type`:
 //! `subscribed`, `unsubscribed`, `error`, `heartbeat`, `pong`, `trade`,
 //! `snapshot`, `update`, `ticker`, `order`, `fill`. The whole protocol is
-//! described in the README and `docs/events.md`.
+//! described in the README and `docs/asyncapi.yaml`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,9 +30,10 @@ use super::wire::{path_symbol, snapshot_frame, ticker_frame};
 use super::{Frame, Hub};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{canonical_symbol, timestamp_string};
+use crate::extract::canonical_symbol;
 use crate::replica::Reads;
 use crate::state::AppState;
+use crate::wire::timestamp_string;
 
 /// The largest message a client may send.
 const MAX_CLIENT_MESSAGE: usize = 16 * 1024;

@@ -38,9 +38,9 @@ pub async fn place(
         symbol: canonical_symbol(&request.symbol),
         side: request.side,
         order_type: request.order_type,
-        quantity: request.quantity,
-        price: request.price,
-        stop_price: request.stop_price,
+        quantity: request.quantity.0,
+        price: request.price.map(|d| d.0),
+        stop_price: request.stop_price.map(|d| d.0),
         // A MARKET order never rests: IOC unless it says otherwise.
         time_in_force: request.time_in_force.unwrap_or(match request.order_type {
             OrderType::Market => TimeInForce::Ioc,
