@@ -8,7 +8,7 @@ use crate::routes::{market, me, ops, orders};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Trade engine API", description = "Orders, trades and market data of the trade engine."),
+    info(title = "Trade engine API", description = "Orders, trades and market data of the trade engine. The contract in prose, with its conventions, limits and errors, is docs/api.md in the repository."),
     paths(
         orders::place, orders::list, orders::get, orders::cancel,
         market::order_book, market::ticker, market::stats, market::candles, market::symbols,
