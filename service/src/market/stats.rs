@@ -10,9 +10,11 @@ use super::{Period, statement};
 use crate::error::{Result, ServiceError};
 
 /// A symbol's trading over `[period_start, period_end]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, FromQueryResult)]
 pub struct MarketStats {
     pub symbol: String,
+    /// The window asked for (not a column: set by [`stats`]).
+    #[sea_orm(skip)]
     pub period: Period,
     pub period_start: DateTime<FixedOffset>,
     pub period_end: DateTime<FixedOffset>,
@@ -41,19 +43,6 @@ pub struct TradingVolume {
     pub quote_volume: Decimal,
 }
 
-#[derive(FromQueryResult)]
-struct StatsRow {
-    period_start: DateTime<FixedOffset>,
-    period_end: DateTime<FixedOffset>,
-    trade_count: i64,
-    base_volume: Decimal,
-    quote_volume: Decimal,
-    vwap: Option<Decimal>,
-    high: Option<Decimal>,
-    low: Option<Decimal>,
-    last: Option<Decimal>,
-}
-
 /// `$1` symbol, `$2` window in hours, `$3` an instant at or before the window's
 /// start (the caller's clock less a margin). The window is `[now() − $2 h, now()]`,
 /// the bounds of `get_trading_volume`; `now()` is fixed for the transaction, so
@@ -75,7 +64,7 @@ struct StatsRow {
 /// locked) every partition: 55 ms of planning at five years of partitions.
 /// `executed_at >= $3` says the same in a form the planner prunes on (D15).
 pub const STATS: &str = r#"
-SELECT w.period_start, w.period_end,
+SELECT s.symbol, w.period_start, w.period_end,
        coalesce(a.trade_count, 0)::bigint AS trade_count,
        coalesce(a.volume, 0) AS base_volume,
        coalesce(round(a.quote_volume, 8), 0) AS quote_volume,
@@ -115,7 +104,7 @@ pub async fn stats<C: ConnectionTrait>(
     symbol: &str,
     period: Period,
 ) -> Result<MarketStats> {
-    let row = StatsRow::find_by_statement(statement(
+    let mut stats = MarketStats::find_by_statement(statement(
         STATS,
         [
             symbol.into(),
@@ -126,19 +115,8 @@ pub async fn stats<C: ConnectionTrait>(
     .one(db)
     .await?
     .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))?;
-    Ok(MarketStats {
-        symbol: symbol.to_owned(),
-        period,
-        period_start: row.period_start,
-        period_end: row.period_end,
-        trade_count: row.trade_count,
-        base_volume: row.base_volume,
-        quote_volume: row.quote_volume,
-        vwap: row.vwap,
-        high: row.high,
-        low: row.low,
-        last: row.last,
-    })
+    stats.period = period;
+    Ok(stats)
 }
 
 /// The symbol's volume-weighted average price over `period`, rounded to 8
@@ -174,9 +152,12 @@ pub async fn volume<C: ConnectionTrait>(
 }
 
 /// A user's orders created over the last `days` days, by outcome.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, FromQueryResult)]
 pub struct FillRate {
+    /// Not columns: set by [`fill_rate`] from its arguments.
+    #[sea_orm(skip)]
     pub user_id: Uuid,
+    #[sea_orm(skip)]
     pub days: u32,
     pub total_orders: i64,
     pub filled_orders: i64,
@@ -184,15 +165,6 @@ pub struct FillRate {
     pub cancelled_orders: i64,
     /// filled / total × 100, rounded to 2 places; `None` without orders.
     pub fill_rate: Option<Decimal>,
-}
-
-#[derive(FromQueryResult)]
-struct FillRateRow {
-    total_orders: i64,
-    filled_orders: i64,
-    partially_filled_orders: i64,
-    cancelled_orders: i64,
-    fill_rate: Option<Decimal>,
 }
 
 /// The schema's function is already the query we want: a range walk of
@@ -217,8 +189,8 @@ pub async fn fill_rate<C: ConnectionTrait>(db: &C, user_id: Uuid, days: u32) -> 
     }
     let days_value =
         i32::try_from(days).map_err(|_| ServiceError::argument("days", "too large"))?;
-    let row =
-        FillRateRow::find_by_statement(statement(FILL_RATE, [user_id.into(), days_value.into()]))
+    let mut rate =
+        FillRate::find_by_statement(statement(FILL_RATE, [user_id.into(), days_value.into()]))
             .one(db)
             .await?
             .ok_or_else(|| {
@@ -226,13 +198,7 @@ pub async fn fill_rate<C: ConnectionTrait>(db: &C, user_id: Uuid, days: u32) -> 
                     "get_order_fill_rate returned no row".into(),
                 ))
             })?;
-    Ok(FillRate {
-        user_id,
-        days,
-        total_orders: row.total_orders,
-        filled_orders: row.filled_orders,
-        partially_filled_orders: row.partially_filled_orders,
-        cancelled_orders: row.cancelled_orders,
-        fill_rate: row.fill_rate,
-    })
+    rate.user_id = user_id;
+    rate.days = days;
+    Ok(rate)
 }
