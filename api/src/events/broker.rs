@@ -259,6 +259,27 @@ async fn subscribe(
         "x-max-length".into(),
         AMQPValue::LongLongInt(QUEUE_MAX_LENGTH),
     );
+    let (consumer, queue) = exclusive_consumer(
+        &channel,
+        exchange,
+        &["trade.*", "book.*", "order.*"],
+        arguments,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((connection, consumer, queue))
+}
+
+/// A consumer (no acknowledgements) of a new queue of this connection's own
+/// (exclusive, deleted with it), declared with `arguments` and bound to
+/// `exchange` with each of `keys`; and the queue's name. Also for consumers
+/// of their own, such as the benchmark's.
+pub async fn exclusive_consumer(
+    channel: &Channel,
+    exchange: &str,
+    keys: &[&str],
+    arguments: FieldTable,
+) -> Result<(lapin::Consumer, String), lapin::Error> {
     let queue = channel
         .queue_declare(
             "".into(),
@@ -269,19 +290,17 @@ async fn subscribe(
             },
             arguments,
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    for key in ["trade.*", "book.*", "order.*"] {
+        .await?;
+    for key in keys {
         channel
             .queue_bind(
                 queue.name().clone(),
                 exchange.into(),
-                key.into(),
+                (*key).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     let consumer = channel
         .basic_consume(
@@ -293,7 +312,6 @@ async fn subscribe(
             },
             FieldTable::default(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((connection, consumer, queue.name().to_string()))
+        .await?;
+    Ok((consumer, queue.name().to_string()))
 }

@@ -37,9 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::ExchangeDeleteOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use migration::{DataLoss, Operation};
@@ -628,37 +626,13 @@ struct Consumer {
 impl Consumer {
     async fn start(url: &str, exchange: &str) -> Result<Consumer> {
         let (connection, channel) = open_exchange(url, exchange).await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let mut deliveries = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (mut deliveries, _) = api::events::broker::exclusive_consumer(
+            &channel,
+            exchange,
+            &["#"],
+            FieldTable::default(),
+        )
+        .await?;
         let (stop, mut stopped) = watch::channel(false);
         let newest = Arc::new(AtomicI64::new(0));
         let seen = newest.clone();
