@@ -8,3 +8,4 @@ mod embedded;
 mod events;
 mod http;
 mod lifecycle;
+mod readme;
