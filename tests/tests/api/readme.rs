@@ -1,9 +1,9 @@
-//! The README's JWT example, run as written: its shell block is taken from
-//! README.md and run by bash against a test database, with `cargo run -p api`
-//! standing for the api built for the tests (`reliability_api`, which serves
-//! and mints tokens as `api` does). The block's own commands — `openssl`, the
-//! wait for `/ready`, every `curl` — run unchanged, on the port it names
-//! (8080).
+//! The README's examples of *Using the API* (JWT and trusted-header), run as
+//! written: each shell block is taken from README.md and run by bash against a
+//! test database, with `cargo run -p api` standing for the api built for the
+//! tests (`reliability_api`, which serves and mints tokens as `api` does). The
+//! blocks' own commands — `openssl`, the wait for `/ready`, every `curl` — run
+//! unchanged, on the port they name (8080).
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -39,12 +39,10 @@ cargo() {
 }
 "#;
 
-#[tokio::test]
-async fn the_readmes_jwt_example_runs_as_written() {
-    let db = TestDb::migrated().await;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let block = shell_block(&readme, "JWT mode (the default)");
+/// Runs the README's block after `marker` against `db` and returns what it
+/// printed; panics when the block fails or an answer is an error.
+async fn run_block(db: &TestDb, readme: &str, marker: &str) -> String {
+    let block = shell_block(readme, marker);
     assert!(
         TcpListener::bind("127.0.0.1:8080").is_ok(),
         "the README's example serves on 127.0.0.1:8080, which something else holds: free it to run this test"
@@ -78,6 +76,17 @@ async fn the_readmes_jwt_example_runs_as_written() {
         !stdout.contains("\"error\""),
         "a request of the README was refused:\n{stdout}"
     );
+    stdout.into_owned()
+}
+
+/// Both examples of *Using the API*, one after the other (they serve on the
+/// same port).
+#[tokio::test]
+async fn the_readmes_examples_run_as_written() {
+    let db = TestDb::migrated().await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let stdout = run_block(&db, &readme, "JWT mode (the default)").await;
     // Alice's resting sell, filled by Bob's market buy; her bid, read and
     // cancelled; the market data and Bob's own trade.
     for expected in [
@@ -88,6 +97,14 @@ async fn the_readmes_jwt_example_runs_as_written() {
         r#""taker_side":"BUY""#,
         "HTTP/1.1 200 OK",
     ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} is in the answers:\n{stdout}"
+        );
+    }
+    // Behind a gateway: the user's id in X-User-ID.
+    let stdout = run_block(&db, &readme, "Trusted-header mode, behind a gateway").await;
+    for expected in [r#""symbol":"ETH/USDT""#, r#""status":"OPEN""#] {
         assert!(
             stdout.contains(expected),
             "{expected} is in the answers:\n{stdout}"
