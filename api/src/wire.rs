@@ -20,14 +20,8 @@ use utoipa::{PartialSchema, ToSchema};
 /// binary float), without exponent, with at most the 28 significant digits
 /// that are kept exactly — anything else is refused with a reason, never
 /// rounded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dec(pub Decimal);
-
-impl From<Decimal> for Dec {
-    fn from(value: Decimal) -> Dec {
-        Dec(value)
-    }
-}
 
 impl Serialize for Dec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

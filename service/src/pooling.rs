@@ -235,12 +235,6 @@ impl Pool {
         .pool(conn)
     }
 
-    /// This pool with [`Settings::job_lock_timeout`] `timeout`.
-    pub fn with_job_lock_timeout(mut self, timeout: Duration) -> Pool {
-        self.job_lock_timeout = timeout;
-        self
-    }
-
     /// The pool itself, for what runs outside a unit of work (pool statistics,
     /// `ping`, closing).
     pub fn connection(&self) -> &DatabaseConnection {
@@ -272,7 +266,7 @@ impl Pool {
     /// Runs `work` without a statement timeout, for maintenance that may take
     /// long (partition upkeep, expiring a large backlog): always in one
     /// transaction that sets `statement_timeout = 0` and the job lock timeout
-    /// ([`Pool::with_job_lock_timeout`]) for itself, in the same statement (and,
+    /// ([`Settings::job_lock_timeout`]) for itself, in the same statement (and,
     /// in transaction mode, begins with `DEALLOCATE ALL`); committed on `Ok`,
     /// rolled back on `Err`.
     pub async fn run_unbounded<T, E>(

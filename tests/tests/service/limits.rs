@@ -9,7 +9,7 @@ use std::time::Duration;
 use sea_orm::prelude::{Decimal, Uuid};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use service::orders::{self as svc, NewOrder, Placement, PlacementLimits};
-use service::pooling::{Pool, PoolMode};
+use service::pooling::{Pool, PoolMode, Settings};
 use service::{CONTENTION_ATTEMPTS, OrderStatus, ServiceError, Side, TimeInForce};
 use tests::db::TestDb;
 use tests::sql::{column, exec, lines, scalar};
@@ -659,8 +659,11 @@ async fn a_job_blocked_by_a_lock_times_out_and_succeeds_later() {
     )
     .await;
 
-    let pool =
-        Pool::new(c.clone(), PoolMode::Direct).with_job_lock_timeout(Duration::from_millis(200));
+    let pool = Settings {
+        job_lock_timeout: Duration::from_millis(200),
+        ..Settings::default()
+    }
+    .pool(c.clone());
     let blocked = pool
         .run_unbounded(async |db| service::maintenance::expire_orders(db).await)
         .await;
@@ -684,8 +687,11 @@ async fn a_job_blocked_by_a_lock_times_out_and_succeeds_later() {
 async fn the_job_lock_timeout_is_local_to_the_jobs_transaction() {
     let db = TestDb::migrated().await;
     let single = db.connect_single().await;
-    let pool =
-        Pool::new(single, PoolMode::Direct).with_job_lock_timeout(Duration::from_millis(1234));
+    let pool = Settings {
+        job_lock_timeout: Duration::from_millis(1234),
+        ..Settings::default()
+    }
+    .pool(single);
     let inside: String = pool
         .run_unbounded(async |db| Ok::<_, ServiceError>(scalar(db, "SHOW lock_timeout").await))
         .await
