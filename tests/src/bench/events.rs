@@ -556,7 +556,9 @@ impl CommitWatch {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut seen = HashMap::new();
-            while !*stopped.borrow() {
+            // Until told to stop, or until the watch is dropped (a line that
+            // failed half-way): it must not poll on after its line.
+            while !*stopped.borrow() && stopped.has_changed().is_ok() {
                 let rows = sqlx::query(
                     "SELECT event_id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8
                      FROM event_outbox WHERE published_at IS NULL",
