@@ -1,5 +1,8 @@
 //! Configuration from the environment (and `.env`), with the names of the
-//! README's table. Every bad value is an error that names the variable.
+//! README's table: clap reads and parses each variable ([`Variables`]: also
+//! a flag of the same name, with its default and help), then
+//! [`Config::from_variables`] checks what settings require of each other.
+//! Every bad value is one error that names the variable ([`ConfigError`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -174,22 +177,6 @@ pub struct EventsConfig {
     pub heartbeat: Duration,
 }
 
-impl Default for EventsConfig {
-    fn default() -> EventsConfig {
-        EventsConfig {
-            rabbitmq_url: None,
-            exchange: crate::events::EXCHANGE.to_owned(),
-            poll: Duration::from_millis(20),
-            retention: Duration::from_secs(3600),
-            max_connections_per_user: 10,
-            max_connections_per_address: 100,
-            max_subscriptions: 50,
-            send_buffer: 1024,
-            heartbeat: Duration::from_secs(20),
-        }
-    }
-}
-
 impl Config {
     /// The database pool's settings: `DB_POOL_MODE`, `DB_MAX_CONNECTIONS`,
     /// `DB_ACQUIRE_TIMEOUT_MS`, `DB_STATEMENT_TIMEOUT_MS`, `JOB_LOCK_TIMEOUT_MS`.
@@ -217,131 +204,347 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
-    pub variable: &'static str,
+    pub variable: String,
     pub value: String,
     pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: variable.to_owned(),
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The error for a value clap refused, named by its variable (a flag
+    /// given on the command line is named by the variable it stands for);
+    /// `None` for other clap errors (`--help`, an unknown flag, …).
+    pub fn from_clap(error: &clap::Error, command: &clap::Command) -> Option<ConfigError> {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        use std::error::Error as _;
+        if error.kind() != ErrorKind::ValueValidation {
+            return None;
+        }
+        let text = |kind| match error.get(kind) {
+            Some(ContextValue::String(text)) => Some(text.as_str()),
+            _ => None,
+        };
+        // `--db-max-connections <DB_MAX_CONNECTIONS>`
+        let long = text(ContextKind::InvalidArg)?
+            .strip_prefix("--")?
+            .split([' ', '='])
+            .next()?;
+        let variable = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))?
+            .get_env()?
+            .to_str()?;
+        let value = text(ContextKind::InvalidValue).unwrap_or_default();
+        let reason = error.source().map(ToString::to_string).unwrap_or_default();
+        Some(ConfigError::new(variable, &shown(variable, value), reason))
+    }
+}
+
+/// A value as an error may show it: never a secret, nor a URL with credentials.
+fn shown(variable: &str, value: &str) -> String {
+    if variable == "JWT_SECRET" || value.contains('@') {
+        "(hidden)".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// A value parser for a whole number in `lo..=hi`.
+fn whole(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n))
+            .ok_or_else(|| format!("expected a whole number from {lo} to {hi}"))
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+fn flag(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected HOST:PORT, e.g. 127.0.0.1:8080".to_owned())
+}
+
+fn auth_mode(text: &str) -> Result<AuthMode, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "jwt" => Ok(AuthMode::Jwt),
+        "trusted-header" => Ok(AuthMode::TrustedHeader),
+        _ => Err("expected jwt or trusted-header".to_owned()),
+    }
+}
+
+fn pool_mode(text: &str) -> Result<PoolMode, String> {
+    text.parse()
+        .map_err(|_| "expected direct, session or transaction".to_owned())
+}
+
+fn text(text: &str) -> Result<String, String> {
+    Ok(text.trim().to_owned())
+}
+
+fn secret(text: &str) -> Result<String, String> {
+    if text.len() < MIN_JWT_SECRET {
+        return Err(format!(
+            "must be at least {MIN_JWT_SECRET} bytes, e.g. the output of `openssl rand -hex 32`"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn amqp_url(text: &str) -> Result<String, String> {
+    let url = text.trim();
+    if !url.starts_with("amqp://") {
+        return Err(
+            "expected amqp://user:password@host:5672/vhost (amqps:// is not built in: \
+                    terminate TLS in front of the broker, e.g. with a sidecar)"
+                .to_owned(),
+        );
+    }
+    Ok(url.to_owned())
+}
+
+fn exchange(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(
+            "expected an exchange name of letters, digits, '-', '_', '.', ':' (at most 255)"
+                .to_owned(),
+        );
+    }
+    Ok(name.to_owned())
+}
+
+/// Every setting as clap reads it: an environment variable (the api loads
+/// `.env` first), or the flag of the same name before a subcommand
+/// (`api --bind-addr 0.0.0.0:8080`). A variable set to an empty value counts
+/// as unset. [`Config::from_variables`] checks how they go together.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Settings (environment variables; also read from .env)")]
+pub struct Variables {
+    /// The PostgreSQL database; unset: the embedded local cluster.
+    #[arg(long, env = "DATABASE_URL", value_parser = text, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// A streaming replica of DATABASE_URL for market data and history.
+    #[arg(long, env = "DATABASE_READ_URL", value_parser = text, hide_env_values = true)]
+    pub database_read_url: Option<String>,
+    /// A replica further behind than this (ms) is bypassed.
+    #[arg(long, env = "REPLICA_MAX_LAG_MS", default_value_t = 1_000, value_parser = whole(10, 3_600_000))]
+    pub replica_max_lag_ms: u64,
+    /// Where the API listens.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
+    pub bind_addr: SocketAddr,
+    /// jwt or trusted-header.
+    #[arg(long, env = "AUTH_MODE", default_value = "jwt", value_parser = auth_mode)]
+    pub auth_mode: AuthMode,
+    /// The HS256 secret (at least 32 bytes); unset: a random one per run.
+    #[arg(long, env = "JWT_SECRET", value_parser = secret, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The networks (CIDRs) whose requests may carry X-User-ID.
+    #[arg(long, env = "TRUSTED_PROXIES", value_parser = TrustedProxies::from_str)]
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// Apply pending migrations at start.
+    #[arg(long, env = "MIGRATE_ON_START", default_value = "true", value_parser = flag, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// direct (or a session-mode pooler) or transaction (PgBouncer).
+    #[arg(long, env = "DB_POOL_MODE", default_value = "direct", value_parser = pool_mode)]
+    pub db_pool_mode: PoolMode,
+    /// The pool's connections.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = whole(1, 1_000))]
+    pub db_max_connections: u64,
+    /// How long (ms) a request waits for a connection before 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000, value_parser = whole(1, 600_000))]
+    pub db_acquire_timeout_ms: u64,
+    /// A statement running longer (ms) is cancelled; 0: no limit.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = whole(0, 3_600_000))]
+    pub db_statement_timeout_ms: u64,
+    /// Partition maintenance, archiving, order expiry and stop triggers.
+    #[arg(long, env = "BACKGROUND_JOBS", default_value = "true", value_parser = flag, action = clap::ArgAction::Set)]
+    pub background_jobs: bool,
+    /// The background jobs give up a lock wait after this long (ms).
+    #[arg(long, env = "JOB_LOCK_TIMEOUT_MS", default_value_t = 5_000, value_parser = whole(1, 600_000))]
+    pub job_lock_timeout_ms: u64,
+    /// A client that has not sent its request head by then (ms) is dropped.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = whole(100, 600_000))]
+    pub header_read_timeout_ms: u64,
+    /// A request still running then (ms) is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = whole(100, 3_600_000))]
+    pub request_timeout_ms: u64,
+    /// More requests in flight are answered 503 at once.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = whole(1, 100_000))]
+    pub max_concurrent_requests: u64,
+    /// Requests per second of each user; 0: no limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 20, value_parser = whole(0, 1_000_000))]
+    pub rate_limit_per_second: u64,
+    /// Requests a user may send at once above the rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40, value_parser = whole(1, 1_000_000))]
+    pub rate_limit_burst: u64,
+    /// Requests per second of each address without credentials; 0: no limit.
+    #[arg(long, env = "ANONYMOUS_RATE_LIMIT_PER_SECOND", default_value_t = 10, value_parser = whole(0, 1_000_000))]
+    pub anonymous_rate_limit_per_second: u64,
+    /// Requests an address may send at once above the rate.
+    #[arg(long, env = "ANONYMOUS_RATE_LIMIT_BURST", default_value_t = 20, value_parser = whole(1, 1_000_000))]
+    pub anonymous_rate_limit_burst: u64,
+    /// Open LIMIT and waiting stop orders of one user, over all symbols.
+    #[arg(long, env = "MAX_RESTING_ORDERS_PER_USER", default_value_t = PlacementLimits::default().max_resting_orders_per_user, value_parser = whole(1, 10_000_000))]
+    pub max_resting_orders_per_user: u64,
+    /// The most placements of one symbol written in one transaction.
+    #[arg(long, env = "PLACEMENT_BATCH_MAX", default_value_t = 64, value_parser = whole(1, 1_000))]
+    pub placement_batch_max: u64,
+    /// A folder for archives of partitions past retention.
+    #[arg(long, env = "ARCHIVE_DIR", value_parser = text)]
+    pub archive_dir: Option<String>,
+    /// An object store for the archives (s3://bucket/prefix, file:///path).
+    #[arg(long, env = "ARCHIVE_URL", value_parser = text)]
+    pub archive_url: Option<String>,
+    /// The hourly job archives, verifies and drops what retention makes due.
+    #[arg(long, env = "ARCHIVE_ON_SCHEDULE", default_value = "false", value_parser = flag, action = clap::ArgAction::Set)]
+    pub archive_on_schedule: bool,
+    /// The broker the relay publishes to; unset: streams fed in-process.
+    #[arg(long, env = "RABBITMQ_URL", value_parser = amqp_url, hide_env_values = true)]
+    pub rabbitmq_url: Option<String>,
+    /// The topic exchange of the events.
+    #[arg(long, env = "RABBITMQ_EXCHANGE", default_value = crate::events::EXCHANGE, value_parser = exchange)]
+    pub rabbitmq_exchange: String,
+    /// How often (ms) the relay looks for other processes' events.
+    #[arg(long, env = "EVENTS_POLL_MS", default_value_t = 20, value_parser = whole(1, 10_000))]
+    pub events_poll_ms: u64,
+    /// Published events are deleted after this long (minutes).
+    #[arg(long, env = "EVENTS_RETENTION_MINUTES", default_value_t = 60, value_parser = whole(1, 7 * 24 * 60))]
+    pub events_retention_minutes: u64,
+    /// WebSocket connections of one user.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value_t = 10, value_parser = whole(1, 10_000))]
+    pub ws_max_connections_per_user: u64,
+    /// WebSocket connections of one client address.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 100, value_parser = whole(1, 100_000))]
+    pub ws_max_connections_per_address: u64,
+    /// Channels one WebSocket connection may hold.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 50, value_parser = whole(1, 10_000))]
+    pub ws_max_subscriptions: u64,
+    /// Messages queued for one connection; a client that lets it fill is dropped.
+    #[arg(long, env = "WS_SEND_BUFFER", default_value_t = 1_024, value_parser = whole(1, 1_000_000))]
+    pub ws_send_buffer: u64,
+    /// Seconds between heartbeats; a client silent for three is dropped.
+    #[arg(long, env = "WS_HEARTBEAT_SECS", default_value_t = 20, value_parser = whole(1, 3_600))]
+    pub ws_heartbeat_secs: u64,
+}
+
+impl Variables {
+    /// `command` with the settings' arguments, each reading its variable as
+    /// the process has it now (a variable set to an empty value: unset).
+    pub fn augment(command: clap::Command) -> clap::Command {
+        use clap::Args as _;
+        Variables::unset_blank(Variables::augment_args(command))
+    }
+
+    /// `command` with every argument whose variable is set to an empty (or
+    /// blank) value reading no variable: such a variable counts as unset.
+    pub fn unset_blank(command: clap::Command) -> clap::Command {
+        command.mut_args(|arg| {
+            let blank = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.to_string_lossy().trim().is_empty());
+            if blank { arg.env(None) } else { arg }
+        })
+    }
 }
 
 impl Config {
     /// Reads the process environment (after `.env`, which the binary loads).
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+        let command = Variables::augment(clap::Command::new("api"));
+        Config::from_matches(command.clone().try_get_matches_from(["api"]), &command)
     }
 
-    /// Reads the settings through `lookup`, so tests need not touch the
-    /// process environment.
+    /// Reads the settings through `lookup` instead of the process environment
+    /// (tests): each variable `lookup` knows is given as its flag, through
+    /// the same parsers and checks.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let invalid = |variable: &'static str, value: &str, reason: &str| ConfigError {
-            variable,
-            value: value.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let bind_addr = match get("BIND_ADDR") {
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            Some(v) => v
-                .parse()
-                .map_err(|_| invalid("BIND_ADDR", &v, "expected HOST:PORT, e.g. 127.0.0.1:8080"))?,
-        };
-        let auth_mode = match get("AUTH_MODE")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("jwt") => AuthMode::Jwt,
-            Some("trusted-header") => AuthMode::TrustedHeader,
-            Some(other) => {
-                return Err(invalid(
-                    "AUTH_MODE",
-                    other,
-                    "expected jwt or trusted-header",
-                ));
+        use clap::Args as _;
+        let command = Variables::augment_args(clap::Command::new("api"));
+        let mut args = vec!["api".to_owned()];
+        for arg in command.get_arguments() {
+            if let (Some(long), Some(variable)) =
+                (arg.get_long(), arg.get_env().and_then(|v| v.to_str()))
+                && let Some(value) = lookup(variable).filter(|v| !v.trim().is_empty())
+            {
+                args.push(format!("--{long}={value}"));
             }
-        };
-        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
-            match get(name).map(|v| v.to_ascii_lowercase()) {
-                None => Ok(default),
-                Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
-                Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
-                Some(v) => Err(invalid(name, &v, "expected true or false")),
-            }
-        };
-        let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .ok_or_else(|| {
-                        invalid(
-                            name,
-                            &v,
-                            &format!(
-                                "expected a whole number from {} to {}",
-                                range.start(),
-                                range.end()
-                            ),
-                        )
-                    }),
-            }
-        };
-        let jwt_secret = get("JWT_SECRET");
-        if let Some(secret) = &jwt_secret
-            && secret.len() < MIN_JWT_SECRET
-        {
-            return Err(invalid(
-                "JWT_SECRET",
-                "(hidden)",
-                &format!(
-                    "must be at least {MIN_JWT_SECRET} bytes, e.g. the output of `openssl rand -hex 32`"
-                ),
-            ));
         }
-        if jwt_secret.is_none() && auth_mode == AuthMode::Jwt && !bind_addr.ip().is_loopback() {
-            return Err(invalid(
+        let variables = command
+            .clone()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(args);
+        Config::from_matches(variables, &command)
+    }
+
+    /// The configuration from clap's matches of [`Variables`]' arguments
+    /// (`command` names their variables).
+    pub fn from_matches(
+        matches: Result<clap::ArgMatches, clap::Error>,
+        command: &clap::Command,
+    ) -> Result<Config, ConfigError> {
+        use clap::FromArgMatches as _;
+        let variables = matches
+            .and_then(|m| Variables::from_arg_matches(&m))
+            .map_err(|err| {
+                ConfigError::from_clap(&err, command)
+                    .unwrap_or_else(|| ConfigError::new("(arguments)", "", err.to_string()))
+            })?;
+        Config::from_variables(variables)
+    }
+
+    /// The settings, checked together: what one setting requires of another.
+    pub fn from_variables(v: Variables) -> Result<Config, ConfigError> {
+        let bind_addr = v.bind_addr;
+        if v.jwt_secret.is_none() && v.auth_mode == AuthMode::Jwt && !bind_addr.ip().is_loopback() {
+            return Err(ConfigError::new(
                 "JWT_SECRET",
                 "",
-                &format!(
+                format!(
                     "must be set when BIND_ADDR ({bind_addr}) is not a loopback address: tokens \
                      signed with a per-run random secret cannot be minted by anyone else"
                 ),
             ));
         }
-        let trusted_proxies = match get("TRUSTED_PROXIES") {
-            None => None,
-            Some(v) => Some(
-                v.parse::<TrustedProxies>()
-                    .map_err(|reason| invalid("TRUSTED_PROXIES", &v, &reason))?,
-            ),
-        };
-        if auth_mode == AuthMode::TrustedHeader
-            && trusted_proxies.is_none()
+        if v.auth_mode == AuthMode::TrustedHeader
+            && v.trusted_proxies.is_none()
             && !bind_addr.ip().is_loopback()
         {
-            return Err(invalid(
+            return Err(ConfigError::new(
                 "TRUSTED_PROXIES",
                 "",
-                &format!(
+                format!(
                     "must be set in trusted-header mode when BIND_ADDR ({bind_addr}) is not a \
                      loopback address: name the gateway's addresses (CIDRs), or anyone who can \
                      reach the port could claim to be any user"
                 ),
             ));
         }
-        let db_pool_mode = match get("DB_POOL_MODE") {
-            None => PoolMode::Direct,
-            Some(v) => v.parse::<PoolMode>().map_err(|_| {
-                invalid(
-                    "DB_POOL_MODE",
-                    &v,
-                    "expected direct, session or transaction",
-                )
-            })?,
-        };
-        let migrate_on_start = flag("MIGRATE_ON_START", true)?;
-        if migrate_on_start && db_pool_mode == PoolMode::Transaction {
-            return Err(invalid(
+        if v.migrate_on_start && v.db_pool_mode == PoolMode::Transaction {
+            return Err(ConfigError::new(
                 "MIGRATE_ON_START",
                 "true",
                 "migrations need a direct or session-mode connection, not a transaction-mode \
@@ -349,178 +552,97 @@ impl Config {
                  `cargo run -p migration -- up` against the server or a session-mode pool",
             ));
         }
-        let database_url = get("DATABASE_URL");
-        let database_read_url = get("DATABASE_READ_URL");
-        if database_read_url.is_some() && database_url.is_none() {
-            return Err(invalid(
+        if v.database_read_url.is_some() && v.database_url.is_none() {
+            return Err(ConfigError::new(
                 "DATABASE_READ_URL",
                 "(hidden)",
                 "needs DATABASE_URL: the embedded PostgreSQL has no replica; set DATABASE_URL \
                  to the primary the replica streams from",
             ));
         }
-        let archive = match (get("ARCHIVE_DIR"), get("ARCHIVE_URL")) {
+        let archive = match (v.archive_dir, v.archive_url) {
             (Some(_), Some(url)) => {
-                return Err(invalid(
+                return Err(ConfigError::new(
                     "ARCHIVE_URL",
-                    &url,
+                    &shown("ARCHIVE_URL", &url),
                     "ARCHIVE_DIR is set too: set one of them (a folder in ARCHIVE_DIR, or an \
                      object store URL in ARCHIVE_URL)",
                 ));
             }
-            (Some(dir), None) => Some(Location::Dir(dir.trim().into())),
+            (Some(dir), None) => Some(Location::Dir(dir.into())),
             (None, Some(url)) => {
-                let location = Location::parse_url(&url).map_err(|err| {
-                    let reason = match err {
-                        service::archive::ArchiveError::Invalid { reason, .. } => reason,
-                        other => other.to_string(),
-                    };
-                    invalid("ARCHIVE_URL", &url, &reason)
+                let invalid = |reason: String| {
+                    ConfigError::new("ARCHIVE_URL", &shown("ARCHIVE_URL", &url), reason)
+                };
+                let location = Location::parse_url(&url).map_err(|err| match err {
+                    service::archive::ArchiveError::Invalid { reason, .. } => invalid(reason),
+                    other => invalid(other.to_string()),
                 })?;
                 if location.is_memory() {
                     return Err(invalid(
-                        "ARCHIVE_URL",
-                        &url,
                         "a memory:// store loses its archives when the process exits, after \
                          their partitions were dropped: use a folder (ARCHIVE_DIR) or \
-                         s3://bucket/prefix",
+                         s3://bucket/prefix"
+                            .to_owned(),
                     ));
                 }
                 Some(location)
             }
             (None, None) => None,
         };
-        let archive_on_schedule = flag("ARCHIVE_ON_SCHEDULE", false)?;
-        if archive_on_schedule && archive.is_none() {
-            return Err(invalid(
+        if v.archive_on_schedule && archive.is_none() {
+            return Err(ConfigError::new(
                 "ARCHIVE_ON_SCHEDULE",
                 "true",
                 "needs an archive store: set ARCHIVE_DIR=/path/to/folder or \
                  ARCHIVE_URL=s3://bucket/prefix",
             ));
         }
-        let rabbitmq_url = match get("RABBITMQ_URL") {
-            None => None,
-            Some(url) if url.trim().starts_with("amqp://") => Some(url.trim().to_owned()),
-            Some(url) => {
-                let shown = if url.contains('@') {
-                    "(hidden)"
-                } else {
-                    url.as_str()
-                };
-                return Err(invalid(
-                    "RABBITMQ_URL",
-                    shown,
-                    "expected amqp://user:password@host:5672/vhost (amqps:// is not built in: \
-                     terminate TLS in front of the broker, e.g. with a sidecar)",
-                ));
-            }
+        let rate_limit = |per_second: u64, burst: u64| {
+            (per_second > 0).then_some(RateLimit {
+                per_second: per_second as u32,
+                burst: burst as u32,
+            })
         };
-        let defaults = EventsConfig::default();
-        let exchange = match get("RABBITMQ_EXCHANGE") {
-            None => defaults.exchange.clone(),
-            Some(name)
-                if name.len() <= 255
-                    && name.chars().all(|c| {
-                        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
-                    }) =>
-            {
-                name
-            }
-            Some(name) => {
-                return Err(invalid(
-                    "RABBITMQ_EXCHANGE",
-                    &name,
-                    "expected an exchange name of letters, digits, '-', '_', '.', ':' (at most 255)",
-                ));
-            }
-        };
-        let events = EventsConfig {
-            rabbitmq_url,
-            exchange,
-            poll: Duration::from_millis(number("EVENTS_POLL_MS", 20, 1..=10_000)?),
-            retention: Duration::from_secs(
-                60 * number("EVENTS_RETENTION_MINUTES", 60, 1..=7 * 24 * 60)?,
-            ),
-            max_connections_per_user: number(
-                "WS_MAX_CONNECTIONS_PER_USER",
-                defaults.max_connections_per_user as u64,
-                1..=10_000,
-            )? as usize,
-            max_connections_per_address: number(
-                "WS_MAX_CONNECTIONS_PER_ADDRESS",
-                defaults.max_connections_per_address as u64,
-                1..=100_000,
-            )? as usize,
-            max_subscriptions: number(
-                "WS_MAX_SUBSCRIPTIONS",
-                defaults.max_subscriptions as u64,
-                1..=10_000,
-            )? as usize,
-            send_buffer: number("WS_SEND_BUFFER", defaults.send_buffer as u64, 1..=1_000_000)?
-                as usize,
-            heartbeat: Duration::from_secs(number("WS_HEARTBEAT_SECS", 20, 1..=3600)?),
-        };
-        let rate_limit = |rate: &'static str, burst: &'static str, defaults: (u64, u64)| {
-            let per_second = number(rate, defaults.0, 0..=1_000_000)? as u32;
-            let burst = number(burst, defaults.1.max(1), 1..=1_000_000)? as u32;
-            Ok::<_, ConfigError>((per_second > 0).then_some(RateLimit { per_second, burst }))
-        };
+        let ms = Duration::from_millis;
         Ok(Config {
-            trusted_proxies,
-            header_read_timeout: Duration::from_millis(number(
-                "HEADER_READ_TIMEOUT_MS",
-                10_000,
-                100..=600_000,
-            )?),
-            request_timeout: Duration::from_millis(number(
-                "REQUEST_TIMEOUT_MS",
-                30_000,
-                100..=3_600_000,
-            )?),
-            max_concurrent_requests: number("MAX_CONCURRENT_REQUESTS", 256, 1..=100_000)? as usize,
-            user_rate_limit: rate_limit("RATE_LIMIT_PER_SECOND", "RATE_LIMIT_BURST", (20, 40))?,
-            anonymous_rate_limit: rate_limit(
-                "ANONYMOUS_RATE_LIMIT_PER_SECOND",
-                "ANONYMOUS_RATE_LIMIT_BURST",
-                (10, 20),
-            )?,
-            max_resting_orders_per_user: number(
-                "MAX_RESTING_ORDERS_PER_USER",
-                PlacementLimits::default().max_resting_orders_per_user,
-                1..=10_000_000,
-            )?,
-            job_lock_timeout: Duration::from_millis(number(
-                "JOB_LOCK_TIMEOUT_MS",
-                5_000,
-                1..=600_000,
-            )?),
-            placement_batch_max: number("PLACEMENT_BATCH_MAX", 64, 1..=1_000)? as usize,
-            archive,
-            archive_on_schedule,
-            events,
-            database_url,
-            database_read_url,
-            replica_max_lag: Duration::from_millis(number(
-                "REPLICA_MAX_LAG_MS",
-                1_000,
-                10..=3_600_000,
-            )?),
+            database_url: v.database_url,
+            database_read_url: v.database_read_url,
+            replica_max_lag: ms(v.replica_max_lag_ms),
             bind_addr,
-            auth_mode,
-            jwt_secret,
-            migrate_on_start,
-            db_max_connections: number("DB_MAX_CONNECTIONS", 10, 1..=1000)? as u32,
-            db_acquire_timeout: Duration::from_millis(number(
-                "DB_ACQUIRE_TIMEOUT_MS",
-                3000,
-                1..=600_000,
-            )?),
-            background_jobs: flag("BACKGROUND_JOBS", true)?,
-            db_pool_mode,
-            db_statement_timeout: match number("DB_STATEMENT_TIMEOUT_MS", 10_000, 0..=3_600_000)? {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
+            auth_mode: v.auth_mode,
+            jwt_secret: v.jwt_secret,
+            migrate_on_start: v.migrate_on_start,
+            db_max_connections: v.db_max_connections as u32,
+            db_acquire_timeout: ms(v.db_acquire_timeout_ms),
+            background_jobs: v.background_jobs,
+            db_pool_mode: v.db_pool_mode,
+            db_statement_timeout: (v.db_statement_timeout_ms > 0)
+                .then(|| ms(v.db_statement_timeout_ms)),
+            trusted_proxies: v.trusted_proxies,
+            header_read_timeout: ms(v.header_read_timeout_ms),
+            request_timeout: ms(v.request_timeout_ms),
+            max_concurrent_requests: v.max_concurrent_requests as usize,
+            user_rate_limit: rate_limit(v.rate_limit_per_second, v.rate_limit_burst),
+            anonymous_rate_limit: rate_limit(
+                v.anonymous_rate_limit_per_second,
+                v.anonymous_rate_limit_burst,
+            ),
+            max_resting_orders_per_user: v.max_resting_orders_per_user,
+            job_lock_timeout: ms(v.job_lock_timeout_ms),
+            placement_batch_max: v.placement_batch_max as usize,
+            archive,
+            archive_on_schedule: v.archive_on_schedule,
+            events: EventsConfig {
+                rabbitmq_url: v.rabbitmq_url,
+                exchange: v.rabbitmq_exchange,
+                poll: ms(v.events_poll_ms),
+                retention: Duration::from_secs(60 * v.events_retention_minutes),
+                max_connections_per_user: v.ws_max_connections_per_user as usize,
+                max_connections_per_address: v.ws_max_connections_per_address as usize,
+                max_subscriptions: v.ws_max_subscriptions as usize,
+                send_buffer: v.ws_send_buffer as usize,
+                heartbeat: Duration::from_secs(v.ws_heartbeat_secs),
             },
         })
     }

@@ -12,10 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use api::archiving::{self, Archiving};
 use api::auth::Auth;
-use api::config::{AuthMode, Config};
+use api::config::{AuthMode, Config, ConfigError, Variables};
 use api::embedded::EmbeddedPostgres;
 use api::server::{DEMO_TOKEN_TTL, DEMO_USER, Server, authenticator, connect, shutdown_signal};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
@@ -25,6 +25,8 @@ use uuid::Uuid;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    settings: Variables,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +77,23 @@ enum ArchiveCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     dotenvy::dotenv().ok();
-    let cli = Cli::parse();
+    // Built after `.env` is loaded: clap reads each setting's variable then.
+    let parser = Variables::unset_blank(Cli::command());
+    let parsed = parser
+        .clone()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(err) => match ConfigError::from_clap(&err, &parser) {
+            Some(invalid) => return invalid_setting(&invalid),
+            None => err.exit(),
+        },
+    };
+    let config = match Config::from_variables(cli.settings.clone()) {
+        Ok(config) => config,
+        Err(invalid) => return invalid_setting(&invalid),
+    };
     let logs = tracing_subscriber::fmt().with_env_filter(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
     );
@@ -86,9 +104,9 @@ async fn main() -> ExitCode {
         logs.init();
     }
     let outcome = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
-        Command::Token { user_id, hours } => token(user_id, hours),
-        Command::Archive(args) => archive(args).await,
+        Command::Serve => serve(&config).await,
+        Command::Token { user_id, hours } => token(&config, user_id, hours),
+        Command::Archive(args) => archive(&config, args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,14 +118,19 @@ async fn main() -> ExitCode {
     }
 }
 
-fn token(user_id: Uuid, hours: u64) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let Some(secret) = config.jwt_secret else {
+/// A setting that cannot be used: one line naming it, and a failure.
+fn invalid_setting(invalid: &ConfigError) -> ExitCode {
+    eprintln!("error: {invalid}");
+    ExitCode::FAILURE
+}
+
+fn token(config: &Config, user_id: Uuid, hours: u64) -> anyhow::Result<()> {
+    let Some(secret) = &config.jwt_secret else {
         bail!(
             "JWT_SECRET is not set: set the same secret the server uses (in the environment or .env)"
         );
     };
-    let token = Auth::new(AuthMode::Jwt, &secret)
+    let token = Auth::new(AuthMode::Jwt, secret)
         .mint(user_id, Duration::from_secs(hours.saturating_mul(3600)))
         .context("cannot sign the token")?;
     println!("{token}");
@@ -153,18 +176,16 @@ async fn stop_embedded(embedded: Option<EmbeddedPostgres>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let (url, embedded) = database(&config).await?;
-    let outcome = serve_on(&url, &config).await;
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let (url, embedded) = database(config).await?;
+    let outcome = serve_on(&url, config).await;
     stop_embedded(embedded).await?;
     outcome
 }
 
 /// `api archive …`: one command against the database and the archive store
 /// of the settings, its summary on stdout.
-async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+async fn archive(config: &Config, args: ArchiveArgs) -> anyhow::Result<()> {
     let command = match args.command {
         None => archiving::Command::Due {
             execute: args.execute,
@@ -174,15 +195,15 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
             archiving::Command::Restore { partition, into }
         }
     };
-    let store = Archiving::open(&config)
+    let store = Archiving::open(config)
         .context("cannot open the archive store (check ARCHIVE_DIR / ARCHIVE_URL)")?;
     if store.is_none() && command != (archiving::Command::Due { execute: false }) {
         bail!(archiving::NO_STORE);
     }
-    let (url, embedded) = database(&config).await?;
+    let (url, embedded) = database(config).await?;
     let outcome = async {
         probe(&url).await?;
-        let db = connect(&url, &config)
+        let db = connect(&url, config)
             .await
             .context("cannot connect to the database (check DATABASE_URL)")?;
         // Not locked for the run: log lines may come from other threads.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::auth::Auth;
+use api::auth::{Auth, Caller};
 use api::config::{AuthMode, Config};
 use api::server::{Server, connect, random_secret};
 use sea_orm::DatabaseConnection;
@@ -126,4 +126,72 @@ async fn background_jobs_maintain_partitions_and_expire_orders_from_the_start() 
         .expect("the jobs stop with the server")
         .expect("a clean stop");
     pool.close().await.ok();
+}
+
+/// The api's process as `api` reads its settings: from the environment
+/// (clap, each argument bound to its variable), a blank variable counting as
+/// unset and a bad one named in one line.
+#[test]
+fn settings_come_from_the_environment_and_a_bad_one_is_named_in_one_line() {
+    let api = |vars: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reliability_api"));
+        command.args(["token", "00000000-0000-0000-0000-00000000000a"]);
+        for name in ["DATABASE_URL", "BIND_ADDR", "AUTH_MODE", "JWT_SECRET"] {
+            command.env_remove(name);
+        }
+        let output = command.envs(vars.iter().copied()).output().expect("runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef");
+    // Read from the environment: a token signed with the secret given there.
+    let (ok, token, _) = api(&[secret]);
+    assert!(ok);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", token.trim());
+    headers.insert("authorization", bearer.parse().expect("a header value"));
+    assert_eq!(
+        Auth::new(AuthMode::Jwt, secret.1).caller(&headers, None),
+        Caller::User(
+            "00000000-0000-0000-0000-00000000000a"
+                .parse()
+                .expect("uuid")
+        ),
+        "signed with JWT_SECRET"
+    );
+    // A blank BIND_ADDR is unset (the loopback default, which needs no
+    // secret rule), a non-loopback one without a secret is refused.
+    let (ok, _, stderr) = api(&[secret, ("BIND_ADDR", "  ")]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = api(&[("BIND_ADDR", "0.0.0.0:8080")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: JWT_SECRET=\"\" is invalid: must be set when BIND_ADDR"),
+        "{stderr}"
+    );
+    for (vars, line) in [
+        (
+            vec![secret, ("DB_MAX_CONNECTIONS", "0")],
+            "error: DB_MAX_CONNECTIONS=\"0\" is invalid: expected a whole number from 1 to 1000\n",
+        ),
+        (
+            vec![secret, ("AUTH_MODE", "basic")],
+            "error: AUTH_MODE=\"basic\" is invalid: expected jwt or trusted-header\n",
+        ),
+        (
+            vec![("JWT_SECRET", "too short")],
+            "error: JWT_SECRET=\"(hidden)\" is invalid: must be at least 32 bytes, e.g. the output of `openssl rand -hex 32`\n",
+        ),
+        (
+            vec![secret, ("RABBITMQ_URL", "https://user:pw@broker")],
+            "error: RABBITMQ_URL=\"(hidden)\" is invalid: expected amqp://user:password@host:5672/vhost (amqps:// is not built in: terminate TLS in front of the broker, e.g. with a sidecar)\n",
+        ),
+    ] {
+        let (ok, _, stderr) = api(&vars);
+        assert!(!ok, "{vars:?}");
+        assert_eq!(stderr, line);
+    }
 }
