@@ -40,6 +40,7 @@ pub mod catalog;
 pub mod db;
 pub mod faults;
 pub mod history;
+pub mod readme;
 pub mod sql;
 
 /// A decimal from its text, for test data (`dec("0.5")`); panics with the

@@ -9,22 +9,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use tests::db::TestDb;
-
-/// The README's block after `marker`, without its fences.
-fn shell_block(readme: &str, marker: &str) -> String {
-    let after = readme
-        .find(marker)
-        .unwrap_or_else(|| panic!("the README has no {marker:?}"));
-    let start = readme[after..]
-        .find("```sh\n")
-        .map(|i| after + i + "```sh\n".len())
-        .unwrap_or_else(|| panic!("no sh block after {marker:?}"));
-    let end = readme[start..]
-        .find("```")
-        .map(|i| start + i)
-        .expect("the block ends");
-    readme[start..end].to_owned()
-}
+use tests::readme::{readme, shell_block};
 
 /// `cargo run -p api` and `cargo run -q -p api -- token …` as the README
 /// writes them, mapped to the test build of the api; any other cargo call
@@ -84,8 +69,7 @@ async fn run_block(db: &TestDb, readme: &str, marker: &str) -> String {
 #[tokio::test]
 async fn the_readmes_examples_run_as_written() {
     let db = TestDb::migrated().await;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme = readme();
     let stdout = run_block(&db, &readme, "JWT mode (the default)").await;
     // Alice's resting sell, filled by Bob's market buy; her bid, read and
     // cancelled; the market data and Bob's own trade.

@@ -8,5 +8,6 @@ mod deviations;
 mod inventory;
 mod partitions_five_years;
 mod partitions_merge;
+mod readme;
 mod rollback;
 mod support;
