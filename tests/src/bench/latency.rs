@@ -288,27 +288,27 @@ async fn raw_op(
             raw::cancel(pool, order_id).await?;
         }
         3 => {
-            raw::read(pool, raw::DEPTH, Binds::SymbolLevels(symbol, 20)).await?;
+            raw::read::<raw::Level>(pool, raw::DEPTH, Binds::SymbolLevels(symbol, 20)).await?;
         }
         4 => {
-            raw::read(pool, raw::DEPTH, Binds::SymbolLevels(symbol, 100)).await?;
+            raw::read::<raw::Level>(pool, raw::DEPTH, Binds::SymbolLevels(symbol, 100)).await?;
         }
         5 => {
-            raw::read(pool, raw::BEST_BID_ASK, Binds::Symbol(symbol)).await?;
+            raw::read::<raw::Top>(pool, raw::BEST_BID_ASK, Binds::Symbol(symbol)).await?;
         }
         6 => {
-            raw::read(pool, raw::TICKER, Binds::Symbol(symbol)).await?;
+            raw::read::<raw::TickerRow>(pool, raw::TICKER, Binds::Symbol(symbol)).await?;
         }
         7 => {
-            raw::read(pool, raw::ORDERS_PAGE, Binds::UserPage(whale, PAGE, 0)).await?;
+            raw::read::<raw::OrderRow>(pool, raw::ORDERS_PAGE, Binds::UserPage(whale, PAGE, 0)).await?;
         }
         8 => {
             let cursor = fixture.page_100;
             let binds = Binds::UserAfter(whale, cursor.at.to_utc(), cursor.id, PAGE);
-            raw::read(pool, raw::ORDERS_AFTER, binds).await?;
+            raw::read::<raw::OrderRow>(pool, raw::ORDERS_AFTER, binds).await?;
         }
         9 => {
-            raw::read(
+            raw::read::<raw::HistoryRow>(
                 pool,
                 raw::HISTORY_PAGE,
                 Binds::History(whale, PAGE, PAGE, 0),
@@ -316,13 +316,13 @@ async fn raw_op(
             .await?;
         }
         10 => {
-            raw::read(pool, raw::RECENT, Binds::SymbolLevels(symbol, 50)).await?;
+            raw::read::<raw::TradeRow>(pool, raw::RECENT, Binds::SymbolLevels(symbol, 50)).await?;
         }
         11 | 12 => {
-            raw::read(pool, raw::STATS, Binds::SymbolHours(symbol, 24)).await?;
+            raw::read::<raw::StatsRow>(pool, raw::STATS, Binds::SymbolHours(symbol, 24)).await?;
         }
         13 => {
-            raw::read(pool, raw::STATS, Binds::SymbolHours(symbol, 720)).await?;
+            raw::read::<raw::StatsRow>(pool, raw::STATS, Binds::SymbolHours(symbol, 720)).await?;
         }
         14 | 15 => {
             let (interval, stored) = if op == 14 {
@@ -330,7 +330,7 @@ async fn raw_op(
             } else {
                 ("3600 seconds", 3_600)
             };
-            raw::read(
+            raw::read::<raw::CandleRow>(
                 pool,
                 &NEWEST_CANDLES,
                 Binds::Candles(symbol, interval, CANDLES, stored),

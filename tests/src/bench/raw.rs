@@ -1,10 +1,12 @@
 //! The raw-SQL floor: each hot operation's statements as the service sends
 //! them (the service's own `const`s, from `service::statements`, where it has
-//! them), run through sqlx on the same pool, rows fetched but not mapped into
-//! models.
+//! them), run through sqlx on the same pool, rows decoded into plain structs
+//! as a hand-written sqlx service would.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
+use sea_orm::sqlx::error::BoxDynError;
+use sea_orm::sqlx::postgres::{PgRow, PgTypeInfo, PgValueRef, Postgres};
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
 pub use service::statements::{
@@ -42,9 +44,14 @@ pub const FLOOR_INSERT: &str = "INSERT INTO orders (user_id, symbol, side, order
         quantity, price)
     VALUES ($1, $2, 'BUY', 'LIMIT', 'OPEN', $3, $4)";
 
-/// A read: the statement's rows, fetched.
-pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Result<usize> {
-    let query = sqlx::query(sql);
+/// A read: the statement's rows, fetched and decoded into `T`, as a
+/// hand-written sqlx service would (the service's side decodes them into its
+/// models, so both pay for decoding); returns how many.
+pub async fn read<T>(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Result<usize>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    let query = sqlx::query_as::<_, T>(sql);
     let query = match bind {
         Binds::Symbol(symbol) => query.bind(symbol),
         Binds::SymbolLevels(symbol, levels) => query.bind(symbol).bind(levels),
@@ -70,6 +77,177 @@ pub async fn read(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Re
             .bind(offset),
     };
     Ok(query.fetch_all(pool).await?.len())
+}
+
+/// Plain structs with what `#[derive(sqlx::FromRow)]` would write for them:
+/// each column read by name into its field's type.
+macro_rules! rows {
+    ($($(#[$meta:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? })*) => {$(
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            $(pub $field: $ty),*
+        }
+
+        impl<'r> sqlx::FromRow<'r, PgRow> for $name {
+            fn from_row(row: &'r PgRow) -> sqlx::Result<$name> {
+                Ok($name {
+                    $($field: row.try_get(stringify!($field))?),*
+                })
+            }
+        }
+    )*};
+}
+
+/// Plain enums for the schema's enum types, with what `#[derive(sqlx::Type)]`
+/// would write for them: decoded from their label.
+macro_rules! pg_enums {
+    ($($name:ident = $type_name:literal { $($variant:ident = $label:literal),* $(,)? })*) => {$(
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl sqlx::Type<Postgres> for $name {
+            fn type_info() -> PgTypeInfo {
+                PgTypeInfo::with_name($type_name)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, Postgres> for $name {
+            fn decode(value: PgValueRef<'r>) -> Result<$name, BoxDynError> {
+                match <&str as sqlx::Decode<'r, Postgres>>::decode(value)? {
+                    $($label => Ok($name::$variant),)*
+                    other => Err(format!("{other:?} is not a {}", $type_name).into()),
+                }
+            }
+        }
+    )*};
+}
+
+pg_enums! {
+    OrderSide = "order_side_enum" { Buy = "BUY", Sell = "SELL" }
+    OrderType = "order_type_enum" {
+        Market = "MARKET", Limit = "LIMIT", Stop = "STOP", StopLimit = "STOP_LIMIT",
+        TrailingStop = "TRAILING_STOP",
+    }
+    OrderStatus = "order_status_enum" {
+        Pending = "PENDING", Open = "OPEN", PartiallyFilled = "PARTIALLY_FILLED",
+        Filled = "FILLED", Cancelled = "CANCELLED", Rejected = "REJECTED", Expired = "EXPIRED",
+    }
+    TimeInForce = "time_in_force_enum" { Gtc = "GTC", Ioc = "IOC", Fok = "FOK", Day = "DAY" }
+}
+
+rows! {
+    /// A row of [`DEPTH`].
+    Level { side: String, price: Decimal, quantity: Decimal, order_count: i64 }
+    /// The row of [`BEST_BID_ASK`].
+    Top {
+        symbol: String,
+        best_bid: Option<Decimal>,
+        best_bid_volume: Option<Decimal>,
+        best_ask: Option<Decimal>,
+        best_ask_volume: Option<Decimal>,
+        spread: Option<Decimal>,
+        spread_percentage: Option<Decimal>,
+    }
+    /// The row of [`TICKER`].
+    TickerRow {
+        symbol: String,
+        last_price: Option<Decimal>,
+        best_bid_price: Option<Decimal>,
+        best_bid_volume: Option<Decimal>,
+        best_ask_price: Option<Decimal>,
+        best_ask_volume: Option<Decimal>,
+        spread: Option<Decimal>,
+        spread_percentage: Option<Decimal>,
+        total_bids_volume: Option<Decimal>,
+        total_asks_volume: Option<Decimal>,
+        timestamp: DateTime<Utc>,
+    }
+    /// A row of `orders`.
+    OrderRow {
+        order_id: Uuid,
+        user_id: Uuid,
+        institution_id: Option<Uuid>,
+        symbol: String,
+        side: OrderSide,
+        order_type: OrderType,
+        status: OrderStatus,
+        quantity: Decimal,
+        filled_quantity: Decimal,
+        price: Option<Decimal>,
+        average_price: Option<Decimal>,
+        stop_price: Option<Decimal>,
+        time_in_force: TimeInForce,
+        client_order_id: Option<String>,
+        order_source: Option<String>,
+        fee_profile_id: Option<Uuid>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        filled_at: Option<DateTime<Utc>>,
+        cancelled_at: Option<DateTime<Utc>>,
+        expires_at: Option<DateTime<Utc>>,
+    }
+    /// A row of `trades`.
+    TradeRow {
+        trade_id: Uuid,
+        symbol: String,
+        buyer_order_id: Uuid,
+        seller_order_id: Uuid,
+        buyer_user_id: Uuid,
+        seller_user_id: Uuid,
+        buyer_institution_id: Option<Uuid>,
+        seller_institution_id: Option<Uuid>,
+        price: Decimal,
+        quantity: Decimal,
+        buyer_fee: Decimal,
+        seller_fee: Decimal,
+        buyer_fee_asset: Option<String>,
+        seller_fee_asset: Option<String>,
+        is_buyer_maker: bool,
+        trade_source: Option<String>,
+        execution_venue: Option<String>,
+        executed_at: DateTime<Utc>,
+        settled_at: Option<DateTime<Utc>>,
+    }
+    /// A row of [`HISTORY_PAGE`]: one side of a trade.
+    HistoryRow {
+        trade_id: Uuid,
+        symbol: String,
+        side: String,
+        price: Decimal,
+        quantity: Decimal,
+        fee: Decimal,
+        fee_asset: Option<String>,
+        is_maker: bool,
+        executed_at: DateTime<Utc>,
+        order_id: Uuid,
+    }
+    /// The row of [`STATS`].
+    StatsRow {
+        symbol: String,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        trade_count: i64,
+        base_volume: Decimal,
+        quote_volume: Decimal,
+        vwap: Option<Decimal>,
+        high: Option<Decimal>,
+        low: Option<Decimal>,
+        last: Option<Decimal>,
+    }
+    /// A row of the candles statement.
+    CandleRow {
+        open_time: DateTime<Utc>,
+        open: Decimal,
+        high: Decimal,
+        low: Decimal,
+        close: Decimal,
+        volume: Decimal,
+        quote_volume: Decimal,
+        trade_count: i64,
+    }
 }
 
 /// The parameters of a [`read`].
