@@ -39,6 +39,14 @@ pub struct TestDb {
     conn: DatabaseConnection,
 }
 
+/// The folder of PostgreSQL's binaries (`pg_ctl`, `psql`, …), found where
+/// the api's embedded cluster looks for them (`PG_BIN_DIR`, `PATH`, the usual
+/// folders); panics naming what it searched.
+pub fn server_binaries() -> std::path::PathBuf {
+    api::embedded::find_server_binaries(&api::embedded::SearchPaths::from_environment())
+        .unwrap_or_else(|err| panic!("PostgreSQL's binaries are needed: {err}"))
+}
+
 impl TestDb {
     /// A database with every migration applied, copied from a template that is
     /// migrated once per `cargo test` run (per UTC day and migration source),

@@ -81,7 +81,7 @@ pub use lifecycle::{cancel, expire_due};
 pub use limits::PlacementLimits;
 pub(crate) use matching::continue_stops;
 pub use matching::{place, place_many, place_with};
-pub use query::{OrderFilter, get, list};
+pub use query::{OrderFilter, get, list, list_statement, order_from_row};
 #[cfg(feature = "sequencer")]
 pub use sequencer::{Sequencer, SequencerSettings, SequencerStats};
 

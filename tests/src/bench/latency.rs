@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, PgPool, Row};
+use sea_orm::{DatabaseConnection, Statement};
 use service::market::{self, CandleQuery, Interval, Period};
 use service::orders::{self, NewOrder, OrderFilter};
 use service::{Cursor, Page, Side, trades};
@@ -29,6 +29,10 @@ pub struct Fixture {
     pub whale: Uuid,
     /// Where the whale's 100th page of orders (50 a page) starts.
     pub page_100: Cursor,
+    /// The statements `orders::list` sends for the whale's first and 100th
+    /// pages: the raw floor sends the same.
+    pub orders_page_1: Statement,
+    pub orders_page_100: Statement,
 }
 
 const PAGE: i64 = 50;
@@ -53,14 +57,21 @@ impl Fixture {
         .await
         .context("the heavy user has at least 100 pages of orders")?;
         let at: DateTime<Utc> = row.try_get(0)?;
+        let page_100 = Cursor {
+            at: at.fixed_offset(),
+            id: row.try_get(1)?,
+        };
+        let list = |page| orders::list_statement(whale, &OrderFilter::default(), page);
         Ok(Fixture {
             symbol,
             last_price,
             whale,
-            page_100: Cursor {
-                at: at.fixed_offset(),
-                id: row.try_get(1)?,
-            },
+            page_100,
+            orders_page_1: list(Page::first(PAGE as u64))?,
+            orders_page_100: list(Page::After {
+                limit: PAGE as u64,
+                cursor: page_100,
+            })?,
         })
     }
 
@@ -300,12 +311,12 @@ async fn raw_op(
             raw::read::<raw::TickerRow>(pool, raw::TICKER, Binds::Symbol(symbol)).await?;
         }
         7 => {
-            raw::read::<raw::OrderRow>(pool, raw::ORDERS_PAGE, Binds::UserPage(whale, PAGE, 0)).await?;
+            let page = &fixture.orders_page_1;
+            raw::read::<raw::OrderRow>(pool, &page.sql, Binds::Values(raw::values(page))).await?;
         }
         8 => {
-            let cursor = fixture.page_100;
-            let binds = Binds::UserAfter(whale, cursor.at.to_utc(), cursor.id, PAGE);
-            raw::read::<raw::OrderRow>(pool, raw::ORDERS_AFTER, binds).await?;
+            let page = &fixture.orders_page_100;
+            raw::read::<raw::OrderRow>(pool, &page.sql, Binds::Values(raw::values(page))).await?;
         }
         9 => {
             raw::read::<raw::HistoryRow>(

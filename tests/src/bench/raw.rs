@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
+use sea_orm::Value;
 use sea_orm::sqlx::error::BoxDynError;
 use sea_orm::sqlx::postgres::{PgRow, PgTypeInfo, PgValueRef, Postgres};
 use sea_orm::sqlx::{self, PgPool, Row};
@@ -14,15 +15,6 @@ pub use service::statements::{
     TICKER, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER, candles_statement, resting_statement,
 };
 use uuid::Uuid;
-
-/// What SeaORM sends for `orders::list` (`Page::Offset`), all columns.
-pub const ORDERS_PAGE: &str = "SELECT * FROM orders WHERE user_id = $1
-    ORDER BY created_at DESC, order_id DESC LIMIT $2 OFFSET $3";
-
-/// What SeaORM sends for `orders::list` (`Page::After`).
-pub const ORDERS_AFTER: &str = "SELECT * FROM orders WHERE user_id = $1
-    AND created_at <= $2 AND (created_at, order_id) < ($2, $3)
-    ORDER BY created_at DESC, order_id DESC LIMIT $4";
 
 /// What SeaORM sends for `trades::recent`.
 pub const RECENT: &str = "SELECT * FROM trades WHERE symbol = $1
@@ -47,11 +39,11 @@ pub const FLOOR_INSERT: &str = "INSERT INTO orders (user_id, symbol, side, order
 /// A read: the statement's rows, fetched and decoded into `T`, as a
 /// hand-written sqlx service would (the service's side decodes them into its
 /// models, so both pay for decoding); returns how many.
-pub async fn read<T>(pool: &PgPool, sql: &'static str, bind: Binds<'_>) -> sqlx::Result<usize>
+pub async fn read<T>(pool: &PgPool, sql: &str, bind: Binds<'_>) -> sqlx::Result<usize>
 where
     T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
 {
-    let query = sqlx::query_as::<_, T>(sql);
+    let query = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(sql));
     let query = match bind {
         Binds::Symbol(symbol) => query.bind(symbol),
         Binds::SymbolLevels(symbol, levels) => query.bind(symbol).bind(levels),
@@ -59,8 +51,24 @@ where
             .bind(symbol)
             .bind(hours)
             .bind(service::market::stats_floor(hours)),
-        Binds::UserPage(user, limit, offset) => query.bind(user).bind(limit).bind(offset),
-        Binds::UserAfter(user, at, id, limit) => query.bind(user).bind(at).bind(id).bind(limit),
+        Binds::Values(values) => {
+            let mut query = query;
+            for value in values {
+                query = match value {
+                    Value::Uuid(v) => query.bind(*v),
+                    Value::String(v) => query.bind(v.clone()),
+                    Value::BigUnsigned(v) => query.bind(v.map(|n| n as i64)),
+                    Value::ChronoDateTimeWithTimeZone(v) => query.bind(*v),
+                    Value::ChronoDateTimeUtc(v) => query.bind(*v),
+                    other => {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "the raw floor binds no {other:?}"
+                        )));
+                    }
+                };
+            }
+            query
+        }
         Binds::Candles(symbol, interval, limit, stored) => query
             .bind(symbol)
             .bind(interval)
@@ -100,7 +108,8 @@ macro_rules! rows {
 }
 
 /// Plain enums for the schema's enum types, with what `#[derive(sqlx::Type)]`
-/// would write for them: decoded from their label.
+/// would write for them: decoded from their label (also when a statement
+/// casts the column to text).
 macro_rules! pg_enums {
     ($($name:ident = $type_name:literal { $($variant:ident = $label:literal),* $(,)? })*) => {$(
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +120,12 @@ macro_rules! pg_enums {
         impl sqlx::Type<Postgres> for $name {
             fn type_info() -> PgTypeInfo {
                 PgTypeInfo::with_name($type_name)
+            }
+
+            /// Also the label as text (SeaORM's statements cast enums to text).
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                *ty == PgTypeInfo::with_name($type_name)
+                    || <&str as sqlx::Type<Postgres>>::compatible(ty)
             }
         }
 
@@ -250,14 +265,20 @@ rows! {
     }
 }
 
+/// The values bound to a statement SeaORM built.
+pub fn values(statement: &sea_orm::Statement) -> &[Value] {
+    statement.values.as_ref().map_or(&[], |values| &values.0)
+}
+
 /// The parameters of a [`read`].
 #[derive(Clone, Copy, Debug)]
 pub enum Binds<'a> {
     Symbol(&'a str),
     SymbolLevels(&'a str, i64),
     SymbolHours(&'a str, i32),
-    UserPage(Uuid, i64, i64),
-    UserAfter(Uuid, DateTime<Utc>, Uuid, i64),
+    /// The values of a statement the service builds with SeaORM, bound as
+    /// plain sqlx binds.
+    Values(&'a [Value]),
     History(Uuid, i64, i64, i64),
     /// Symbol, interval (`'60 seconds'`), how many, stored width (60 or 3600).
     Candles(&'a str, &'static str, i64, i32),

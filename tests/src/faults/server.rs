@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use api::embedded::{EmbeddedPostgres, SearchPaths, find_server_binaries};
+use api::embedded::EmbeddedPostgres;
 
 use super::as_server_account;
 
@@ -28,8 +28,7 @@ impl PrivateServer {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let bin_dir = find_server_binaries(&SearchPaths::from_environment())
-            .unwrap_or_else(|err| panic!("PostgreSQL server binaries are needed: {err}"));
+        let bin_dir = crate::db::server_binaries();
         let postgres = EmbeddedPostgres::start_with_binaries(&dir, &bin_dir)
             .await
             .unwrap_or_else(|err| {

@@ -613,10 +613,7 @@ async fn d13_rolling_back_symbols_removes_the_updated_at_function() {
 /// `maintain_partitions()` as psql shows it: the NOTICE naming both
 /// retention periods (`unset` when a table has none).
 fn maintain_with_psql(db: &TestDb) -> String {
-    let bin_dir =
-        api::embedded::find_server_binaries(&api::embedded::SearchPaths::from_environment())
-            .unwrap_or_else(|err| panic!("PostgreSQL's binaries (psql) are needed: {err}"));
-    let output = std::process::Command::new(bin_dir.join("psql"))
+    let output = std::process::Command::new(tests::db::server_binaries().join("psql"))
         .args([
             "-X",
             "-q",
