@@ -61,6 +61,7 @@ pub mod statements {
     pub use crate::market::candles::statement_text as candles_statement;
     pub use crate::market::stats::STATS;
     pub use crate::orders::lifecycle::CANCEL;
+    pub use crate::orders::limits::RESTING_ORDERS;
     pub use crate::orders::store::{
         BOOK_LOCK, LAST_PRICE, LOCK_BOOK_READ_CLOCK, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER,
         resting_statement,

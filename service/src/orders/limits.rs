@@ -57,7 +57,7 @@ pub(crate) fn could_rest(order: &NewOrder) -> bool {
 /// The user's resting and waiting orders, counted up to `$2`: the first branch
 /// reads only `IDX_orders_user_symbol_status` (partial on OPEN and
 /// PARTIALLY_FILLED, led by user_id); PENDING orders are rare and outside it.
-const RESTING_ORDERS: &str = "SELECT count(*) AS resting FROM (
+pub const RESTING_ORDERS: &str = "SELECT count(*) AS resting FROM (
     (SELECT 1 FROM orders WHERE user_id = $1 AND status IN ('OPEN', 'PARTIALLY_FILLED') LIMIT $2)
     UNION ALL
     (SELECT 1 FROM orders WHERE user_id = $1 AND status = 'PENDING' LIMIT $2)

@@ -69,7 +69,7 @@
 //! nothing was stored.
 
 pub(crate) mod lifecycle;
-mod limits;
+pub(crate) mod limits;
 mod matching;
 mod query;
 #[cfg(feature = "sequencer")]

@@ -10,9 +10,11 @@ use sea_orm::sqlx::error::BoxDynError;
 use sea_orm::sqlx::postgres::{PgRow, PgTypeInfo, PgValueRef, Postgres};
 use sea_orm::sqlx::{self, PgPool, Row};
 use service::Side;
+use service::orders::PlacementLimits;
 pub use service::statements::{
-    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK, STATS,
-    TICKER, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER, candles_statement, resting_statement,
+    BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK,
+    RESTING_ORDERS, STATS, TICKER, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER, candles_statement,
+    resting_statement,
 };
 use uuid::Uuid;
 
@@ -311,6 +313,14 @@ pub async fn place(
         .fetch_optional(&mut *tx)
         .await?;
     let _ = last;
+    if limit.is_some() {
+        // A LIMIT order could rest: the per-user cap (the service's default).
+        sqlx::query(RESTING_ORDERS)
+            .bind(user)
+            .bind(PlacementLimits::default().max_resting_orders_per_user as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+    }
     let makers_side = if buy { Side::Sell } else { Side::Buy };
     let mut makers =
         sqlx::query(resting_statement(makers_side, limit.is_some(), false)).bind(symbol);
