@@ -67,7 +67,7 @@ pub mod statements {
         resting_statement,
     };
     pub use crate::trades::history::{
-        HISTORY_PAGE, with_bounds as history_with_bounds, with_floor as history_with_floor,
+        HISTORY_PAGE, last_week as history_last_week, with_bounds as history_with_bounds,
     };
 }
 pub mod maintenance;

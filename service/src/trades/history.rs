@@ -239,17 +239,20 @@ fn span_bounds(from: Option<chrono::NaiveDate>, to: Option<chrono::NaiveDate>) -
     format!("{lower}{upper}")
 }
 
+/// `sql` (a history statement) bounded to the last week at `now`: the first
+/// span [`user_history`] reads (the benchmark's raw-SQL floor sends the same).
+pub fn last_week(sql: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    with_bounds(
+        sql,
+        &span_bounds(Some((now - RECENT_HISTORY).date_naive()), None),
+    )
+}
+
 /// How far back [`user_history`] looks before the older spans.
 const RECENT_HISTORY: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// Where each branch of [`HISTORY_PAGE`] and [`HISTORY_AFTER`] orders its rows.
 const BRANCH_ORDER: &str = "\n     ORDER BY t.executed_at DESC, t.trade_id DESC";
-
-/// `sql` with both branches bounded to `executed_at >= floor` (an SQL constant:
-/// generic plans prune on it too).
-pub fn with_floor(sql: &str, floor: &str) -> String {
-    with_bounds(sql, &format!("\n       AND t.executed_at >= {floor}"))
-}
 
 /// `sql` with `predicate` (`\n       AND …`) added to both branches.
 pub fn with_bounds(sql: &str, predicate: &str) -> String {
@@ -264,8 +267,14 @@ mod tests {
     fn the_floor_bounds_both_branches_and_only_them() {
         for sql in [HISTORY_PAGE, HISTORY_AFTER, HISTORY_COUNT] {
             assert_eq!(sql.matches(BRANCH_ORDER).count(), 2, "{sql}");
-            let bounded = with_floor(sql, "'2026-01-01 00:00:00+00'::timestamptz");
-            assert_eq!(bounded.matches("t.executed_at >= '2026-01-01").count(), 2);
+            let now = "2026-01-08T12:00:00Z".parse().expect("an instant");
+            let bounded = last_week(sql, now);
+            assert_eq!(
+                bounded
+                    .matches("t.executed_at >= '2026-01-01 00:00:00+00'::timestamptz")
+                    .count(),
+                2
+            );
         }
     }
 }

@@ -27,7 +27,9 @@ pub use history::{UserTrade, user_history};
 
 use entity::trades;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
 use uuid::Uuid;
 
 use crate::Side;
@@ -73,17 +75,10 @@ pub async fn recent<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<trades::Model>> {
     check_limit(limit)?;
-    let tape = || {
-        trades::Entity::find()
-            .filter(trades::Column::Symbol.eq(symbol))
-            .order_by_desc(trades::Column::ExecutedAt)
-            .order_by_desc(trades::Column::TradeId)
-            .limit(limit)
-    };
     let now = chrono::Utc::now();
-    let since = (now - chrono::TimeDelta::days(1)).date_naive();
-    let mut found = tape()
-        .filter(Expr::col(trades::Column::ExecutedAt).gte(Expr::cust(crate::ids::day_text(since))))
+    let since = recent_since(now);
+    let mut found = trades::Entity::find()
+        .from_raw_sql(recent_statement(symbol, limit, now))
         .all(db)
         .await?;
     for (from, to) in crate::ids::older_spans(now, since) {
@@ -91,7 +86,7 @@ pub async fn recent<C: ConnectionTrait>(
         if missing == 0 {
             break;
         }
-        let mut older = tape().limit(missing);
+        let mut older = tape(symbol, missing);
         if let Some(from) = from {
             older = older.filter(
                 Expr::col(trades::Column::ExecutedAt).gte(Expr::cust(crate::ids::day_text(from))),
@@ -108,6 +103,33 @@ pub async fn recent<C: ConnectionTrait>(
         ensure_symbol(db, symbol).await?;
     }
     Ok(tape)
+}
+
+/// The tape of `symbol`, newest first, `limit` trades.
+fn tape(symbol: &str, limit: u64) -> sea_orm::Select<trades::Entity> {
+    trades::Entity::find()
+        .filter(trades::Column::Symbol.eq(symbol))
+        .order_by_desc(trades::Column::ExecutedAt)
+        .order_by_desc(trades::Column::TradeId)
+        .limit(limit)
+}
+
+/// Yesterday's UTC midnight at `now`: where [`recent`] looks first.
+fn recent_since(now: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
+    (now - chrono::TimeDelta::days(1)).date_naive()
+}
+
+/// The first statement [`recent`] sends at `now` (the trades since
+/// yesterday's UTC midnight); the benchmark's raw-SQL floor sends the same.
+pub fn recent_statement(
+    symbol: &str,
+    limit: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> sea_orm::Statement {
+    let since = crate::ids::day_text(recent_since(now));
+    tape(symbol, limit)
+        .filter(Expr::col(trades::Column::ExecutedAt).gte(Expr::cust(since)))
+        .build(sea_orm::DbBackend::Postgres)
 }
 
 /// The fills of the user's order, in execution order (`executed_at`, then

@@ -33,6 +33,10 @@ pub struct Fixture {
     /// pages: the raw floor sends the same.
     pub orders_page_1: Statement,
     pub orders_page_100: Statement,
+    /// The first statements `trades::recent` (50 trades) and
+    /// `trades::user_history` (the whale's last week) send.
+    pub recent_trades: Statement,
+    pub trade_history: String,
 }
 
 const PAGE: i64 = 50;
@@ -67,6 +71,8 @@ impl Fixture {
             last_price,
             whale,
             page_100,
+            recent_trades: trades::recent_statement(symbol, 50, Utc::now()),
+            trade_history: raw::history_last_week(raw::HISTORY_PAGE, Utc::now()),
             orders_page_1: list(Page::first(PAGE as u64))?,
             orders_page_100: list(Page::After {
                 limit: PAGE as u64,
@@ -321,13 +327,14 @@ async fn raw_op(
         9 => {
             raw::read::<raw::HistoryRow>(
                 pool,
-                raw::HISTORY_PAGE,
+                &fixture.trade_history,
                 Binds::History(whale, PAGE, PAGE, 0),
             )
             .await?;
         }
         10 => {
-            raw::read::<raw::TradeRow>(pool, raw::RECENT, Binds::SymbolLevels(symbol, 50)).await?;
+            let tape = &fixture.recent_trades;
+            raw::read::<raw::TradeRow>(pool, &tape.sql, Binds::Values(raw::values(tape))).await?;
         }
         11 | 12 => {
             raw::read::<raw::StatsRow>(pool, raw::STATS, Binds::SymbolHours(symbol, 24)).await?;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use service::orders::{self, NewOrder};
 use service::pooling::{Pool, PoolMode};
 use service::statements::{
-    CANCEL, HISTORY_PAGE, LAST_PRICE, STATS, TICKER, history_with_bounds, history_with_floor,
+    CANCEL, HISTORY_PAGE, LAST_PRICE, STATS, TICKER, history_last_week, history_with_bounds,
     resting_statement,
 };
 use service::{Side, maintenance};
@@ -223,13 +223,7 @@ fn probes(fixture: &Fixture) -> Vec<Probe> {
         ),
         probe(
             "user history, last week",
-            &history_with_floor(
-                HISTORY_PAGE,
-                &format!(
-                    "'{} 00:00:00+00'::timestamptz",
-                    (now - TimeDelta::days(7)).format("%Y-%m-%d")
-                ),
-            ),
+            &history_last_week(HISTORY_PAGE, now),
             history.clone(),
             false,
         ),

@@ -14,13 +14,9 @@ use service::orders::PlacementLimits;
 pub use service::statements::{
     BEST_BID_ASK, BOOK_LOCK, CANCEL, DEPTH, HISTORY_PAGE, LAST_PRICE, LOCK_BOOK_READ_CLOCK,
     RESTING_ORDERS, STATS, TICKER, TRIGGERED_STOPS, WRITE_MATCH_AND_TAKER, candles_statement,
-    resting_statement,
+    history_last_week, resting_statement,
 };
 use uuid::Uuid;
-
-/// What SeaORM sends for `trades::recent`.
-pub const RECENT: &str = "SELECT * FROM trades WHERE symbol = $1
-    ORDER BY executed_at DESC, trade_id DESC LIMIT $2";
 
 /// `service/src/orders/lifecycle.rs`: `find_order`, then `CANCEL`.
 const FIND_ORDER: &str = "SELECT * FROM orders WHERE order_id = $1 LIMIT 1";
