@@ -101,8 +101,8 @@ impl Scale {
                     now_micros,
                     seed: 6,
                 },
-                // The ticker alone takes ~0.3 s here (docs/performance.md), so
-                // rounds are few; 300 still gives a p99 from 3 samples.
+                // A round (every read and placement, both sides) takes tens of
+                // milliseconds here; 300 rounds give a p99 from 3 samples.
                 rounds: 300,
                 throughput: Duration::from_secs(10),
                 concurrency: vec![1, 8, 32, 64],
