@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
             None => err.exit(),
         },
     };
-    let config = match Config::from_variables(cli.settings.clone()) {
+    let config = match Config::from_variables(cli.settings) {
         Ok(config) => config,
         Err(invalid) => return invalid_setting(&invalid),
     };

@@ -33,9 +33,17 @@ createdb() {
 }
 "#;
 
-/// Runs `block` (its database name and URL already the test's) in a new
-/// folder and returns its stdout and stderr together.
-fn run(db: &TestDb, block: &str) -> String {
+/// Runs `block` in a new folder, with the database it names (`readme_db` on
+/// 127.0.0.1:5432, in its URL and its `createdb`) replaced by the test's, and
+/// returns its stdout and stderr together.
+fn run(db: &TestDb, block: &str, readme_db: &str) -> String {
+    let readme_url = format!("postgres://postgres@127.0.0.1:5432/{readme_db}");
+    let block = replaced(block, &readme_url, db.url());
+    let block = replaced(
+        &block,
+        &format!("-U postgres {readme_db}"),
+        &format!("-U postgres {}", db.name()),
+    );
     let folder = std::env::temp_dir().join(format!("{}_readme", db.name()));
     std::fs::create_dir_all(&folder).expect("a folder for the script");
     let output = Command::new("bash")
@@ -70,13 +78,7 @@ async fn applied(db: &TestDb) -> i64 {
 async fn the_migrating_block_creates_the_env_file_and_applies_every_migration() {
     let db = TestDb::empty().await;
     let block = shell_block(&readme(), "## Migrating");
-    let block = replaced(&block, "postgres://postgres@127.0.0.1:5432/trade", db.url());
-    let block = replaced(
-        &block,
-        "-U postgres trade ",
-        &format!("-U postgres {} ", db.name()),
-    );
-    let output = run(&db, &block);
+    let output = run(&db, &block, "trade");
     // `sea-orm-cli migrate up` applied them all; the direct CLI found nothing left.
     let all = Migrator::migrations().len();
     assert_eq!(applied(&db).await, all as i64, "{output}");
@@ -101,13 +103,7 @@ async fn the_rollback_drill_takes_every_migration_down_and_back_up() {
     ] {
         assert!(block.contains(&says), "the drill says {says:?}:\n{block}");
     }
-    let block = replaced(&block, "postgres://postgres@127.0.0.1:5432/drill", db.url());
-    let block = replaced(
-        &block,
-        "-U postgres drill",
-        &format!("-U postgres {}", db.name()),
-    );
-    let output = run(&db, &block);
+    let output = run(&db, &block, "drill");
     for migration in Migrator::migrations() {
         let name = migration.name();
         assert_eq!(
