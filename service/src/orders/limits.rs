@@ -100,6 +100,69 @@ pub(crate) async fn check_resting<C: ConnectionTrait>(
     Ok(())
 }
 
+/// [`RESTING_ORDERS`] for several users at once (the parameter `$users`,
+/// each counted up to `$cap`): rows of `user_id`, `resting`.
+macro_rules! resting_orders_of {
+    ($users:literal, $cap:literal) => {
+        concat!(
+            "SELECT u.user_id, (SELECT count(*) FROM (
+    (SELECT 1 FROM orders WHERE user_id = u.user_id
+        AND status IN ('OPEN', 'PARTIALLY_FILLED') LIMIT ",
+            $cap,
+            ")
+    UNION ALL
+    (SELECT 1 FROM orders WHERE user_id = u.user_id AND status = 'PENDING' LIMIT ",
+            $cap,
+            ")
+) AS r) AS resting
+FROM unnest(",
+            $users,
+            "::uuid[]) AS u(user_id)"
+        )
+    };
+}
+pub(crate) use resting_orders_of;
+
+/// [`resting_orders_of`] with `$1` users and `$2` the cap, in one round
+/// trip: a batch reads its users' counts again after it wrote.
+const RESTING_ORDERS_OF: &str = resting_orders_of!("$1", "$2");
+
+#[derive(FromQueryResult)]
+struct UserResting {
+    user_id: Uuid,
+    resting: i64,
+}
+
+/// The cap [`check_resting`] counts up to.
+pub(crate) fn cap(limits: &PlacementLimits) -> i64 {
+    i64::try_from(limits.max_resting_orders_per_user).unwrap_or(i64::MAX)
+}
+
+/// Each user's resting and waiting orders as stored, counted up to the cap
+/// of `limits` (a count at the cap means "at least the cap").
+pub(crate) async fn resting_counts<C: ConnectionTrait>(
+    db: &C,
+    users: &[Uuid],
+    limits: &PlacementLimits,
+) -> Result<Vec<(Uuid, i64)>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = UserResting::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        RESTING_ORDERS_OF,
+        [users.to_vec().into(), cap(limits).into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.resting)).collect())
+}
+
+/// The refusal of an order whose user has `limits`' most resting orders.
+pub(crate) fn refuse_resting(user_id: Uuid, limits: &PlacementLimits) -> ServiceError {
+    too_many(user_id, limits.max_resting_orders_per_user)
+}
+
 fn too_many(user_id: Uuid, limit: u64) -> ServiceError {
     ServiceError::TooManyRestingOrders { user_id, limit }
 }

@@ -1,7 +1,9 @@
 //! Placement: validation, then price-time matching inside one transaction that
 //! holds the symbol's book lock. The rules are in the [module docs](super).
 
-use chrono::{DateTime, Duration, FixedOffset};
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Duration, FixedOffset, Utc};
 use entity::{orders, stop_orders_watchlist, symbols, trades};
 use rust_decimal::{Decimal, RoundingStrategy};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionTrait};
@@ -72,7 +74,9 @@ async fn placement<T: ConnectionTrait>(
     limits::check_resting(txn, &order, limits).await?;
 
     let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
-    engine.place(order).await
+    let placed = engine.place(order).await?;
+    engine.flush().await?;
+    Ok(placed)
 }
 
 /// Places `orders`, all on one symbol, in one transaction under one book lock,
@@ -90,6 +94,13 @@ async fn placement<T: ConnectionTrait>(
 /// [`place_with`], so an order that cannot be stored fails alone; when no
 /// connection could be had ([`ServiceError::Unavailable`]) every order gets
 /// that answer at once.
+///
+/// The writes are set-based: the batch's new orders, trades and makers' fills
+/// go in one statement at its end (a stop order, or a trade that reaches
+/// one, sends what is pending first), so the schema's statement triggers
+/// run once for the batch. An order placed and filled within one batch is
+/// therefore written, and published, once in its final state; a maker
+/// filled by several orders of a batch, once in its last.
 pub async fn place_many<C>(
     db: &C,
     orders: Vec<NewOrder>,
@@ -163,6 +174,12 @@ where
 
 /// One attempt of [`place_many`] in its transaction `txn`: the refusals and
 /// placements of `orders` (index, order), or the error that fails them all.
+///
+/// What the batch reads once for all its orders (the client order ids in
+/// use, the users' resting counts) it keeps up to date in memory as its
+/// orders are placed, and what its orders write it sends at the end in one
+/// statement ([`Engine::flush`]), so each order is as if placed alone after
+/// the previous one.
 async fn batch<T: ConnectionTrait>(
     txn: &T,
     orders: &[(usize, NewOrder)],
@@ -171,28 +188,54 @@ async fn batch<T: ConnectionTrait>(
     let Some((_, first)) = orders.first() else {
         return Ok(Vec::new());
     };
-    let symbol = store::load_symbol(txn, &first.symbol).await?;
-    let mut refused: Vec<Option<ServiceError>> = orders
-        .iter()
-        .map(|(_, order)| validate::against_symbol(order, &symbol).err())
-        .collect();
     // Client order ids are locked before the book, as a placement alone
     // locks its own, in one order, so batches and single placements never
     // wait for each other in a cycle.
     let mut client_ids: Vec<(Uuid, &str)> = orders
         .iter()
-        .zip(&refused)
-        .filter(|(_, refusal)| refusal.is_none())
-        .filter_map(|((_, o), _)| o.client_order_id.as_deref().map(|c| (o.user_id, c)))
+        .filter_map(|(_, o)| o.client_order_id.as_deref().map(|c| (o.user_id, c)))
         .collect();
     client_ids.sort_unstable();
     client_ids.dedup();
-    for (user_id, client_order_id) in client_ids {
+    for &(user_id, client_order_id) in &client_ids {
         store::lock_client_order_id(txn, user_id, client_order_id).await?;
     }
-    let now = store::lock_book_and_read_clock(txn, &symbol.symbol).await?;
-    let last_price = store::last_trade_price(txn, &symbol.symbol).await?;
-    let mut engine = Engine::new(txn, &symbol, now, last_price, limits);
+    let now = store::lock_book_and_read_clock(txn, &first.symbol).await?;
+    let mut users: Vec<Uuid> = orders
+        .iter()
+        .filter(|(_, o)| limits::could_rest(o))
+        .map(|(_, o)| o.user_id)
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let Some(start) = store::batch_start(txn, &first.symbol, &users, limits::cap(limits)).await?
+    else {
+        return Ok(orders
+            .iter()
+            .map(|(i, o)| (*i, Err(ServiceError::UnknownSymbol(o.symbol.clone()))))
+            .collect());
+    };
+    let symbol = start.symbol;
+    let mut refused: Vec<Option<ServiceError>> = orders
+        .iter()
+        .map(|(_, order)| validate::against_symbol(order, &symbol).err())
+        .collect();
+    // The ids in use, read once; the batch's own placements join them.
+    let in_use: Vec<(Uuid, &str)> = client_ids
+        .iter()
+        .filter(|&&(user_id, id)| {
+            orders.iter().zip(&refused).any(|((_, o), refusal)| {
+                refusal.is_none()
+                    && o.user_id == user_id
+                    && o.client_order_id.as_deref() == Some(id)
+            })
+        })
+        .copied()
+        .collect();
+    let mut used = store::orders_with_client_ids(txn, &in_use).await?;
+    let mut engine = Engine::new(txn, &symbol, now, start.last_price, limits);
+    engine.stored_resting.extend(start.resting);
+    engine.stops_waiting = start.stops_waiting;
     let mut placed = Vec::with_capacity(orders.len());
     for ((i, order), refusal) in orders.iter().zip(refused.iter_mut()) {
         if let Some(err) = refusal.take() {
@@ -200,8 +243,7 @@ async fn batch<T: ConnectionTrait>(
             continue;
         }
         if let Some(client_order_id) = &order.client_order_id
-            && let Some(existing) =
-                store::order_with_client_id(txn, order.user_id, client_order_id).await?
+            && let Some(&existing) = used.get(&(order.user_id, client_order_id.clone()))
         {
             placed.push((
                 *i,
@@ -218,7 +260,7 @@ async fn batch<T: ConnectionTrait>(
             placed.push((*i, Err(err)));
             continue;
         }
-        match limits::check_resting(txn, order, limits).await {
+        match engine.check_resting(order).await {
             Ok(()) => {}
             Err(err @ ServiceError::TooManyRestingOrders { .. }) => {
                 placed.push((*i, Err(err)));
@@ -227,9 +269,26 @@ async fn batch<T: ConnectionTrait>(
             Err(err) => return Err(err),
         }
         engine.next_order();
-        placed.push((*i, Ok(engine.place(order.clone()).await?)));
+        let placement = engine.place(order.clone()).await?;
+        if let Some(client_order_id) = &order.client_order_id {
+            used.insert(
+                (order.user_id, client_order_id.clone()),
+                placement.order.order_id,
+            );
+        }
+        placed.push((*i, Ok(placement)));
     }
+    engine.flush().await?;
     Ok(placed)
+}
+
+/// Whether a resting order at `price` on `side` is within a taker's `limit`.
+fn reachable(side: Side, price: Decimal, limit: Option<Decimal>) -> bool {
+    match (side, limit) {
+        (_, None) => true,
+        (Side::Sell, Some(limit)) => price <= limit,
+        (Side::Buy, Some(limit)) => price >= limit,
+    }
 }
 
 /// Triggers the symbol's PENDING stop orders (those a placement's
@@ -311,6 +370,158 @@ struct Plan {
     cut_short: bool,
 }
 
+/// What the engine decided to write and has not sent yet: the orders a
+/// batch places (each in its latest state: a later order of the batch may
+/// fill one), the trades, and the stored orders they filled (each once, in
+/// its latest state). [`Engine::flush`] sends them in one statement.
+///
+/// An order's events are written when it is sent, so an order placed and
+/// filled within one batch has one event with its final state, and a maker
+/// filled by several orders of a batch one event with its last; every trade
+/// has its own, and the book's change is one event for the batch.
+#[derive(Default)]
+struct Unsent {
+    orders: Vec<orders::Model>,
+    /// Positions in `orders`, by order id.
+    order_at: HashMap<Uuid, usize>,
+    trades: Vec<trades::Model>,
+    makers: Vec<MakerUpdate>,
+    /// Positions in `makers`, by order id.
+    maker_at: HashMap<Uuid, usize>,
+    /// Per user, how the unsent writes change their resting orders' count.
+    resting: HashMap<Uuid, i64>,
+}
+
+impl Unsent {
+    /// The batch's own orders resting on `side` within `limit` (for a taker
+    /// of the other side), in priority order.
+    fn resting(&self, side: Side, limit: Option<Decimal>) -> VecDeque<Resting> {
+        let mut own: Vec<Resting> = self
+            .orders
+            .iter()
+            .filter(|o| {
+                o.side == side
+                    && o.order_type == OrderType::Limit
+                    && matches!(o.status, OrderStatus::Open | OrderStatus::PartiallyFilled)
+            })
+            .filter_map(|o| {
+                let price = o.price?;
+                reachable(side, price, limit).then_some(Resting {
+                    order_id: o.order_id,
+                    created_at: o.created_at,
+                    user_id: o.user_id,
+                    institution_id: o.institution_id,
+                    price,
+                    quantity: o.quantity,
+                    filled_quantity: o.filled_quantity,
+                    average_price: o.average_price,
+                })
+            })
+            .collect();
+        own.sort_by(|a, b| priority(side, a, b));
+        own.into()
+    }
+
+    /// A stored resting order as the unsent writes leave it: `None` when
+    /// they filled it.
+    fn current(&self, mut maker: Resting) -> Option<Resting> {
+        if let Some(&at) = self.maker_at.get(&maker.order_id) {
+            let update = &self.makers[at];
+            if update.status == OrderStatus::Filled {
+                return None;
+            }
+            maker.filled_quantity = update.filled_quantity;
+            maker.average_price = Some(update.average_price);
+        }
+        Some(maker)
+    }
+
+    /// Records a maker's fill: on the batch's own order, or as the stored
+    /// order's update.
+    fn fill(
+        &mut self,
+        update: MakerUpdate,
+        at: DateTime<FixedOffset>,
+        filled_at: DateTime<FixedOffset>,
+    ) {
+        if update.status == OrderStatus::Filled {
+            *self.resting.entry(update.user_id).or_default() -= 1;
+        }
+        if let Some(&i) = self.order_at.get(&update.order_id) {
+            let row = &mut self.orders[i];
+            row.filled_quantity = update.filled_quantity;
+            row.average_price = Some(update.average_price);
+            row.status = update.status;
+            row.updated_at = at;
+            if update.status == OrderStatus::Filled {
+                row.filled_at = Some(filled_at);
+            }
+        } else if let Some(&i) = self.maker_at.get(&update.order_id) {
+            self.makers[i] = update;
+        } else {
+            self.maker_at.insert(update.order_id, self.makers.len());
+            self.makers.push(update);
+        }
+    }
+
+    /// Records a new order.
+    fn add(&mut self, row: orders::Model) {
+        if row.order_type == OrderType::Limit
+            && matches!(row.status, OrderStatus::Open | OrderStatus::PartiallyFilled)
+        {
+            *self.resting.entry(row.user_id).or_default() += 1;
+        }
+        self.order_at.insert(row.order_id, self.orders.len());
+        self.orders.push(row);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.trades.is_empty() && self.makers.is_empty()
+    }
+}
+
+/// The order of resting orders on `side` of the book: the better price first
+/// (lower ask, higher bid), then the older, then the lower id (the walk's
+/// `ORDER BY`).
+fn priority(side: Side, a: &Resting, b: &Resting) -> std::cmp::Ordering {
+    let price = match side {
+        Side::Sell => a.price.cmp(&b.price),
+        Side::Buy => b.price.cmp(&a.price),
+    };
+    price.then_with(|| (a.created_at, a.order_id).cmp(&(b.created_at, b.order_id)))
+}
+
+/// Whether resting order `a` comes before `b` on `side` of the book.
+fn ahead(side: Side, a: &Resting, b: &Resting) -> bool {
+    priority(side, a, b).is_lt()
+}
+
+/// A row as PostgreSQL returns it once stored: decimals at the columns'
+/// scale of 8, times in UTC to the microsecond.
+fn as_stored(mut row: orders::Model) -> orders::Model {
+    fn scale(d: &mut Decimal) {
+        d.rescale(validate::SCALE);
+    }
+    fn micros(t: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+        DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros())
+            .map_or(t, |utc| utc.fixed_offset())
+    }
+    scale(&mut row.quantity);
+    scale(&mut row.filled_quantity);
+    for d in [&mut row.price, &mut row.average_price, &mut row.stop_price]
+        .into_iter()
+        .flatten()
+    {
+        scale(d);
+    }
+    row.created_at = micros(row.created_at);
+    row.updated_at = micros(row.updated_at);
+    row.filled_at = row.filled_at.map(micros);
+    row.cancelled_at = row.cancelled_at.map(micros);
+    row.expires_at = row.expires_at.map(micros);
+    row
+}
+
 struct Engine<'a, T> {
     txn: &'a T,
     symbol: &'a symbols::Model,
@@ -322,6 +533,15 @@ struct Engine<'a, T> {
     stops_triggered: usize,
     /// Stops this placement left PENDING past that bound.
     deferred: Vec<Uuid>,
+    /// Writes decided, not yet sent.
+    unsent: Unsent,
+    /// Per user, the resting count as stored when last read (a batch reads
+    /// them once; sending writes makes them stale, so they are read again).
+    stored_resting: HashMap<Uuid, i64>,
+    /// Whether a stop order of the symbol may wait: `false` only when the
+    /// batch read that none does and placed none since, so its trades need
+    /// no look for stops to trigger.
+    stops_waiting: bool,
 }
 
 impl<'a, T: ConnectionTrait> Engine<'a, T> {
@@ -341,7 +561,65 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             limits,
             stops_triggered: 0,
             deferred: Vec::new(),
+            unsent: Unsent::default(),
+            stored_resting: HashMap::new(),
+            stops_waiting: true,
         }
+    }
+
+    /// Reads the stored resting counts of `users` in one round trip.
+    async fn read_resting_counts(&mut self, users: &[Uuid]) -> Result<()> {
+        let wanted: Vec<Uuid> = users
+            .iter()
+            .filter(|u| !self.stored_resting.contains_key(u))
+            .copied()
+            .collect();
+        let counts = limits::resting_counts(self.txn, &wanted, self.limits).await?;
+        self.stored_resting.extend(counts);
+        Ok(())
+    }
+
+    /// [`limits::check_resting`] within the batch: the stored count and what
+    /// the batch's unsent writes change of it.
+    async fn check_resting(&mut self, order: &NewOrder) -> Result<()> {
+        if !limits::could_rest(order) {
+            return Ok(());
+        }
+        let user = order.user_id;
+        let cap = limits::cap(self.limits);
+        if !self.stored_resting.contains_key(&user) {
+            self.read_resting_counts(&[user]).await?;
+        }
+        let change = self.unsent.resting.get(&user).copied().unwrap_or(0);
+        let stored = self.stored_resting.get(&user).copied().unwrap_or(0);
+        // A count read at the cap is "at least the cap": with the batch's
+        // fills taking some away, only a count with them stored tells.
+        if stored >= cap && change < 0 {
+            self.flush().await?;
+            self.read_resting_counts(&[user]).await?;
+        }
+        let change = self.unsent.resting.get(&user).copied().unwrap_or(0);
+        let stored = self.stored_resting.get(&user).copied().unwrap_or(0);
+        if stored + change >= cap {
+            return Err(limits::refuse_resting(user, self.limits));
+        }
+        Ok(())
+    }
+
+    /// Sends the unsent writes ([`store::write_batch`]); the stored resting
+    /// counts read before are stale afterwards.
+    async fn flush(&mut self) -> Result<()> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let unsent = std::mem::take(&mut self.unsent);
+        self.stored_resting.clear();
+        store::write_batch(self.txn, &unsent.makers, &unsent.trades, &unsent.orders).await
+    }
+
+    /// The stored resting counts read before a direct write are stale.
+    fn wrote(&mut self) {
+        self.stored_resting.clear();
     }
 
     /// The time the next [`tick`](Self::tick) returns.
@@ -404,8 +682,8 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             notional: Decimal::ZERO,
         };
         let matched = self.execute(taker).await?;
-        let placed = self.insert_taker(&order, &matched).await?;
-        let trades = matched.trades;
+        let trades = matched.trades.clone();
+        let placed = self.defer_taker(&order, matched);
         let triggered = if trades.is_empty() {
             Vec::new()
         } else {
@@ -418,43 +696,59 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         })
     }
 
-    /// Walks the book in priority order and decides the fills.
+    /// Walks the book in priority order and decides the fills: the stored
+    /// resting orders (as the unsent writes leave them) merged with the
+    /// batch's own unsent resting orders.
     async fn plan(&self, taker: &Taker) -> Result<Plan> {
+        let side = crate::opposite(taker.side);
+        let mut own = self.unsent.resting(side, taker.limit);
+        let mut page: VecDeque<Resting> = VecDeque::new();
+        let mut after: Option<Resting> = None;
+        let mut stored_exhausted = false;
         let mut fills = Vec::new();
         let mut remaining = taker.remaining();
-        let mut after: Option<Resting> = None;
         loop {
-            let batch = store::resting(
-                self.txn,
-                &self.symbol.symbol,
-                crate::opposite(taker.side),
-                taker.limit,
-                after.as_ref(),
-            )
-            .await?;
-            let exhausted = (batch.len() as u64) < BATCH;
-            for maker in batch {
-                if remaining.is_zero() {
-                    break;
-                }
-                if maker.user_id == taker.user_id || fills.len() >= self.limits.max_fills {
-                    return Ok(Plan {
-                        fills,
-                        cut_short: true,
-                    });
-                }
-                let quantity = remaining.min(maker.remaining());
-                remaining -= quantity;
-                after = Some(maker.clone());
-                fills.push((maker, quantity));
+            if remaining.is_zero() {
+                break;
             }
-            if remaining.is_zero() || exhausted {
+            if page.is_empty() && !stored_exhausted {
+                let batch = store::resting(
+                    self.txn,
+                    &self.symbol.symbol,
+                    side,
+                    taker.limit,
+                    after.as_ref(),
+                )
+                .await?;
+                stored_exhausted = (batch.len() as u64) < BATCH;
+                after = batch.last().cloned();
+                page.extend(batch);
+            }
+            let maker = match (own.front(), page.front()) {
+                (None, None) => break,
+                (Some(mine), Some(stored)) if !ahead(side, mine, stored) => page.pop_front(),
+                (Some(_), _) => own.pop_front(),
+                (None, Some(_)) => page.pop_front(),
+            };
+            let Some(maker) = maker else { break };
+            let Some(maker) = self.unsent.current(maker) else {
+                // Filled by an earlier order of the batch.
+                continue;
+            };
+            if maker.user_id == taker.user_id || fills.len() >= self.limits.max_fills {
                 return Ok(Plan {
                     fills,
-                    cut_short: false,
+                    cut_short: true,
                 });
             }
+            let quantity = remaining.min(maker.remaining());
+            remaining -= quantity;
+            fills.push((maker, quantity));
         }
+        Ok(Plan {
+            fills,
+            cut_short: false,
+        })
     }
 
     /// Matches `taker`: the trades and the makers' new state, for the caller
@@ -477,6 +771,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             makers.push(MakerUpdate {
                 order_id: maker.order_id,
                 created_at: maker.created_at,
+                user_id: maker.user_id,
                 filled_quantity: maker_filled,
                 average_price: round8((previous + notional) / maker_filled),
                 status: if maker_filled == maker.quantity {
@@ -585,19 +880,24 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         }
     }
 
-    /// A stop order waits OPEN; the watchlist trigger picks it up.
+    /// A stop order waits OPEN; the watchlist trigger picks it up. Written at
+    /// once, after what the batch has not sent yet.
     async fn insert_stop(
-        &self,
+        &mut self,
         order: &NewOrder,
         created_at: DateTime<FixedOffset>,
     ) -> Result<orders::Model> {
+        self.flush().await?;
         let row = self.new_row(order, created_at);
-        Ok(row.into_active_model().reset_all().insert(self.txn).await?)
+        let stored = row.into_active_model().reset_all().insert(self.txn).await?;
+        self.wrote();
+        self.stops_waiting = true;
+        Ok(stored)
     }
 
-    /// Stores a new order that was matched, with its match (one statement)
-    /// when it traded.
-    async fn insert_taker(&self, order: &NewOrder, matched: &Matched) -> Result<orders::Model> {
+    /// Records a new order that was matched, with its match, for
+    /// [`flush`](Self::flush); returns the order as it will be stored.
+    fn defer_taker(&mut self, order: &NewOrder, matched: Matched) -> orders::Model {
         let Matched {
             taker,
             status,
@@ -606,16 +906,19 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         } = matched;
         let mut row = self.new_row(order, taker.created_at);
         row.order_id = taker.order_id;
-        row.status = *status;
+        row.status = status;
         row.filled_quantity = taker.filled;
         row.average_price = taker.average_price();
         // The filled_at trigger fires on updates only.
-        row.filled_at = (*status == OrderStatus::Filled).then_some(self.now);
-        if trades.is_empty() {
-            Ok(row.into_active_model().reset_all().insert(self.txn).await?)
-        } else {
-            store::write_match_and_taker(self.txn, makers, trades, row).await
+        row.filled_at = (status == OrderStatus::Filled).then_some(self.now);
+        let row = as_stored(row);
+        let at = trades.last().map_or(taker.created_at, |t| t.executed_at);
+        for maker in makers {
+            self.unsent.fill(maker, at, self.now);
         }
+        self.unsent.trades.extend(trades);
+        self.unsent.add(row.clone());
+        row
     }
 
     /// Triggers the stop orders the last trade price has reached (first those
@@ -623,8 +926,12 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
     /// are reached or `max_triggered_stops` have triggered.
     async fn trigger_stops(&mut self) -> Result<Vec<Execution>> {
         let mut executions = Vec::new();
+        if !self.stops_waiting {
+            return Ok(executions);
+        }
+        let model: &'a symbols::Model = self.symbol;
+        let symbol = model.symbol.as_str();
         while let Some(last) = self.last_price {
-            let symbol = &self.symbol.symbol;
             let budget = self
                 .limits
                 .max_triggered_stops
@@ -632,14 +939,21 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             if budget == 0 {
                 // Past the bound: what the price reached waits, PENDING, for
                 // the next placement that trades or the maintenance job.
-                self.deferred
-                    .extend(store::defer_reached_stops(self.txn, symbol, last).await?);
+                self.flush().await?;
+                let deferred = store::defer_reached_stops(self.txn, symbol, last).await?;
+                self.wrote();
+                self.deferred.extend(deferred);
                 break;
             }
+            // The unsent writes hold no stop order: this reads what they
+            // would leave.
             let stops = store::triggered_stops(self.txn, symbol, last).await?;
             if stops.is_empty() {
                 break;
             }
+            // Triggering writes at once, after the unsent writes.
+            self.flush().await?;
+            self.wrote();
             if stops.len() as u64 == store::STOP_BATCH || stops.len() > budget {
                 // More may be reached than this batch triggers: pin them all
                 // PENDING now, or a later price moving away would strand them.
@@ -650,6 +964,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 executions.push(self.trigger(stop).await?);
                 self.stops_triggered += 1;
             }
+            self.wrote();
         }
         Ok(executions)
     }

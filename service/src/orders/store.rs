@@ -72,6 +72,47 @@ pub(crate) async fn order_with_client_id<C: ConnectionTrait>(
     Ok(found.map(|f| f.order_id))
 }
 
+/// [`RECENT_CLIENT_ORDER_ID`] for several (user, client_order_id) pairs at
+/// once (`$1` users, `$2` ids, pairwise).
+const RECENT_CLIENT_ORDER_IDS: &str = "SELECT p.user_id, p.client_order_id, o.order_id
+    FROM unnest($1::uuid[], $2::text[]) AS p(user_id, client_order_id)
+    CROSS JOIN LATERAL (
+        SELECT order_id FROM orders
+        WHERE client_order_id = p.client_order_id AND user_id = p.user_id
+          AND created_at > now() - interval '24 hours'
+        LIMIT 1
+    ) AS o";
+
+#[derive(FromQueryResult)]
+struct FoundPair {
+    user_id: Uuid,
+    client_order_id: String,
+    order_id: Uuid,
+}
+
+/// Of the `pairs`, those used by an order of the last 24 hours, with that
+/// order's id; one round trip (none without pairs).
+pub(crate) async fn orders_with_client_ids<C: ConnectionTrait>(
+    db: &C,
+    pairs: &[(Uuid, &str)],
+) -> Result<std::collections::HashMap<(Uuid, String), Uuid>> {
+    if pairs.is_empty() {
+        return Ok(Default::default());
+    }
+    let users: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
+    let ids: Vec<String> = pairs.iter().map(|p| p.1.to_owned()).collect();
+    let found = FoundPair::find_by_statement(statement(
+        RECENT_CLIENT_ORDER_IDS,
+        [users.into(), ids.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|f| ((f.user_id, f.client_order_id), f.order_id))
+        .collect())
+}
+
 pub(crate) async fn load_symbol<C: ConnectionTrait>(
     db: &C,
     symbol: &str,
@@ -81,6 +122,70 @@ pub(crate) async fn load_symbol<C: ConnectionTrait>(
         .one(db)
         .await?
         .ok_or_else(|| ServiceError::UnknownSymbol(symbol.to_owned()))
+}
+
+/// What a batch reads once it holds the book lock, in one round trip.
+pub(crate) struct BatchStart {
+    pub symbol: symbols::Model,
+    /// The symbol's newest trade price ([`LAST_PRICE`]).
+    pub last_price: Option<Decimal>,
+    /// The resting counts of the users asked for, as
+    /// [`RESTING_ORDERS`](super::limits::RESTING_ORDERS) counts them.
+    pub resting: Vec<(Uuid, i64)>,
+    /// Whether any stop order of the symbol waits (OPEN or PENDING: its
+    /// watchlist holds it); without one, no trade can trigger a stop.
+    pub stops_waiting: bool,
+}
+
+/// Reads, under the book lock, the symbol (`None` when there is none), its
+/// last trade price, the resting counts of `users` (each up to `cap`) and
+/// whether a stop order waits, in one statement: the symbol's row as SeaORM
+/// selects it (`$1`), with the others (`$2` users, `$3` cap) as more columns.
+pub(crate) async fn batch_start<C: ConnectionTrait>(
+    db: &C,
+    symbol: &str,
+    users: &[Uuid],
+    cap: i64,
+) -> Result<Option<BatchStart>> {
+    use sea_orm::QueryTrait;
+    let select = symbols::Entity::find()
+        .filter(symbols::Column::Symbol.eq(symbol))
+        .build(sea_orm::DbBackend::Postgres);
+    let sql = format!(
+        "SELECT q.*, (SELECT price FROM market_last_trade WHERE symbol = $1) AS last_trade_price,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(c.user_id, c.resting)), '[]'::jsonb)
+     FROM ({}) AS c) AS resting_counts,
+    EXISTS (SELECT 1 FROM stop_orders_watchlist WHERE symbol = $1) AS stops_waiting
+FROM ({}) AS q",
+        super::limits::resting_orders_of!("$2", "$3"),
+        select.sql
+    );
+    let mut values: Vec<Value> = select.values.map(|v| v.0).unwrap_or_default();
+    if values.len() != 1 {
+        return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+            "the symbol's select has {} parameters, not 1",
+            values.len()
+        ))));
+    }
+    values.extend([users.to_vec().into(), cap.into()]);
+    let Some(row) = db.query_one_raw(statement(&sql, values)).await? else {
+        return Ok(None);
+    };
+    let symbol = symbols::Model::from_query_result(&row, "")?;
+    let last_price: Option<Decimal> = row.try_get("", "last_trade_price")?;
+    let stops_waiting: bool = row.try_get("", "stops_waiting")?;
+    let counts: serde_json::Value = row.try_get("", "resting_counts")?;
+    let resting = serde_json::from_value::<Vec<(Uuid, i64)>>(counts).map_err(|err| {
+        ServiceError::Database(sea_orm::DbErr::Custom(format!(
+            "the resting counts do not read: {err}"
+        )))
+    })?;
+    Ok(Some(BatchStart {
+        symbol,
+        last_price,
+        resting,
+        stops_waiting,
+    }))
 }
 
 #[derive(FromQueryResult)]
@@ -382,9 +487,12 @@ pub(crate) async fn rewrite_triggered<C: ConnectionTrait>(
 }
 
 /// A maker's new fill state.
+#[derive(Clone, Debug)]
 pub(crate) struct MakerUpdate {
     pub order_id: Uuid,
     pub created_at: DateTime<FixedOffset>,
+    /// Whose order it is (not written; for the resting counts of a batch).
+    pub user_id: Uuid,
     pub filled_quantity: Decimal,
     pub average_price: Decimal,
     pub status: OrderStatus,
@@ -454,6 +562,26 @@ VALUES ($22, $23, $24, $25, $26::order_side_enum, $27::order_type_enum,
     $38, $39, $40, $41, $42)
 RETURNING *, (SELECT count(*) FROM makers) AS makers_updated,
     (SELECT count(*) FROM fills) AS trades_inserted"
+);
+
+/// New orders of a batch, every column of `orders`, from one `jsonb` array of
+/// row objects (`$1`): one statement for all of them, so the schema's
+/// statement triggers run once for the batch. JSON carries NULLs, the enums'
+/// text and decimals as strings exactly, where arrays of binds cannot.
+pub const WRITE_ORDERS: &str = "INSERT INTO orders
+SELECT * FROM jsonb_populate_recordset(NULL::orders, $1::jsonb)";
+
+/// A batch's makers and trades ([`match_writes`]) and its new orders (`$22`,
+/// as [`WRITE_ORDERS`]), in one statement.
+pub const WRITE_MATCH_AND_ORDERS: &str = match_writes!(
+    ", placed AS (
+    INSERT INTO orders
+    SELECT * FROM jsonb_populate_recordset(NULL::orders, $22::jsonb)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM makers) AS makers_updated,
+    (SELECT count(*) FROM fills) AS trades_inserted,
+    (SELECT count(*) FROM placed) AS orders_inserted"
 );
 
 /// The database text of an enum value, as the generated enum names it (the
@@ -582,6 +710,111 @@ pub(crate) async fn write_match_and_taker<C: ConnectionTrait>(
         .ok_or_else(|| ServiceError::Database(sea_orm::DbErr::RecordNotFound("taker".into())))?;
     Written::from_query_result(&row, "")?.check(makers.len(), trades.len())?;
     Ok(orders::Model::from_query_result(&row, "")?)
+}
+
+/// An order row as a JSON object for [`WRITE_ORDERS`]: every column by
+/// name, decimals and times as text (times to the microsecond, as stored).
+fn order_json(row: &orders::Model) -> serde_json::Value {
+    use chrono::SecondsFormat;
+    let time = |t: &DateTime<FixedOffset>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let decimal = |d: &Decimal| d.to_string();
+    serde_json::json!({
+        "order_id": row.order_id,
+        "user_id": row.user_id,
+        "institution_id": row.institution_id,
+        "symbol": row.symbol,
+        "side": text(row.side.to_value()),
+        "order_type": text(row.order_type.to_value()),
+        "status": text(row.status.to_value()),
+        "quantity": decimal(&row.quantity),
+        "filled_quantity": decimal(&row.filled_quantity),
+        "price": row.price.as_ref().map(decimal),
+        "average_price": row.average_price.as_ref().map(decimal),
+        "stop_price": row.stop_price.as_ref().map(decimal),
+        "time_in_force": text(row.time_in_force.to_value()),
+        "client_order_id": row.client_order_id,
+        "order_source": row.order_source,
+        "fee_profile_id": row.fee_profile_id,
+        "created_at": time(&row.created_at),
+        "updated_at": time(&row.updated_at),
+        "filled_at": row.filled_at.as_ref().map(time),
+        "cancelled_at": row.cancelled_at.as_ref().map(time),
+        "expires_at": row.expires_at.as_ref().map(time),
+    })
+}
+
+#[derive(FromQueryResult)]
+struct WrittenWithOrders {
+    makers_updated: i64,
+    trades_inserted: i64,
+    orders_inserted: i64,
+}
+
+/// Stores what a batch decided: the new orders `rows` (in their final
+/// state), the makers' new state and the trades. One order goes by the
+/// statements a single placement sends ([`WRITE_MATCH_AND_TAKER`], or an
+/// insert of the row); more go by one multi-row statement
+/// ([`WRITE_MATCH_AND_ORDERS`], or [`WRITE_ORDERS`] without trades).
+pub(crate) async fn write_batch<C: ConnectionTrait>(
+    db: &C,
+    makers: &[MakerUpdate],
+    trades: &[trades::Model],
+    rows: &[orders::Model],
+) -> Result<()> {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel};
+    match (rows, trades.is_empty()) {
+        ([], true) if makers.is_empty() => Ok(()),
+        ([row], true) if makers.is_empty() => {
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .insert(db)
+                .await?;
+            Ok(())
+        }
+        ([row], false) => {
+            write_match_and_taker(db, makers, trades, row.clone()).await?;
+            Ok(())
+        }
+        (_, true) if makers.is_empty() => {
+            let json = serde_json::Value::Array(rows.iter().map(order_json).collect());
+            let inserted = db
+                .execute_raw(statement(WRITE_ORDERS, [json.into()]))
+                .await?
+                .rows_affected();
+            if inserted != rows.len() as u64 {
+                return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+                    "stored {inserted} of {} new orders",
+                    rows.len()
+                ))));
+            }
+            Ok(())
+        }
+        _ => {
+            let mut values = match_values(makers, trades)?;
+            values.push(serde_json::Value::Array(rows.iter().map(order_json).collect()).into());
+            let written =
+                WrittenWithOrders::find_by_statement(statement(WRITE_MATCH_AND_ORDERS, values))
+                    .one(db)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::Database(sea_orm::DbErr::RecordNotFound("batch".into()))
+                    })?;
+            Written {
+                makers_updated: written.makers_updated,
+                trades_inserted: written.trades_inserted,
+            }
+            .check(makers.len(), trades.len())?;
+            if written.orders_inserted != rows.len() as i64 {
+                return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+                    "stored {} of {} new orders",
+                    written.orders_inserted,
+                    rows.len()
+                ))));
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

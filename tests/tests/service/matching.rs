@@ -661,6 +661,64 @@ async fn a_batch_answers_each_order_and_refusals_leave_the_others_alone() {
     );
 }
 
+/// What a placement answers is the order as stored, to the decimal scale and
+/// the microsecond, alone and in a batch (whose orders are written together
+/// at its end): an expiry given with nanoseconds and another offset, a
+/// resting order, a partial and a full fill, an expired market order.
+#[tokio::test]
+async fn each_answer_is_the_order_as_stored_alone_and_in_a_batch() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    limit(c, 9, Side::Sell, "2", "50000").await;
+    limit(c, 9, Side::Buy, "1", "49000").await;
+    let plus_two = chrono::FixedOffset::east_opt(2 * 3600).expect("offset");
+    let expires = chrono::Timelike::with_nanosecond(
+        &(chrono::Utc::now() + chrono::Duration::hours(5)),
+        123_456_789,
+    )
+    .expect("a valid time")
+    .with_timezone(&plus_two);
+    let orders = vec![
+        NewOrder::limit(user(1), BTC, Side::Sell, dec("0.5"), dec("51000"))
+            .with_expires_at(expires)
+            .with_client_order_id("kept"),
+        NewOrder::limit(user(2), BTC, Side::Buy, dec("0.75"), dec("50000")),
+        NewOrder::market(user(3), BTC, Side::Sell, dec("0.25")),
+        NewOrder::market(user(4), BTC, Side::Sell, dec("5")),
+    ];
+    let alone =
+        NewOrder::limit(user(5), BTC, Side::Buy, dec("0.1"), dec("48000")).with_expires_at(expires);
+    let mut answers: Vec<Placement> = Vec::new();
+    for result in svc::place_many(c, orders, &svc::PlacementLimits::default()).await {
+        answers.push(result.expect("placed"));
+    }
+    answers.push(place(c, alone).await);
+    let statuses: Vec<OrderStatus> = answers.iter().map(|a| a.order.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Open,
+            OrderStatus::Filled,
+            OrderStatus::Filled,
+            OrderStatus::Expired,
+            OrderStatus::Open
+        ],
+        "{answers:#?}"
+    );
+    for answer in &answers {
+        assert_eq!(answer.order, stored(c, &answer.order).await);
+    }
+    assert_eq!(answers[0].order.quantity.scale(), 8);
+    assert_eq!(
+        answers[0].order.expires_at.map(|t| t.timestamp_micros()),
+        Some(expires.timestamp_micros())
+    );
+    assert_eq!(
+        tests::faults::market_state_drift(c).await,
+        Vec::<String>::new()
+    );
+}
+
 /// An order the database refuses while the batch writes it (here a trigger an
 /// operator added) fails the batch's transaction; the batch is placed again
 /// one by one, so that order fails alone and the others are stored.

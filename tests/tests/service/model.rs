@@ -1079,3 +1079,80 @@ fn placing_in_batches_equals_placing_one_by_one() {
         "the scenarios batched orders together"
     );
 }
+
+/// A batch whose orders sweep past the first page of the book its start read
+/// (more resting orders than one page holds) on both sides, a taker stopped
+/// by its own order, and a resting order of the batch taken by a later one:
+/// the same as placing them one by one.
+#[tokio::test]
+async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
+    let (db, _) = model_database().await;
+    let place = |user: u8, side, kind, quantity, split| Step::Place {
+        user,
+        side,
+        kind,
+        tif: TimeInForce::Gtc,
+        quantity,
+        client: None,
+        split,
+    };
+    let worst = PRICES.len() - 1;
+    // 45 asks of 0.0001 at 100 and up by u2 and u3, in batches of 9, then
+    // u4's ask last at the worst price; 40 bids under 100 by the same two.
+    let mut steps: Vec<Step> = (0..45)
+        .map(|i| {
+            let price = 4 + i % 5;
+            place(
+                2 + (i % 2) as u8,
+                Side::Sell,
+                Kind::Limit(price),
+                0,
+                i % 9 == 8,
+            )
+        })
+        .collect();
+    steps.push(place(4, Side::Sell, Kind::Limit(worst), 0, true));
+    steps.extend((0..40).map(|i| {
+        place(
+            2 + (i % 2) as u8,
+            Side::Buy,
+            Kind::Limit(i % 4),
+            0,
+            i % 10 == 9,
+        )
+    }));
+    // One batch: u4 sweeps the 45 asks and stops at its own; a MARKET buy
+    // takes that one; a MARKET sell sweeps the 40 bids; u4's LIMIT sell then
+    // rests, and a later bid of the batch takes it; a MARKET sell finds
+    // nothing left.
+    steps.extend([
+        place(4, Side::Buy, Kind::Limit(worst), 1, false),
+        place(1, Side::Buy, Kind::Market, 0, false),
+        place(1, Side::Sell, Kind::Market, 1, false),
+        place(4, Side::Sell, Kind::Limit(0), 0, false),
+        place(1, Side::Buy, Kind::Limit(2), 1, false),
+        place(3, Side::Sell, Kind::Market, 0, true),
+    ]);
+    let widest = "SELECT least((SELECT max(n) FROM (SELECT count(*) AS n FROM trades
+        GROUP BY buyer_order_id) b), (SELECT max(n) FROM (SELECT count(*) AS n FROM trades
+        GROUP BY seller_order_id) s))";
+    let one = run_steps(db.conn(), &steps, false)
+        .await
+        .expect("one by one");
+    let widest_one: i64 = scalar(db.conn(), widest).await;
+    let other = run_steps(db.conn(), &steps, true).await.expect("batched");
+    let widest_batched: i64 = scalar(db.conn(), widest).await;
+    for (what, a, b) in [
+        ("answers", &one.answers, &other.answers),
+        ("orders", &one.orders, &other.orders),
+        ("trades", &one.trades, &other.trades),
+    ] {
+        if let Some(difference) = first_difference(a, b) {
+            panic!("{what} differ:\n{difference}");
+        }
+    }
+    assert!(
+        widest_one > 32 && widest_batched > 32,
+        "a buy and a sell each swept more than a page of the book ({widest_one}, {widest_batched})"
+    );
+}
