@@ -84,24 +84,33 @@ pub(crate) async fn check_resting<C: ConnectionTrait>(
     if !could_rest(order) {
         return Ok(());
     }
-    let limit = limits.max_resting_orders_per_user;
-    let cap = i64::try_from(limit).unwrap_or(i64::MAX);
-    let counted = Resting::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        RESTING_ORDERS,
-        [order.user_id.into(), cap.into()],
-    ))
-    .one(db)
-    .await?
-    .map_or(0, |r| r.resting);
-    if counted >= cap {
-        return Err(too_many(order.user_id, limit));
+    if stored_count(db, order.user_id, limits).await? >= cap(limits) {
+        return Err(refuse_resting(order.user_id, limits));
     }
     Ok(())
 }
 
+/// The user's resting and waiting orders as stored ([`RESTING_ORDERS`]),
+/// counted up to the cap of `limits` (a count at the cap means "at least
+/// the cap").
+pub(crate) async fn stored_count<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    limits: &PlacementLimits,
+) -> Result<i64> {
+    Ok(Resting::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        RESTING_ORDERS,
+        [user_id.into(), cap(limits).into()],
+    ))
+    .one(db)
+    .await?
+    .map_or(0, |r| r.resting))
+}
+
 /// [`RESTING_ORDERS`] for several users at once (the parameter `$users`,
-/// each counted up to `$cap`): rows of `user_id`, `resting`.
+/// each counted up to `$cap`): rows of `user_id`, `resting`. A batch reads
+/// its users' counts with it ([`batch_start`](super::store::batch_start)).
 macro_rules! resting_orders_of {
     ($users:literal, $cap:literal) => {
         concat!(
@@ -123,39 +132,9 @@ FROM unnest(",
 }
 pub(crate) use resting_orders_of;
 
-/// [`resting_orders_of`] with `$1` users and `$2` the cap, in one round
-/// trip: a batch reads its users' counts again after it wrote.
-const RESTING_ORDERS_OF: &str = resting_orders_of!("$1", "$2");
-
-#[derive(FromQueryResult)]
-struct UserResting {
-    user_id: Uuid,
-    resting: i64,
-}
-
 /// The cap [`check_resting`] counts up to.
 pub(crate) fn cap(limits: &PlacementLimits) -> i64 {
     i64::try_from(limits.max_resting_orders_per_user).unwrap_or(i64::MAX)
-}
-
-/// Each user's resting and waiting orders as stored, counted up to the cap
-/// of `limits` (a count at the cap means "at least the cap").
-pub(crate) async fn resting_counts<C: ConnectionTrait>(
-    db: &C,
-    users: &[Uuid],
-    limits: &PlacementLimits,
-) -> Result<Vec<(Uuid, i64)>> {
-    if users.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = UserResting::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        RESTING_ORDERS_OF,
-        [users.to_vec().into(), cap(limits).into()],
-    ))
-    .all(db)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.user_id, r.resting)).collect())
 }
 
 /// The refusal of an order whose user has `limits`' most resting orders.

@@ -221,18 +221,7 @@ async fn batch<T: ConnectionTrait>(
         .map(|(_, order)| validate::against_symbol(order, &symbol).err())
         .collect();
     // The ids in use, read once; the batch's own placements join them.
-    let in_use: Vec<(Uuid, &str)> = client_ids
-        .iter()
-        .filter(|&&(user_id, id)| {
-            orders.iter().zip(&refused).any(|((_, o), refusal)| {
-                refusal.is_none()
-                    && o.user_id == user_id
-                    && o.client_order_id.as_deref() == Some(id)
-            })
-        })
-        .copied()
-        .collect();
-    let mut used = store::orders_with_client_ids(txn, &in_use).await?;
+    let mut used = store::orders_with_client_ids(txn, &client_ids).await?;
     let mut engine = Engine::new(txn, &symbol, now, start.last_price, limits);
     engine.stored_resting.extend(start.resting);
     engine.stops_waiting = start.stops_waiting;
@@ -399,11 +388,7 @@ impl Unsent {
         let mut own: Vec<Resting> = self
             .orders
             .iter()
-            .filter(|o| {
-                o.side == side
-                    && o.order_type == OrderType::Limit
-                    && matches!(o.status, OrderStatus::Open | OrderStatus::PartiallyFilled)
-            })
+            .filter(|o| o.side == side && rests(o))
             .filter_map(|o| {
                 let price = o.price?;
                 reachable(side, price, limit).then_some(Resting {
@@ -466,9 +451,7 @@ impl Unsent {
 
     /// Records a new order.
     fn add(&mut self, row: orders::Model) {
-        if row.order_type == OrderType::Limit
-            && matches!(row.status, OrderStatus::Open | OrderStatus::PartiallyFilled)
-        {
+        if rests(&row) {
             *self.resting.entry(row.user_id).or_default() += 1;
         }
         self.order_at.insert(row.order_id, self.orders.len());
@@ -478,6 +461,13 @@ impl Unsent {
     fn is_empty(&self) -> bool {
         self.orders.is_empty() && self.trades.is_empty() && self.makers.is_empty()
     }
+}
+
+/// Whether `row` rests in the book (the walk's predicate, `sql::resting!`).
+fn rests(row: &orders::Model) -> bool {
+    row.order_type == OrderType::Limit
+        && row.price.is_some()
+        && matches!(row.status, OrderStatus::Open | OrderStatus::PartiallyFilled)
 }
 
 /// The order of resting orders on `side` of the book: the better price first
@@ -567,16 +557,18 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         }
     }
 
-    /// Reads the stored resting counts of `users` in one round trip.
-    async fn read_resting_counts(&mut self, users: &[Uuid]) -> Result<()> {
-        let wanted: Vec<Uuid> = users
-            .iter()
-            .filter(|u| !self.stored_resting.contains_key(u))
-            .copied()
-            .collect();
-        let counts = limits::resting_counts(self.txn, &wanted, self.limits).await?;
-        self.stored_resting.extend(counts);
-        Ok(())
+    /// The user's stored resting count (read when not known since the last
+    /// write) and how the unsent writes change it.
+    async fn resting_count(&mut self, user: Uuid) -> Result<(i64, i64)> {
+        let stored = match self.stored_resting.get(&user) {
+            Some(&stored) => stored,
+            None => {
+                let stored = limits::stored_count(self.txn, user, self.limits).await?;
+                self.stored_resting.insert(user, stored);
+                stored
+            }
+        };
+        Ok((stored, self.unsent.resting.get(&user).copied().unwrap_or(0)))
     }
 
     /// [`limits::check_resting`] within the batch: the stored count and what
@@ -587,19 +579,13 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         }
         let user = order.user_id;
         let cap = limits::cap(self.limits);
-        if !self.stored_resting.contains_key(&user) {
-            self.read_resting_counts(&[user]).await?;
-        }
-        let change = self.unsent.resting.get(&user).copied().unwrap_or(0);
-        let stored = self.stored_resting.get(&user).copied().unwrap_or(0);
+        let (mut stored, mut change) = self.resting_count(user).await?;
         // A count read at the cap is "at least the cap": with the batch's
         // fills taking some away, only a count with them stored tells.
         if stored >= cap && change < 0 {
             self.flush().await?;
-            self.read_resting_counts(&[user]).await?;
+            (stored, change) = self.resting_count(user).await?;
         }
-        let change = self.unsent.resting.get(&user).copied().unwrap_or(0);
-        let stored = self.stored_resting.get(&user).copied().unwrap_or(0);
         if stored + change >= cap {
             return Err(limits::refuse_resting(user, self.limits));
         }
@@ -613,11 +599,11 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             return Ok(());
         }
         let unsent = std::mem::take(&mut self.unsent);
-        self.stored_resting.clear();
+        self.wrote();
         store::write_batch(self.txn, &unsent.makers, &unsent.trades, &unsent.orders).await
     }
 
-    /// The stored resting counts read before a direct write are stale.
+    /// The stored resting counts read before a write are stale.
     fn wrote(&mut self) {
         self.stored_resting.clear();
     }
@@ -725,11 +711,11 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 page.extend(batch);
             }
             let maker = match (own.front(), page.front()) {
-                (None, None) => break,
                 (Some(mine), Some(stored)) if !ahead(side, mine, stored) => page.pop_front(),
                 (Some(_), _) => own.pop_front(),
-                (None, Some(_)) => page.pop_front(),
+                (None, _) => page.pop_front(),
             };
+            // Both exhausted.
             let Some(maker) = maker else { break };
             let Some(maker) = self.unsent.current(maker) else {
                 // Filled by an earlier order of the batch.
@@ -953,7 +939,6 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             }
             // Triggering writes at once, after the unsent writes.
             self.flush().await?;
-            self.wrote();
             if stops.len() as u64 == store::STOP_BATCH || stops.len() > budget {
                 // More may be reached than this batch triggers: pin them all
                 // PENDING now, or a later price moving away would strand them.

@@ -750,6 +750,17 @@ struct WrittenWithOrders {
     orders_inserted: i64,
 }
 
+/// Every one of a batch's `expected` new orders stored, or an error that
+/// says how many were.
+fn all_stored(inserted: u64, expected: usize) -> Result<()> {
+    if inserted != expected as u64 {
+        return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
+            "stored {inserted} of {expected} new orders"
+        ))));
+    }
+    Ok(())
+}
+
 /// Stores what a batch decided: the new orders `rows` (in their final
 /// state), the makers' new state and the trades. One order goes by the
 /// statements a single placement sends ([`WRITE_MATCH_AND_TAKER`], or an
@@ -782,13 +793,7 @@ pub(crate) async fn write_batch<C: ConnectionTrait>(
                 .execute_raw(statement(WRITE_ORDERS, [json.into()]))
                 .await?
                 .rows_affected();
-            if inserted != rows.len() as u64 {
-                return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
-                    "stored {inserted} of {} new orders",
-                    rows.len()
-                ))));
-            }
-            Ok(())
+            all_stored(inserted, rows.len())
         }
         _ => {
             let mut values = match_values(makers, trades)?;
@@ -805,14 +810,10 @@ pub(crate) async fn write_batch<C: ConnectionTrait>(
                 trades_inserted: written.trades_inserted,
             }
             .check(makers.len(), trades.len())?;
-            if written.orders_inserted != rows.len() as i64 {
-                return Err(ServiceError::Database(sea_orm::DbErr::Custom(format!(
-                    "stored {} of {} new orders",
-                    written.orders_inserted,
-                    rows.len()
-                ))));
-            }
-            Ok(())
+            all_stored(
+                u64::try_from(written.orders_inserted).unwrap_or(0),
+                rows.len(),
+            )
         }
     }
 }
