@@ -732,3 +732,67 @@ async fn a_status_change_the_trigger_refuses_is_transition_refused() {
         other => panic!("expected TransitionRefused, got {other:?}"),
     }
 }
+
+/// A batch counts its own orders against the cap as it places them: one that
+/// rests takes room for the next of its user, one its batch fills frees
+/// room, also when the user's stored count was at the cap when the batch
+/// read it, and not when it was over the cap.
+#[tokio::test]
+async fn a_batch_counts_its_own_orders_against_the_resting_cap() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let me = user(1);
+    let limits = PlacementLimits {
+        max_resting_orders_per_user: 2,
+        ..PlacementLimits::default()
+    };
+    let ask = |price: &str| NewOrder::limit(me, BTC, Side::Sell, dec("1"), dec(price));
+    let take = || NewOrder::market(user(2), BTC, Side::Buy, dec("1"));
+    place_with(c, ask("100"), &limits).await;
+    // One stored: the first ask of the batch rests (two), the second is
+    // refused, a buy fills the stored one (one again), the third rests.
+    let [first, second, taken, third]: [_; 4] =
+        svc::place_many(c, vec![ask("101"), ask("102"), take(), ask("103")], &limits)
+            .await
+            .try_into()
+            .expect("four results");
+    assert_eq!(
+        first.as_ref().map(|p| p.order.status).ok(),
+        Some(OrderStatus::Open)
+    );
+    refused_for_resting(second, me, 2);
+    assert_eq!(taken.as_ref().map(|p| p.trades.len()).ok(), Some(1));
+    assert_eq!(
+        third.as_ref().map(|p| p.order.status).ok(),
+        Some(OrderStatus::Open)
+    );
+    // Two stored, at the cap: a buy of the batch fills one, so the next ask
+    // of the batch has room.
+    let [taken, room, refused]: [_; 3] =
+        svc::place_many(c, vec![take(), ask("104"), ask("105")], &limits)
+            .await
+            .try_into()
+            .expect("three results");
+    assert_eq!(taken.as_ref().map(|p| p.trades.len()).ok(), Some(1));
+    assert_eq!(
+        room.as_ref().map(|p| p.order.status).ok(),
+        Some(OrderStatus::Open)
+    );
+    refused_for_resting(refused, me, 2);
+    // Three stored, over the cap (placed within a wider one): the count the
+    // batch reads stops at the cap, so after its fill only a fresh count
+    // shows the user still at the cap.
+    place_with(c, ask("106"), &PlacementLimits::default()).await;
+    let [taken, refused]: [_; 2] = svc::place_many(c, vec![take(), ask("107")], &limits)
+        .await
+        .try_into()
+        .expect("two results");
+    assert_eq!(taken.as_ref().map(|p| p.trades.len()).ok(), Some(1));
+    refused_for_resting(refused, me, 2);
+    let resting: i64 = scalar(
+        c,
+        &format!("SELECT count(*) FROM orders WHERE user_id = '{me}' AND status = 'OPEN'"),
+    )
+    .await;
+    assert_eq!(resting, 2);
+}
