@@ -53,9 +53,23 @@ struct Found {
     order_id: Uuid,
 }
 
-const RECENT_CLIENT_ORDER_ID: &str = "SELECT order_id FROM orders
-    WHERE client_order_id = $1 AND user_id = $2 AND created_at > now() - interval '24 hours'
-    LIMIT 1";
+/// The order of user `$user` that used client order id `$client` within 24
+/// hours, if any (at most one row).
+macro_rules! recent_client_order_id {
+    ($client:literal, $user:literal) => {
+        concat!(
+            "SELECT order_id FROM orders
+    WHERE client_order_id = ",
+            $client,
+            " AND user_id = ",
+            $user,
+            " AND created_at > now() - interval '24 hours'
+    LIMIT 1"
+        )
+    };
+}
+
+const RECENT_CLIENT_ORDER_ID: &str = recent_client_order_id!("$1", "$2");
 
 /// The user's order with this client_order_id from the last 24 hours.
 pub(crate) async fn order_with_client_id<C: ConnectionTrait>(
@@ -74,14 +88,13 @@ pub(crate) async fn order_with_client_id<C: ConnectionTrait>(
 
 /// [`RECENT_CLIENT_ORDER_ID`] for several (user, client_order_id) pairs at
 /// once (`$1` users, `$2` ids, pairwise).
-const RECENT_CLIENT_ORDER_IDS: &str = "SELECT p.user_id, p.client_order_id, o.order_id
+const RECENT_CLIENT_ORDER_IDS: &str = concat!(
+    "SELECT p.user_id, p.client_order_id, o.order_id
     FROM unnest($1::uuid[], $2::text[]) AS p(user_id, client_order_id)
-    CROSS JOIN LATERAL (
-        SELECT order_id FROM orders
-        WHERE client_order_id = p.client_order_id AND user_id = p.user_id
-          AND created_at > now() - interval '24 hours'
-        LIMIT 1
-    ) AS o";
+    CROSS JOIN LATERAL (",
+    recent_client_order_id!("p.client_order_id", "p.user_id"),
+    ") AS o"
+);
 
 #[derive(FromQueryResult)]
 struct FoundPair {
