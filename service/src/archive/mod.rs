@@ -30,7 +30,11 @@
 //!    (`ACCESS EXCLUSIVE`, for the moments the detach takes), the row count
 //!    is checked once more, and the partition is detached and dropped (for
 //!    `trades`, the candles of the dropped trades are pruned in the same
-//!    transaction, as [`crate::maintenance::enforce_retention`] does).
+//!    transaction, as [`crate::maintenance::enforce_retention`] does). A
+//!    writer of the table can close a lock cycle with the parent's lock; when
+//!    PostgreSQL breaks it by failing this transaction, it runs again from the
+//!    start (up to [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS)
+//!    times in all).
 //!
 //! A failure at any step is an [`ArchiveError`] naming the partition, the
 //! step and the reason, and leaves the partition in place. A partition whose
@@ -96,6 +100,7 @@ pub use object_store;
 pub use rows::{CHECKSUM_ALGORITHM, Column};
 pub use store::{DEFAULT_PART_SIZE, Location, MIN_PART_SIZE, Store};
 
+use crate::error::ServiceError;
 use error::Failing;
 use rows::{CATALOG_COLUMNS, CatalogColumn, ColumnInfo, RowDigest, quote_ident};
 use store::{FileReader, UploadError, relative_data_path};
@@ -1127,6 +1132,13 @@ async fn verify_file(
 
 /// Verifies the partition in the database against `manifest` under a lock
 /// and drops it, in one transaction (see the module documentation).
+///
+/// The transaction locks the partition, then its parent: a writer of the
+/// table that already holds the parent and then waits for the partition closes
+/// a lock cycle, and PostgreSQL breaks it by failing one side. When that is
+/// this transaction (a deadlock or serialization failure), nothing of it
+/// stayed, and it runs again from the start, up to
+/// [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in all.
 async fn drop_verified<C>(
     db: &C,
     target: &Partition,
@@ -1137,8 +1149,54 @@ async fn drop_verified<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
-    let verify_err = |e: sea_orm::DbErr| failing.db(Step::VerifyDatabase, e);
-    let drop_err = |e: sea_orm::DbErr| failing.db(Step::Drop, e);
+    let mut attempts = 1;
+    loop {
+        let (step, err) = match verify_and_drop(db, target, manifest, options, failing).await {
+            Ok(()) => return Ok(()),
+            Err(DropFailure::Refused(err)) => return Err(err),
+            Err(DropFailure::Database(step, err)) => (step, err),
+        };
+        match crate::retry::again(Err::<(), _>(err), &mut attempts) {
+            std::ops::ControlFlow::Continue(()) => tracing::info!(
+                partition = %target.qualified(),
+                attempt = attempts,
+                "verify and drop met a concurrent writer's lock; trying again"
+            ),
+            std::ops::ControlFlow::Break(result) => {
+                return result.map_err(|err| failing.db(step, err));
+            }
+        }
+    }
+}
+
+/// Why one try of [`verify_and_drop`] failed: the database (kept as the
+/// service's error, so contention can be told apart and tried again), or a
+/// refusal that no retry changes.
+enum DropFailure {
+    Database(Step, ServiceError),
+    Refused(ArchiveError),
+}
+
+/// A failing commit: the drop is what did not happen.
+impl From<sea_orm::DbErr> for DropFailure {
+    fn from(err: sea_orm::DbErr) -> DropFailure {
+        DropFailure::Database(Step::Drop, err.into())
+    }
+}
+
+/// One try of [`drop_verified`]'s transaction.
+async fn verify_and_drop<C>(
+    db: &C,
+    target: &Partition,
+    manifest: &Manifest,
+    options: &Options,
+    failing: Failing<'_>,
+) -> Result<(), DropFailure>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let verify_err = |e: sea_orm::DbErr| DropFailure::Database(Step::VerifyDatabase, e.into());
+    let drop_err = |e: sea_orm::DbErr| DropFailure::Database(Step::Drop, e.into());
     let txn = db.begin().await.map_err(verify_err)?;
     let outcome = async {
         set_timeouts(&txn, options).await.map_err(verify_err)?;
@@ -1157,7 +1215,7 @@ where
         .await
         .map_err(verify_err)?;
         if rows != manifest.rows || checksum != manifest.checksum.value {
-            return Err(failing.at(
+            return Err(DropFailure::Refused(failing.at(
                 Step::VerifyDatabase,
                 format!(
                     "the partition holds {rows} rows with checksum {checksum}, its archive {} \
@@ -1165,7 +1223,7 @@ where
                      again after removing the archive's files, or find out who writes there)",
                     manifest.rows, manifest.checksum.value
                 ),
-            ));
+            )));
         }
         txn.execute_unprepared(&format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
@@ -1182,13 +1240,13 @@ where
         .map_err(verify_err)?
         .map_or(0, |c| c.n);
         if u64::try_from(count).ok() != Some(manifest.rows) {
-            return Err(failing.at(
+            return Err(DropFailure::Refused(failing.at(
                 Step::VerifyDatabase,
                 format!(
                     "{count} rows under the table lock, the archive holds {}",
                     manifest.rows
                 ),
-            ));
+            )));
         }
         txn.execute_unprepared(&format!(
             "ALTER TABLE {} DETACH PARTITION {}; DROP TABLE {}",
@@ -1201,20 +1259,12 @@ where
         if target.table == "trades" {
             crate::maintenance::prune_trade_candles(&txn)
                 .await
-                .map_err(|e| failing.at(Step::Drop, e))?;
+                .map_err(|e| DropFailure::Database(Step::Drop, e))?;
         }
         Ok(())
     }
     .await;
-    match outcome {
-        Ok(()) => txn.commit().await.map_err(drop_err),
-        Err(err) => {
-            if let Err(error) = txn.rollback().await {
-                tracing::debug!(%error, "rollback after a failed drop");
-            }
-            Err(err)
-        }
-    }
+    crate::retry::finish(txn, outcome).await
 }
 
 /// Loads the archive of `partition` back into `target`, in one transaction,

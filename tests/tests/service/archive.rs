@@ -809,6 +809,67 @@ async fn rows_written_after_the_export_keep_the_partition() {
 }
 
 #[tokio::test]
+async fn a_deadlock_with_a_writer_of_the_table_is_tried_again_and_the_drop_completes() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let trades = old_trades(c, 1_000).await;
+    let dir = ArchiveDir::new(&db);
+    let store = dir.store();
+    archive::export(c, &store, &trades).await.expect("exported");
+
+    // A writer of `trades` holds the parent, as every insert through it does.
+    // Its deadlock check waits a minute, so when the cycle closes it is the
+    // archive's transaction PostgreSQL fails, not this one.
+    let writer = db.connect_single().await;
+    exec(&writer, "BEGIN").await;
+    exec(&writer, "SET LOCAL deadlock_timeout = '1min'").await;
+    exec(&writer, "LOCK TABLE ONLY trades IN ROW EXCLUSIVE MODE").await;
+
+    let archiving = {
+        let (c, store) = (c.clone(), store.clone());
+        tokio::spawn(async move { archive::archive_due(&c, &store, true).await })
+    };
+    // The archive holds the partition and waits for the parent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar::<i64>(
+        c,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'trades'::regclass
+           AND mode = 'AccessExclusiveLock' AND NOT granted",
+    )
+    .await
+        == 0
+    {
+        if archiving.is_finished() || Instant::now() > deadline {
+            let waits = lines(
+                c,
+                "SELECT relation::regclass::text || ' ' || mode FROM pg_locks WHERE NOT granted",
+            )
+            .await;
+            panic!(
+                "the archive never waited for the parent (waits: {waits:?}): {:?}",
+                archiving.await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The writer now needs the partition: a cycle. PostgreSQL fails the
+    // archive's transaction, which frees the partition for the writer.
+    exec(
+        &writer,
+        &format!("LOCK TABLE {trades} IN ROW EXCLUSIVE MODE"),
+    )
+    .await;
+    exec(&writer, "COMMIT").await;
+
+    let archived = archiving
+        .await
+        .expect("the task ran")
+        .unwrap_or_else(|err| panic!("the archive tried again after the deadlock: {err}"));
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(!table_exists(c, &trades).await, "{trades} was dropped");
+}
+
+#[tokio::test]
 async fn what_cannot_be_archived_or_restored_is_refused_with_a_reason() {
     let db = TestDb::migrated().await;
     let c = db.conn();
