@@ -101,6 +101,11 @@ async fn placement<T: ConnectionTrait>(
 /// run once for the batch. An order placed and filled within one batch is
 /// therefore written, and published, once in its final state; a maker
 /// filled by several orders of a batch, once in its last.
+///
+/// The batch reads the book's best bid and ask from the levels the schema's
+/// triggers keep (`market_levels`), and an order whose limit does not reach
+/// them does not read the stored book: the levels must be maintained (after a
+/// load that bypassed the triggers, `rebuild_market_state()` first).
 pub async fn place_many<C>(
     db: &C,
     orders: Vec<NewOrder>,
@@ -225,6 +230,7 @@ async fn batch<T: ConnectionTrait>(
     let mut engine = Engine::new(txn, &symbol, now, start.last_price, limits);
     engine.stored_resting.extend(start.resting);
     engine.stops_waiting = start.stops_waiting;
+    engine.stored_top = Some(start.top);
     let mut placed = Vec::with_capacity(orders.len());
     for ((i, order), refusal) in orders.iter().zip(refused.iter_mut()) {
         if let Some(err) = refusal.take() {
@@ -532,6 +538,11 @@ struct Engine<'a, T> {
     /// batch read that none does and placed none since, so its trades need
     /// no look for stops to trigger.
     stops_waiting: bool,
+    /// The stored book's best prices as the batch read them, while nothing
+    /// was sent since: unsent fills only take stored orders away, so an
+    /// order whose limit does not reach them needs no read of the stored
+    /// book. `None` (a lone placement, or after a write) reads it.
+    stored_top: Option<store::BookTop>,
 }
 
 impl<'a, T: ConnectionTrait> Engine<'a, T> {
@@ -554,6 +565,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             unsent: Unsent::default(),
             stored_resting: HashMap::new(),
             stops_waiting: true,
+            stored_top: None,
         }
     }
 
@@ -594,7 +606,12 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
 
     /// Sends the unsent writes ([`store::write_batch`]); the stored resting
     /// counts read before are stale afterwards.
+    ///
+    /// Every write a batch sends at once (a stop order, a trigger) comes
+    /// after a flush, so it also forgets the stored book's best prices here,
+    /// with nothing to send: the stored book is about to hold more.
     async fn flush(&mut self) -> Result<()> {
+        self.stored_top = None;
         if self.unsent.is_empty() {
             return Ok(());
         }
@@ -603,9 +620,11 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         store::write_batch(self.txn, &unsent.makers, &unsent.trades, &unsent.orders).await
     }
 
-    /// The stored resting counts read before a write are stale.
+    /// The stored resting counts and best prices read before a write are
+    /// stale.
     fn wrote(&mut self) {
         self.stored_resting.clear();
+        self.stored_top = None;
     }
 
     /// The time the next [`tick`](Self::tick) returns.
@@ -690,7 +709,14 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         let mut own = self.unsent.resting(side, taker.limit);
         let mut page: VecDeque<Resting> = VecDeque::new();
         let mut after: Option<Resting> = None;
-        let mut stored_exhausted = false;
+        // No stored order within reach: nothing to read.
+        let mut stored_exhausted = self.stored_top.is_some_and(|top| {
+            let best = match side {
+                Side::Buy => top.bid,
+                Side::Sell => top.ask,
+            };
+            best.is_none_or(|best| !reachable(side, best, taker.limit))
+        });
         let mut fills = Vec::new();
         let mut remaining = taker.remaining();
         loop {

@@ -148,11 +148,24 @@ pub(crate) struct BatchStart {
     /// Whether any stop order of the symbol waits (OPEN or PENDING: its
     /// watchlist holds it); without one, no trade can trigger a stop.
     pub stops_waiting: bool,
+    /// The best prices of the stored book ([`BookTop`]).
+    pub top: BookTop,
+}
+
+/// The best bid and ask of a symbol's stored book, from the levels the
+/// schema's triggers keep (`market_levels`: one row per price with resting
+/// LIMIT orders, the walk's own predicate); `None` for an empty side. Read
+/// under the book lock, it is exact: only writers holding that lock add
+/// resting orders, and the others (cancels, expiry) only take them away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BookTop {
+    pub bid: Option<Decimal>,
+    pub ask: Option<Decimal>,
 }
 
 /// Reads, under the book lock, the symbol (`None` when there is none), its
-/// last trade price, the resting counts of `users` (each up to `cap`) and
-/// whether a stop order waits, in one statement: the symbol's row as SeaORM
+/// last trade price, the resting counts of `users` (each up to `cap`),
+/// whether a stop order waits and the book's best prices, in one statement: the symbol's row as SeaORM
 /// selects it (`$1`), with the others (`$2` users, `$3` cap) as more columns.
 pub(crate) async fn batch_start<C: ConnectionTrait>(
     db: &C,
@@ -168,7 +181,11 @@ pub(crate) async fn batch_start<C: ConnectionTrait>(
         "SELECT q.*, (SELECT price FROM market_last_trade WHERE symbol = $1) AS last_trade_price,
     (SELECT coalesce(jsonb_agg(jsonb_build_array(c.user_id, c.resting)), '[]'::jsonb)
      FROM ({}) AS c) AS resting_counts,
-    EXISTS (SELECT 1 FROM stop_orders_watchlist WHERE symbol = $1) AS stops_waiting
+    EXISTS (SELECT 1 FROM stop_orders_watchlist WHERE symbol = $1) AS stops_waiting,
+    (SELECT max(price) FROM market_levels
+     WHERE symbol = $1 AND side = 'BUY' AND order_count > 0) AS best_bid,
+    (SELECT min(price) FROM market_levels
+     WHERE symbol = $1 AND side = 'SELL' AND order_count > 0) AS best_ask
 FROM ({}) AS q",
         super::limits::resting_orders_of!("$2", "$3"),
         select.sql
@@ -187,6 +204,10 @@ FROM ({}) AS q",
     let symbol = symbols::Model::from_query_result(&row, "")?;
     let last_price: Option<Decimal> = row.try_get("", "last_trade_price")?;
     let stops_waiting: bool = row.try_get("", "stops_waiting")?;
+    let top = BookTop {
+        bid: row.try_get("", "best_bid")?,
+        ask: row.try_get("", "best_ask")?,
+    };
     let counts: serde_json::Value = row.try_get("", "resting_counts")?;
     let resting = serde_json::from_value::<Vec<(Uuid, i64)>>(counts).map_err(|err| {
         ServiceError::Database(sea_orm::DbErr::Custom(format!(
@@ -198,6 +219,7 @@ FROM ({}) AS q",
         last_price,
         resting,
         stops_waiting,
+        top,
     }))
 }
 

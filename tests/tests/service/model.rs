@@ -1084,6 +1084,54 @@ fn placing_in_batches_equals_placing_one_by_one() {
 /// (more resting orders than one page holds) on both sides, a taker stopped
 /// by its own order, and a resting order of the batch taken by a later one:
 /// the same as placing them one by one.
+/// A batch skips reading the stored book for an order whose limit does not
+/// reach the best prices it read at its start; once it has stored orders of
+/// its own (a stop order sends what is pending), those prices are old and the
+/// book is read again, so a later order of the batch finds a bid stored
+/// mid-batch.
+#[tokio::test]
+async fn a_batch_reads_the_book_again_after_storing_orders_mid_batch() {
+    let (db, _) = model_database().await;
+    let place = |user: u8, side, kind, split| Step::Place {
+        user,
+        side,
+        kind,
+        tif: TimeInForce::Gtc,
+        quantity: 0,
+        client: None,
+        split,
+    };
+    let steps = [
+        // Before the batch: one ask, far up; no bid.
+        place(2, Side::Sell, Kind::Limit(8), true),
+        // The batch: a bid that rests (nothing reaches it), a stop order
+        // (stored at once, with the bid before it), then an ask under the
+        // bid, which must take it.
+        place(3, Side::Buy, Kind::Limit(4), false),
+        place(4, Side::Sell, Kind::Stop(0), false),
+        place(5, Side::Sell, Kind::Limit(3), true),
+    ];
+    let one = run_steps(db.conn(), &steps, false)
+        .await
+        .expect("one by one");
+    let other = run_steps(db.conn(), &steps, true).await.expect("batched");
+    for (what, a, b) in [
+        ("answers", &one.answers, &other.answers),
+        ("orders", &one.orders, &other.orders),
+        ("trades", &one.trades, &other.trades),
+    ] {
+        if let Some(difference) = first_difference(a, b) {
+            panic!("{what} differ:\n{difference}");
+        }
+    }
+    assert_eq!(
+        other.trades.len(),
+        1,
+        "the ask took the bid: {:?}",
+        other.trades
+    );
+}
+
 #[tokio::test]
 async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
     let (db, _) = model_database().await;
