@@ -848,6 +848,19 @@ struct Outcome {
     trades: Vec<String>,
 }
 
+/// The first difference between two runs' answers, orders or trades.
+fn outcome_difference(one: &Outcome, other: &Outcome) -> Option<String> {
+    [
+        ("answers", &one.answers, &other.answers),
+        ("orders", &one.orders, &other.orders),
+        ("trades", &one.trades, &other.trades),
+    ]
+    .into_iter()
+    .find_map(|(what, a, b)| {
+        first_difference(a, b).map(|difference| format!("{what} differ:\n{difference}"))
+    })
+}
+
 /// Runs `steps` one by one (`batched` false) or through `place_many` in the
 /// batches the steps' `split` flags and the cancels delimit.
 async fn run_steps(
@@ -1056,16 +1069,10 @@ fn placing_in_batches_equals_placing_one_by_one() {
             let other = run_steps(db.conn(), &steps, true)
                 .await
                 .map_err(TestCaseError::fail)?;
-            for (what, a, b) in [
-                ("answers", &one.answers, &other.answers),
-                ("orders", &one.orders, &other.orders),
-                ("trades", &one.trades, &other.trades),
-            ] {
-                if let Some(difference) = first_difference(a, b) {
-                    return Err(TestCaseError::fail(format!(
-                        "{what} differ:\n{difference}\nsteps: {steps:#?}"
-                    )));
-                }
+            if let Some(difference) = outcome_difference(&one, &other) {
+                return Err(TestCaseError::fail(format!(
+                    "{difference}\nsteps: {steps:#?}"
+                )));
             }
             Ok(())
         })
@@ -1115,14 +1122,8 @@ async fn a_batch_reads_the_book_again_after_storing_orders_mid_batch() {
         .await
         .expect("one by one");
     let other = run_steps(db.conn(), &steps, true).await.expect("batched");
-    for (what, a, b) in [
-        ("answers", &one.answers, &other.answers),
-        ("orders", &one.orders, &other.orders),
-        ("trades", &one.trades, &other.trades),
-    ] {
-        if let Some(difference) = first_difference(a, b) {
-            panic!("{what} differ:\n{difference}");
-        }
+    if let Some(difference) = outcome_difference(&one, &other) {
+        panic!("{difference}");
     }
     assert_eq!(
         other.trades.len(),
@@ -1190,14 +1191,8 @@ async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
     let widest_one: i64 = scalar(db.conn(), widest).await;
     let other = run_steps(db.conn(), &steps, true).await.expect("batched");
     let widest_batched: i64 = scalar(db.conn(), widest).await;
-    for (what, a, b) in [
-        ("answers", &one.answers, &other.answers),
-        ("orders", &one.orders, &other.orders),
-        ("trades", &one.trades, &other.trades),
-    ] {
-        if let Some(difference) = first_difference(a, b) {
-            panic!("{what} differ:\n{difference}");
-        }
+    if let Some(difference) = outcome_difference(&one, &other) {
+        panic!("{difference}");
     }
     assert!(
         widest_one > 32 && widest_batched > 32,
