@@ -182,10 +182,10 @@ pub(crate) async fn batch_start<C: ConnectionTrait>(
     (SELECT coalesce(jsonb_agg(jsonb_build_array(c.user_id, c.resting)), '[]'::jsonb)
      FROM ({}) AS c) AS resting_counts,
     EXISTS (SELECT 1 FROM stop_orders_watchlist WHERE symbol = $1) AS stops_waiting,
-    (SELECT max(price) FROM market_levels
-     WHERE symbol = $1 AND side = 'BUY' AND order_count > 0) AS best_bid,
-    (SELECT min(price) FROM market_levels
-     WHERE symbol = $1 AND side = 'SELL' AND order_count > 0) AS best_ask
+    (SELECT price FROM market_levels WHERE symbol = $1 AND side = 'BUY' AND order_count > 0
+     ORDER BY price DESC LIMIT 1) AS best_bid,
+    (SELECT price FROM market_levels WHERE symbol = $1 AND side = 'SELL' AND order_count > 0
+     ORDER BY price LIMIT 1) AS best_ask
 FROM ({}) AS q",
         super::limits::resting_orders_of!("$2", "$3"),
         select.sql

@@ -591,6 +591,47 @@ async fn a_users_orders_list_newest_first_in_offset_and_keyset_pages() {
 
 // ------------------------------------------------------------ place_many
 
+/// A batch reads the book's best bid and ask from the market levels at a
+/// cost that does not grow with the levels: 5,000 on each side, and the
+/// batch's reads of `market_levels` (in its transaction's statistics) stay a
+/// handful, where an aggregate over a side would read every level.
+#[tokio::test]
+async fn a_batch_reads_the_best_prices_without_reading_every_level() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    exec(
+        c,
+        &format!(
+            "INSERT INTO orders (user_id, symbol, side, order_type, status, quantity, price) \
+             SELECT '{maker}', 'BTC/USDT', 'BUY', 'LIMIT', 'OPEN', 1, 50 + i * 0.01 \
+             FROM generate_series(1, 5000) AS i; \
+             INSERT INTO orders (user_id, symbol, side, order_type, status, quantity, price) \
+             SELECT '{maker}', 'BTC/USDT', 'SELL', 'LIMIT', 'OPEN', 1, 101 + i * 0.01 \
+             FROM generate_series(1, 5000) AS i",
+            maker = user(500)
+        ),
+    )
+    .await;
+    let txn = sea_orm::TransactionTrait::begin(c).await.expect("begin");
+    let orders = vec![
+        NewOrder::limit(user(1), BTC, Side::Buy, dec("1"), dec("100.5")),
+        NewOrder::limit(user(2), BTC, Side::Sell, dec("1"), dec("100.6")),
+    ];
+    for result in svc::place_many(&txn, orders, &svc::PlacementLimits::default()).await {
+        let placed = result.expect("placed");
+        assert_eq!(placed.order.status, OrderStatus::Open, "{placed:?}");
+    }
+    let read: i64 = scalar(
+        &txn,
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_xact_user_tables WHERE relname = 'market_levels'",
+    )
+    .await;
+    assert!(read < 100, "the batch read {read} rows of market_levels");
+    // Dropped uncommitted: rolled back.
+    drop(txn);
+}
+
 /// A batch answers each order on its own: a refused order (bad quantity,
 /// another symbol, a client order id used earlier in the same batch) is
 /// refused alone, and the next order of the batch matches the previous one.
