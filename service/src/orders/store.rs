@@ -165,8 +165,9 @@ pub(crate) struct BookTop {
 
 /// Reads, under the book lock, the symbol (`None` when there is none), its
 /// last trade price, the resting counts of `users` (each up to `cap`),
-/// whether a stop order waits and the book's best prices, in one statement: the symbol's row as SeaORM
-/// selects it (`$1`), with the others (`$2` users, `$3` cap) as more columns.
+/// whether a stop order waits and the book's best prices, in one statement:
+/// the symbol's row as SeaORM selects it (`$1`), with the others (`$2`
+/// users, `$3` cap) as more columns.
 pub(crate) async fn batch_start<C: ConnectionTrait>(
     db: &C,
     symbol: &str,
