@@ -1087,10 +1087,20 @@ fn placing_in_batches_equals_placing_one_by_one() {
     );
 }
 
-/// A batch whose orders sweep past the first page of the book its start read
-/// (more resting orders than one page holds) on both sides, a taker stopped
-/// by its own order, and a resting order of the batch taken by a later one:
-/// the same as placing them one by one.
+/// A GTC placement without a client order id, for the hand-written batch
+/// scenarios.
+fn gtc(user: u8, side: Side, kind: Kind, quantity: usize, split: bool) -> Step {
+    Step::Place {
+        user,
+        side,
+        kind,
+        tif: TimeInForce::Gtc,
+        quantity,
+        client: None,
+        split,
+    }
+}
+
 /// A batch skips reading the stored book for an order whose limit does not
 /// reach the best prices it read at its start; once it has stored orders of
 /// its own (a stop order sends what is pending), those prices are old and the
@@ -1099,15 +1109,7 @@ fn placing_in_batches_equals_placing_one_by_one() {
 #[tokio::test]
 async fn a_batch_reads_the_book_again_after_storing_orders_mid_batch() {
     let (db, _) = model_database().await;
-    let place = |user: u8, side, kind, split| Step::Place {
-        user,
-        side,
-        kind,
-        tif: TimeInForce::Gtc,
-        quantity: 0,
-        client: None,
-        split,
-    };
+    let place = |user, side, kind, split| gtc(user, side, kind, 0, split);
     let steps = [
         // Before the batch: one ask, far up; no bid.
         place(2, Side::Sell, Kind::Limit(8), true),
@@ -1133,25 +1135,20 @@ async fn a_batch_reads_the_book_again_after_storing_orders_mid_batch() {
     );
 }
 
+/// A batch whose orders sweep past the first page of the book its start read
+/// (more resting orders than one page holds) on both sides, a taker stopped
+/// by its own order, and a resting order of the batch taken by a later one:
+/// the same as placing them one by one.
 #[tokio::test]
 async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
     let (db, _) = model_database().await;
-    let place = |user: u8, side, kind, quantity, split| Step::Place {
-        user,
-        side,
-        kind,
-        tif: TimeInForce::Gtc,
-        quantity,
-        client: None,
-        split,
-    };
     let worst = PRICES.len() - 1;
     // 45 asks of 0.0001 at 100 and up by u2 and u3, in batches of 9, then
     // u4's ask last at the worst price; 40 bids under 100 by the same two.
     let mut steps: Vec<Step> = (0..45)
         .map(|i| {
             let price = 4 + i % 5;
-            place(
+            gtc(
                 2 + (i % 2) as u8,
                 Side::Sell,
                 Kind::Limit(price),
@@ -1160,9 +1157,9 @@ async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
             )
         })
         .collect();
-    steps.push(place(4, Side::Sell, Kind::Limit(worst), 0, true));
+    steps.push(gtc(4, Side::Sell, Kind::Limit(worst), 0, true));
     steps.extend((0..40).map(|i| {
-        place(
+        gtc(
             2 + (i % 2) as u8,
             Side::Buy,
             Kind::Limit(i % 4),
@@ -1175,12 +1172,12 @@ async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
     // rests, and a later bid of the batch takes it; a MARKET sell finds
     // nothing left.
     steps.extend([
-        place(4, Side::Buy, Kind::Limit(worst), 1, false),
-        place(1, Side::Buy, Kind::Market, 0, false),
-        place(1, Side::Sell, Kind::Market, 1, false),
-        place(4, Side::Sell, Kind::Limit(0), 0, false),
-        place(1, Side::Buy, Kind::Limit(2), 1, false),
-        place(3, Side::Sell, Kind::Market, 0, true),
+        gtc(4, Side::Buy, Kind::Limit(worst), 1, false),
+        gtc(1, Side::Buy, Kind::Market, 0, false),
+        gtc(1, Side::Sell, Kind::Market, 1, false),
+        gtc(4, Side::Sell, Kind::Limit(0), 0, false),
+        gtc(1, Side::Buy, Kind::Limit(2), 1, false),
+        gtc(3, Side::Sell, Kind::Market, 0, true),
     ]);
     let widest = "SELECT least((SELECT max(n) FROM (SELECT count(*) AS n FROM trades
         GROUP BY buyer_order_id) b), (SELECT max(n) FROM (SELECT count(*) AS n FROM trades
