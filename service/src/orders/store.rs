@@ -544,7 +544,7 @@ pub(crate) struct MakerUpdate {
 /// prunes to the makers' partitions at plan time instead of planning the
 /// update over every partition.
 macro_rules! match_writes {
-    ($main:literal) => {
+    ($main:expr) => {
         concat!(
             "WITH makers AS (
     UPDATE orders AS o
@@ -600,25 +600,39 @@ RETURNING *, (SELECT count(*) FROM makers) AS makers_updated,
     (SELECT count(*) FROM fills) AS trades_inserted"
 );
 
+/// The insert of new orders from a `jsonb` array of row objects, the
+/// parameter `$rows` ([`WRITE_ORDERS`], and within
+/// [`WRITE_MATCH_AND_ORDERS`]).
+macro_rules! insert_orders {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO orders
+SELECT * FROM jsonb_populate_recordset(NULL::orders, ",
+            $rows,
+            "::jsonb)"
+        )
+    };
+}
+
 /// New orders of a batch, every column of `orders`, from one `jsonb` array of
 /// row objects (`$1`): one statement for all of them, so the schema's
 /// statement triggers run once for the batch. JSON carries NULLs, the enums'
 /// text and decimals as strings exactly, where arrays of binds cannot.
-pub const WRITE_ORDERS: &str = "INSERT INTO orders
-SELECT * FROM jsonb_populate_recordset(NULL::orders, $1::jsonb)";
+pub const WRITE_ORDERS: &str = insert_orders!("$1");
 
 /// A batch's makers and trades ([`match_writes`]) and its new orders (`$22`,
 /// as [`WRITE_ORDERS`]), in one statement.
-pub const WRITE_MATCH_AND_ORDERS: &str = match_writes!(
+pub const WRITE_MATCH_AND_ORDERS: &str = match_writes!(concat!(
     ", placed AS (
-    INSERT INTO orders
-    SELECT * FROM jsonb_populate_recordset(NULL::orders, $22::jsonb)
+",
+    insert_orders!("$22"),
+    "
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM makers) AS makers_updated,
     (SELECT count(*) FROM fills) AS trades_inserted,
     (SELECT count(*) FROM placed) AS orders_inserted"
-);
+));
 
 /// The database text of an enum value, as the generated enum names it (the
 /// binds of the enum columns are text, cast in the statement).
@@ -779,6 +793,11 @@ fn order_json(row: &orders::Model) -> serde_json::Value {
     })
 }
 
+/// The parameter of [`insert_orders`]: `rows` as a JSON array.
+fn orders_json(rows: &[orders::Model]) -> serde_json::Value {
+    serde_json::Value::Array(rows.iter().map(order_json).collect())
+}
+
 #[derive(FromQueryResult)]
 struct WrittenWithOrders {
     makers_updated: i64,
@@ -824,16 +843,15 @@ pub(crate) async fn write_batch<C: ConnectionTrait>(
             Ok(())
         }
         (_, true) if makers.is_empty() => {
-            let json = serde_json::Value::Array(rows.iter().map(order_json).collect());
             let inserted = db
-                .execute_raw(statement(WRITE_ORDERS, [json.into()]))
+                .execute_raw(statement(WRITE_ORDERS, [orders_json(rows).into()]))
                 .await?
                 .rows_affected();
             all_stored(inserted, rows.len())
         }
         _ => {
             let mut values = match_values(makers, trades)?;
-            values.push(serde_json::Value::Array(rows.iter().map(order_json).collect()).into());
+            values.push(orders_json(rows).into());
             let written =
                 WrittenWithOrders::find_by_statement(statement(WRITE_MATCH_AND_ORDERS, values))
                     .one(db)
