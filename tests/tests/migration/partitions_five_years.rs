@@ -34,8 +34,8 @@ async fn two_counts(db: &impl sea_orm::ConnectionTrait, sql: &str) -> (i64, i64)
 async fn partitions_locked(txn: &DatabaseTransaction) -> (i64, i64) {
     two_counts(
         txn,
-        "SELECT count(*) FILTER (WHERE p.relname = 'orders') || '|' ||
-                count(*) FILTER (WHERE p.relname = 'trades')
+        "SELECT count(DISTINCT l.relation) FILTER (WHERE p.relname = 'orders') || '|' ||
+                count(DISTINCT l.relation) FILTER (WHERE p.relname = 'trades')
          FROM pg_locks l
          JOIN pg_inherits i ON i.inhrelid = l.relation
          JOIN pg_class p ON p.oid = i.inhparent
