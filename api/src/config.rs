@@ -132,8 +132,8 @@ pub struct Config {
     /// `JOB_LOCK_TIMEOUT_MS`, default 5000: the background jobs give up a lock
     /// wait after this long and try again at their next tick.
     pub job_lock_timeout: Duration,
-    /// `PLACEMENT_BATCH_MAX`, default 64: the most placements of one symbol
-    /// the sequencer writes in one transaction (1: no batching).
+    /// `PLACEMENT_BATCH_MAX`, default 64: the most placements (or cancels)
+    /// of one symbol the sequencer writes in one transaction (1: no batching).
     pub placement_batch_max: usize,
     /// `ARCHIVE_DIR` (a folder) or `ARCHIVE_URL` (`s3://bucket/prefix`,
     /// `file:///path`): where partitions past retention are archived before
@@ -409,7 +409,7 @@ pub struct Variables {
     /// Open LIMIT and waiting stop orders of one user, over all symbols.
     #[arg(long, env = "MAX_RESTING_ORDERS_PER_USER", default_value_t = PlacementLimits::default().max_resting_orders_per_user, value_parser = whole(1, 10_000_000))]
     pub max_resting_orders_per_user: u64,
-    /// The most placements of one symbol written in one transaction.
+    /// The most placements (or cancels) of one symbol written in one transaction.
     #[arg(long, env = "PLACEMENT_BATCH_MAX", default_value_t = 64, value_parser = whole(1, 1_000))]
     pub placement_batch_max: u64,
     /// A folder for archives of partitions past retention.

@@ -112,10 +112,7 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderDto>, ApiError> {
     let order_id = parse_id(&id)?;
-    let cancelled = state
-        .db
-        .run(async |db| orders::cancel(db, user_id, order_id).await)
-        .await;
+    let cancelled = state.sequencer.cancel(user_id, order_id).await;
     state.reads.wrote(user_id);
     state.events.wake.notify_one();
     let cancelled = cancelled?;

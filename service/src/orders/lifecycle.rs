@@ -3,6 +3,10 @@
 use entity::orders;
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionSession};
 
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, FixedOffset};
+
 use crate::pooling::TransactionAware;
 use uuid::Uuid;
 
@@ -60,6 +64,47 @@ pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
     WHERE order_id = $1 AND created_at = $2 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
     RETURNING orders.*";
 
+/// The guarded update of a batch of cancels on one symbol, as [`CANCEL`] for
+/// each order: `$1` the orders' ids and `$2` their `created_at`, pair by pair;
+/// an order named twice is cancelled (and returned) once.
+pub const CANCEL_MANY: &str = "UPDATE orders SET status = 'CANCELLED'
+    FROM (SELECT pg_advisory_xact_lock($3, hashtext($4))) AS locked,
+         unnest($1::uuid[], $2::timestamptz[]) AS wanted (order_id, created_at)
+    WHERE orders.order_id = wanted.order_id AND orders.created_at = wanted.created_at
+      AND orders.status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
+    RETURNING orders.*";
+
+/// An order a cancel found still cancellable, and who asked.
+#[derive(Clone, Debug)]
+pub(crate) struct Cancellable {
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub created_at: DateTime<FixedOffset>,
+    pub symbol: String,
+}
+
+/// The user's order, if it can still be cancelled: what a cancel checks
+/// before it takes the book lock.
+pub(crate) async fn cancellable<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    order_id: Uuid,
+) -> Result<Cancellable> {
+    let order = find_own_order(db, user_id, order_id).await?;
+    if is_terminal(order.status) {
+        return Err(ServiceError::TerminalStatus {
+            order_id,
+            status: order.status,
+        });
+    }
+    Ok(Cancellable {
+        user_id,
+        order_id,
+        created_at: order.created_at,
+        symbol: order.symbol,
+    })
+}
+
 /// Cancels the user's order: CANCELLED, with `cancelled_at` set by the schema's
 /// trigger; a stop order leaves the watchlist.
 ///
@@ -81,26 +126,20 @@ pub async fn cancel<C: TransactionAware>(
     // the same way.
     let mut contention = None;
     for _ in 0..CANCEL_ATTEMPTS {
-        let order = find_own_order(db, user_id, order_id).await?;
-        if is_terminal(order.status) {
-            return Err(ServiceError::TerminalStatus {
-                order_id,
-                status: order.status,
-            });
-        }
-        let cancelled = if db.in_transaction() {
-            // In the caller's transaction each attempt is a savepoint, so a
-            // failed one (40001) leaves that transaction usable for the retry.
-            let attempt = db.begin().await?;
-            let cancelled = cancel_row(&attempt, order_id, &order).await;
-            match &cancelled {
-                Ok(Some(_)) => attempt.commit().await?,
-                _ => attempt.rollback().await?,
-            }
-            cancelled
-        } else {
-            cancel_row(db, order_id, &order).await
-        };
+        let order = cancellable(db, user_id, order_id).await?;
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            CANCEL,
+            [
+                order_id.into(),
+                order.created_at.into(),
+                crate::orders::store::BOOK_LOCK.into(),
+                order.symbol.into(),
+            ],
+        );
+        let cancelled = guarded(db, statement)
+            .await
+            .map(|rows| rows.into_iter().next());
         match cancelled {
             Ok(Some(cancelled)) => {
                 tracing::debug!(%order_id, "order cancelled");
@@ -131,25 +170,126 @@ pub async fn cancel<C: TransactionAware>(
     })
 }
 
-/// The guarded update of one cancel attempt: the row as cancelled, `None` when
-/// no row matched the key (the order moved), or the database's error.
-async fn cancel_row<C: ConnectionTrait>(
+/// Runs a cancel's guarded update; in a caller's transaction as a savepoint,
+/// so that a failed one (40001) leaves that transaction usable for a retry.
+/// The savepoint is kept only when the update cancelled something.
+async fn guarded<C: TransactionAware>(
     db: &C,
-    order_id: Uuid,
-    order: &orders::Model,
-) -> std::result::Result<Option<orders::Model>, sea_orm::DbErr> {
-    orders::Model::find_by_statement(Statement::from_sql_and_values(
+    statement: Statement,
+) -> std::result::Result<Vec<orders::Model>, sea_orm::DbErr> {
+    if !db.in_transaction() {
+        return orders::Model::find_by_statement(statement).all(db).await;
+    }
+    let attempt = db.begin().await?;
+    let cancelled = orders::Model::find_by_statement(statement)
+        .all(&attempt)
+        .await;
+    match &cancelled {
+        Ok(rows) if !rows.is_empty() => attempt.commit().await?,
+        _ => attempt.rollback().await?,
+    }
+    cancelled
+}
+
+/// Cancels orders, each as [`cancel`] would, in list order: `requests` are
+/// `(user_id, order_id)` pairs, and each gets its own result. The orders of
+/// one symbol are cancelled by one statement under its book lock, so the
+/// schema's statement triggers run once for them (and, outside a caller's
+/// transaction, they commit together). An order that statement did not
+/// cancel (filled or triggered meanwhile, or named twice) and every order of
+/// a statement the database failed is cancelled again alone with [`cancel`],
+/// so each gets exactly the answer it would get alone.
+pub async fn cancel_many<C: TransactionAware>(
+    db: &C,
+    requests: &[(Uuid, Uuid)],
+) -> Vec<Result<orders::Model>> {
+    let mut results: Vec<Option<Result<orders::Model>>> = Vec::with_capacity(requests.len());
+    let mut per_symbol: BTreeMap<String, Vec<(usize, Cancellable)>> = BTreeMap::new();
+    for (index, &(user_id, order_id)) in requests.iter().enumerate() {
+        match cancellable(db, user_id, order_id).await {
+            Ok(order) => {
+                results.push(None);
+                per_symbol
+                    .entry(order.symbol.clone())
+                    .or_default()
+                    .push((index, order));
+            }
+            Err(err) => results.push(Some(Err(err))),
+        }
+    }
+    for (symbol, group) in per_symbol {
+        let (indexes, orders): (Vec<usize>, Vec<Cancellable>) = group.into_iter().unzip();
+        let cancelled = cancel_found(db, &symbol, &orders).await;
+        for (index, result) in indexes.into_iter().zip(cancelled) {
+            results[index] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                Err(ServiceError::Database(sea_orm::DbErr::Custom(
+                    "a cancel of the batch got no answer".into(),
+                )))
+            })
+        })
+        .collect()
+}
+
+/// Cancels `orders`, all found cancellable on `symbol`, with one statement
+/// under the symbol's book lock; what it does not cancel is cancelled alone.
+/// Each gets its own result, in order.
+pub(crate) async fn cancel_found<C: TransactionAware>(
+    db: &C,
+    symbol: &str,
+    orders: &[Cancellable],
+) -> Vec<Result<orders::Model>> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+    let created: Vec<DateTime<FixedOffset>> = orders.iter().map(|o| o.created_at).collect();
+    let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
-        CANCEL,
+        CANCEL_MANY,
         [
-            order_id.into(),
-            order.created_at.into(),
+            ids.into(),
+            created.into(),
             crate::orders::store::BOOK_LOCK.into(),
-            order.symbol.clone().into(),
+            symbol.into(),
         ],
-    ))
-    .one(db)
-    .await
+    );
+    let mut cancelled: HashMap<Uuid, orders::Model> = match guarded(db, statement).await {
+        Ok(rows) => rows.into_iter().map(|row| (row.order_id, row)).collect(),
+        Err(err) => match ServiceError::from(err) {
+            // No connection: cancelling one by one would wait for one again
+            // per order; each gets the batch's answer instead.
+            ServiceError::Unavailable(err) => {
+                return orders
+                    .iter()
+                    .map(|_| {
+                        Err(ServiceError::Unavailable(sea_orm::DbErr::Custom(
+                            err.to_string(),
+                        )))
+                    })
+                    .collect();
+            }
+            other => {
+                tracing::debug!(error = %other, orders = orders.len(), "batch of cancels failed; cancelling one by one");
+                HashMap::new()
+            }
+        },
+    };
+    let mut results = Vec::with_capacity(orders.len());
+    for order in orders {
+        // The first request of an order named twice takes its row; the
+        // second finds it cancelled, as it would one after the other.
+        match cancelled.remove(&order.order_id) {
+            Some(row) => {
+                tracing::debug!(order_id = %order.order_id, "order cancelled");
+                results.push(Ok(row));
+            }
+            None => results.push(cancel(db, order.user_id, order.order_id).await),
+        }
+    }
+    results
 }
 
 /// Reads and cancel attempts before giving up on an order that keeps moving.

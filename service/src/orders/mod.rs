@@ -77,7 +77,7 @@ mod sequencer;
 pub(crate) mod store;
 mod validate;
 
-pub use lifecycle::{cancel, expire_due};
+pub use lifecycle::{cancel, cancel_many, expire_due};
 pub use limits::PlacementLimits;
 pub(crate) use matching::continue_stops;
 pub use matching::{place, place_many, place_with};

@@ -1,16 +1,21 @@
 //! A per-symbol sequencer: placements on one symbol that arrive while a batch
 //! of that symbol is being written form the next batch, placed by
 //! [`place_many`] in one transaction under one book lock (group commit).
+//! Cancels are batched the same way, [`cancel_many`](super::cancel_many)'s
+//! one statement per batch, in the same queue as the symbol's placements.
 //!
 //! - A placement on an idle symbol starts a batch of one at once: no added
 //!   latency when nothing waits.
 //! - Arrival order is priority order: the queue is first come, first placed,
 //!   and a batch places its orders in queue order, each as if placed alone
-//!   after the previous one.
-//! - A batch holds at most [`SequencerSettings::max_batch`] orders; the rest
-//!   wait for the next.
+//!   after the previous one. Placements and cancels share a symbol's queue: a
+//!   batch is the run of one kind at its head, so a cancel queued before a
+//!   placement is written before it, and after the placements queued before it.
+//! - A batch holds at most [`SequencerSettings::max_batch`] orders (or
+//!   cancels); the rest wait for the next.
 //! - A batch the database fails is placed again order by order, so one order
-//!   that cannot be stored fails alone and nothing is half-stored.
+//!   that cannot be stored fails alone and nothing is half-stored; a cancel
+//!   the batch's statement did not make is tried again alone.
 //! - Several processes stay correct: their batches serialize on the same
 //!   book lock in the database, as single placements do.
 //! - [`Sequencer::shutdown`] refuses new placements and waits until every
@@ -26,6 +31,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sea_orm::DbErr;
 use tokio::sync::{Notify, oneshot};
 
+use entity::orders;
+use uuid::Uuid;
+
+use super::lifecycle::{Cancellable, cancel_found, cancellable};
 use super::{NewOrder, Placement, PlacementLimits, place_many};
 use crate::error::{Result, ServiceError};
 use crate::pooling::Pool;
@@ -33,7 +42,7 @@ use crate::pooling::Pool;
 /// How the sequencer batches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SequencerSettings {
-    /// The most orders one batch places (at least 1). Default 64.
+    /// The most orders one batch places, or cancels (at least 1). Default 64.
     pub max_batch: usize,
 }
 
@@ -46,28 +55,88 @@ impl Default for SequencerSettings {
 /// What the sequencer has done since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SequencerStats {
-    /// Batches written.
+    /// Batches of placements written.
     pub batches: u64,
     /// Orders they carried.
     pub orders: u64,
-    /// The largest batch.
+    /// The largest batch of placements.
     pub largest: u64,
+    /// Batches of cancels written.
+    pub cancel_batches: u64,
+    /// Cancels they carried.
+    pub cancels: u64,
+    /// The largest batch of cancels.
+    pub largest_cancel: u64,
 }
 
-struct Pending {
-    order: NewOrder,
-    reply: oneshot::Sender<Result<Placement>>,
+/// A placement or a cancel waiting in its symbol's queue.
+enum Pending {
+    Place {
+        order: NewOrder,
+        reply: oneshot::Sender<Result<Placement>>,
+    },
+    Cancel {
+        order: Cancellable,
+        reply: oneshot::Sender<Result<orders::Model>>,
+    },
+}
+
+impl Pending {
+    fn is_cancel(&self) -> bool {
+        matches!(self, Pending::Cancel { .. })
+    }
+}
+
+/// How many batches had each size (index: size), for the mean and p99.
+#[derive(Default)]
+struct Sizes {
+    batches: u64,
+    items: u64,
+    counts: Vec<u64>,
+}
+
+impl Sizes {
+    fn add(&mut self, size: usize) {
+        self.batches += 1;
+        self.items += size as u64;
+        if self.counts.len() <= size {
+            self.counts.resize(size + 1, 0);
+        }
+        self.counts[size] += 1;
+    }
+
+    /// The histogram grows only as far as the largest batch.
+    fn largest(&self) -> u64 {
+        self.counts.len().saturating_sub(1) as u64
+    }
+
+    /// The mean and the smallest size that at least 99 % of the batches do
+    /// not exceed (0 without any).
+    fn mean_and_p99(&self) -> (f64, usize) {
+        if self.batches == 0 {
+            return (0.0, 0);
+        }
+        let mean = self.items as f64 / self.batches as f64;
+        let needed = (self.batches * 99).div_ceil(100);
+        let mut seen = 0;
+        for (size, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= needed {
+                return (mean, size);
+            }
+        }
+        (mean, self.counts.len().saturating_sub(1))
+    }
 }
 
 #[derive(Default)]
 struct State {
-    /// Orders waiting, per symbol; a symbol is present while a task runs its
-    /// batches.
+    /// Placements and cancels waiting, per symbol; a symbol is present while
+    /// a task runs its batches.
     queues: HashMap<String, VecDeque<Pending>>,
     closed: bool,
-    stats: SequencerStats,
-    /// How many batches had each size (index: size), for the mean and p99.
-    sizes: Vec<u64>,
+    placements: Sizes,
+    cancels: Sizes,
 }
 
 struct Shared {
@@ -134,22 +203,8 @@ impl Sequencer {
     /// [`shutdown`](Self::shutdown) has begun.
     pub async fn place(&self, order: NewOrder) -> Result<Placement> {
         let (reply, placed) = oneshot::channel();
-        {
-            let mut state = self.shared.state();
-            if state.closed {
-                return Err(closed());
-            }
-            let symbol = order.symbol.clone();
-            let start = !state.queues.contains_key(&symbol);
-            state
-                .queues
-                .entry(symbol.clone())
-                .or_default()
-                .push_back(Pending { order, reply });
-            if start {
-                tokio::spawn(run(self.shared.clone(), symbol));
-            }
-        }
+        let symbol = order.symbol.clone();
+        self.enqueue(symbol, Pending::Place { order, reply })?;
         placed.await.unwrap_or_else(|_| {
             Err(ServiceError::Unavailable(DbErr::Custom(
                 "the placement's batch stopped before it finished".into(),
@@ -157,45 +212,93 @@ impl Sequencer {
         })
     }
 
-    /// Batches and orders placed so far.
+    /// Cancels the user's order with the cancels of its symbol that arrive
+    /// meanwhile; the result is the one [`cancel`](super::cancel) would give.
+    /// The order is read first (not found, another user's, already over:
+    /// answered at once, without queueing).
+    ///
+    /// Errors: those of a cancel; [`ServiceError::Unavailable`] once
+    /// [`shutdown`](Self::shutdown) has begun.
+    pub async fn cancel(&self, user_id: Uuid, order_id: Uuid) -> Result<orders::Model> {
+        if self.shared.state().closed {
+            return Err(closed());
+        }
+        let order = self
+            .shared
+            .pool
+            .run(async |db| cancellable(db, user_id, order_id).await)
+            .await?;
+        let (reply, cancelled) = oneshot::channel();
+        let symbol = order.symbol.clone();
+        self.enqueue(symbol, Pending::Cancel { order, reply })?;
+        cancelled.await.unwrap_or_else(|_| {
+            Err(ServiceError::Unavailable(DbErr::Custom(
+                "the cancel's batch stopped before it finished".into(),
+            )))
+        })
+    }
+
+    /// Queues `pending` on `symbol`, starting the symbol's task when it has
+    /// none.
+    fn enqueue(&self, symbol: String, pending: Pending) -> Result<()> {
+        let mut state = self.shared.state();
+        if state.closed {
+            return Err(closed());
+        }
+        let start = !state.queues.contains_key(&symbol);
+        state
+            .queues
+            .entry(symbol.clone())
+            .or_default()
+            .push_back(pending);
+        if start {
+            tokio::spawn(run(self.shared.clone(), symbol));
+        }
+        Ok(())
+    }
+
+    /// Batches, orders placed and cancels made so far.
     pub fn stats(&self) -> SequencerStats {
         let state = self.shared.state();
         SequencerStats {
-            // The histogram grows only as far as the largest batch.
-            largest: state.sizes.len().saturating_sub(1) as u64,
-            ..state.stats
+            batches: state.placements.batches,
+            orders: state.placements.items,
+            largest: state.placements.largest(),
+            cancel_batches: state.cancels.batches,
+            cancels: state.cancels.items,
+            largest_cancel: state.cancels.largest(),
         }
     }
 
-    /// The mean and 99th percentile of the batch sizes so far (0 without any).
+    /// The mean and 99th percentile of the placement batches' sizes so far
+    /// (0 without any).
     pub fn batch_sizes(&self) -> (f64, usize) {
-        let state = self.shared.state();
-        let batches = state.stats.batches;
-        if batches == 0 {
-            return (0.0, 0);
-        }
-        let mean = state.stats.orders as f64 / batches as f64;
-        // The smallest size that at least 99 % of the batches do not exceed.
-        let needed = (batches * 99).div_ceil(100);
-        let mut seen = 0;
-        for (size, &count) in state.sizes.iter().enumerate() {
-            seen += count;
-            if seen >= needed {
-                return (mean, size);
-            }
-        }
-        (mean, state.sizes.len().saturating_sub(1))
+        self.shared.state().placements.mean_and_p99()
     }
 
-    /// Starts the counts of [`stats`](Self::stats) and
-    /// [`batch_sizes`](Self::batch_sizes) again.
+    /// The mean and 99th percentile of the cancel batches' sizes so far (0
+    /// without any).
+    pub fn cancel_batch_sizes(&self) -> (f64, usize) {
+        self.shared.state().cancels.mean_and_p99()
+    }
+
+    /// Placements and cancels waiting in the queues (not those of the
+    /// batches being written).
+    pub fn queued(&self) -> usize {
+        self.shared.state().queues.values().map(VecDeque::len).sum()
+    }
+
+    /// Starts the counts of [`stats`](Self::stats),
+    /// [`batch_sizes`](Self::batch_sizes) and
+    /// [`cancel_batch_sizes`](Self::cancel_batch_sizes) again.
     pub fn reset_stats(&self) {
         let mut state = self.shared.state();
-        state.stats = SequencerStats::default();
-        state.sizes.clear();
+        state.placements = Sizes::default();
+        state.cancels = Sizes::default();
     }
 
-    /// Refuses new placements and returns once every queued one is placed.
+    /// Refuses new placements and cancels and returns once every queued one
+    /// is written.
     pub async fn shutdown(&self) {
         loop {
             let mut idle = std::pin::pin!(self.shared.idle.notified());
@@ -256,41 +359,83 @@ async fn run(shared: Arc<Shared>, symbol: String) {
                 finish.done = true;
                 return;
             }
-            let take = queue.len().min(shared.settings.max_batch);
+            // The run of one kind at the queue's head, up to the batch size.
+            let cancels = queue.front().is_some_and(Pending::is_cancel);
+            let take = queue
+                .iter()
+                .take(shared.settings.max_batch)
+                .take_while(|p| p.is_cancel() == cancels)
+                .count();
             let batch: Vec<Pending> = queue.drain(..take).collect();
-            let size = batch.len() as u64;
-            state.stats.batches += 1;
-            state.stats.orders += size;
-            if state.sizes.len() <= take {
-                state.sizes.resize(take + 1, 0);
+            if cancels {
+                state.cancels.add(take);
+            } else {
+                state.placements.add(take);
             }
-            state.sizes[take] += 1;
             batch
         };
-        let (orders, replies): (Vec<NewOrder>, Vec<_>) =
-            batch.into_iter().map(|p| (p.order, p.reply)).unzip();
-        let count = orders.len();
-        let limits = &shared.limits;
-        let outcome = shared
-            .pool
-            .run(async move |db| Ok::<_, ServiceError>(place_many(db, orders, limits).await))
-            .await;
-        match outcome {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // A caller that went away still had its order placed.
-                    let _ = reply.send(result);
-                }
+        if batch.first().is_some_and(Pending::is_cancel) {
+            cancel_batch(&shared, &symbol, batch).await;
+        } else {
+            place_batch(&shared, batch).await;
+        }
+    }
+}
+
+/// Places a batch of placements and answers each caller.
+async fn place_batch(shared: &Shared, batch: Vec<Pending>) {
+    let (orders, replies): (Vec<NewOrder>, Vec<_>) = batch
+        .into_iter()
+        .filter_map(|p| match p {
+            Pending::Place { order, reply } => Some((order, reply)),
+            Pending::Cancel { .. } => None,
+        })
+        .unzip();
+    let limits = &shared.limits;
+    let outcome = shared
+        .pool
+        .run(async move |db| Ok::<_, ServiceError>(place_many(db, orders, limits).await))
+        .await;
+    answer(replies, outcome, "placements");
+}
+
+/// Cancels a batch of cancels of `symbol` and answers each caller.
+async fn cancel_batch(shared: &Shared, symbol: &str, batch: Vec<Pending>) {
+    let (orders, replies): (Vec<Cancellable>, Vec<_>) = batch
+        .into_iter()
+        .filter_map(|p| match p {
+            Pending::Cancel { order, reply } => Some((order, reply)),
+            Pending::Place { .. } => None,
+        })
+        .unzip();
+    let outcome = shared
+        .pool
+        .run(async |db| Ok::<_, ServiceError>(cancel_found(db, symbol, &orders).await))
+        .await;
+    answer(replies, outcome, "cancels");
+}
+
+/// Gives each caller of a batch its own result; when the batch's unit of work
+/// failed as a whole (its commit, behind a transaction-mode pooler: nothing
+/// of the batch is stored), the batch's error.
+fn answer<T>(
+    replies: Vec<oneshot::Sender<Result<T>>>,
+    outcome: Result<Vec<Result<T>>>,
+    what: &str,
+) {
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that went away still had its order written.
+                let _ = reply.send(result);
             }
-            Err(err) => {
-                // The unit of work failed as a whole (its commit, behind a
-                // transaction-mode pooler): nothing of the batch is stored.
-                tracing::warn!(error = %err, orders = count, "a batch of placements failed");
-                for reply in replies {
-                    let _ = reply.send(Err(ServiceError::Unavailable(DbErr::Custom(format!(
-                        "the batch of placements failed: {err}"
-                    )))));
-                }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, count = replies.len(), "a batch of {what} failed");
+            for reply in replies {
+                let _ = reply.send(Err(ServiceError::Unavailable(DbErr::Custom(format!(
+                    "the batch of {what} failed: {err}"
+                )))));
             }
         }
     }

@@ -1,9 +1,11 @@
 //! Pool exhaustion: more concurrent cancels than pool connections, while the
 //! connections in use are held up by a lock: the rest wait up to the acquire
 //! timeout and get 503 with the contract's body; none hangs, none is lost,
-//! none is answered twice, and the pool recovers. (Placements of one symbol
-//! no longer exhaust a pool: the sequencer writes them in batches on one
-//! connection, which the second test shows.)
+//! none is answered twice, and the pool recovers. (Writes of one symbol no
+//! longer exhaust a pool: the sequencer writes them in batches on one
+//! connection, which the second test shows; a cancel still reads its order
+//! on a connection of its own before it queues, and that read is what the
+//! lock holds up here.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +28,8 @@ const HOLD: Duration = Duration::from_millis(2500);
 async fn requests_beyond_the_pool_wait_then_get_503_and_none_is_lost_or_doubled() {
     let app = Arc::new(spawn_app(AppOptions::jwt().pool(POOL, ACQUIRE_TIMEOUT)).await);
     let user = Uuid::new_v4();
-    // Resting orders to cancel: each cancel is a unit of work of its own that
-    // holds a connection while it writes.
+    // Resting orders to cancel: each cancel reads its order in a unit of
+    // work of its own, which holds a connection while it reads.
     let mut resting = Vec::new();
     for n in 0..CLIENTS {
         let order = json!({"symbol": "BTC/USDT", "side": "BUY", "type": "LIMIT",
@@ -41,11 +43,11 @@ async fn requests_beyond_the_pool_wait_then_get_503_and_none_is_lost_or_doubled(
                 .to_owned(),
         );
     }
-    // A session of the test's own blocks every write to orders, so the
+    // A session of the test's own blocks every read of orders, so the
     // cancels that got a connection keep it until the lock goes.
     let blocker = app.db().connect_single().await;
     exec(&blocker, "BEGIN").await;
-    exec(&blocker, "LOCK TABLE orders IN SHARE MODE").await;
+    exec(&blocker, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").await;
     let mut clients = JoinSet::new();
     for (n, id) in resting.iter().enumerate() {
         let app = Arc::clone(&app);

@@ -99,7 +99,8 @@ fn random_order(random: &mut Random) -> NewOrder {
     order.with_time_in_force(tif)
 }
 
-/// How a task places: one transaction per order, or through a sequencer.
+/// How a task places and cancels: one transaction each, or through a
+/// sequencer.
 #[derive(Clone)]
 enum Placer {
     Direct,
@@ -125,7 +126,11 @@ async fn worker(task: usize, db: DatabaseConnection, placer: Placer, placed: Pla
                 } else {
                     user(1 + (owner.as_u128() as u64 % USERS))
                 };
-                match svc::cancel(&db, who, order_id).await {
+                let cancelled = match &placer {
+                    Placer::Direct => svc::cancel(&db, who, order_id).await,
+                    Placer::Sequenced(sequencer) => sequencer.cancel(who, order_id).await,
+                };
+                match cancelled {
                     Ok(row) if as_owner && row.status == OrderStatus::Cancelled => {
                         answers.cancelled.push(row)
                     }
@@ -688,7 +693,7 @@ async fn a_placement_waiting_for_the_btc_book(
 
 /// Returns once a session waits for an advisory lock (a book lock held
 /// elsewhere), read from `pg_locks`; fails after ten seconds.
-async fn waiting_for_an_advisory_lock(db: &DatabaseConnection) {
+pub(crate) async fn waiting_for_an_advisory_lock(db: &DatabaseConnection) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = scalar(
