@@ -258,6 +258,8 @@ pub async fn benchmark(
         Kind::SequencedResting,
         Kind::SequencedCrossing,
         Kind::Http,
+        Kind::Cancel,
+        Kind::SequencedCancel,
     ] {
         throughput::run(kind, most, warm_up, db, &prices, Some(&http)).await?;
     }
@@ -271,6 +273,8 @@ pub async fn benchmark(
             Kind::SequencedResting,
             Kind::SequencedCrossing,
             Kind::Http,
+            Kind::Cancel,
+            Kind::SequencedCancel,
         ] {
             let run = throughput::run(kind, clients, settings.throughput, db, &prices, Some(&http))
                 .await?;

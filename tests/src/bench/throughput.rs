@@ -4,7 +4,8 @@
 //! autocommit, at the same concurrency. Placements go through the service one
 //! transaction each, through the per-symbol sequencer (batches of the
 //! placements that arrive together), and over HTTP through the api (started
-//! in-process, which places through its sequencer).
+//! in-process, which places through its sequencer). Cancels of resting bids
+//! go through the service one transaction each and through the sequencer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,48 @@ pub enum Kind {
     SequencedResting,
     /// [`Kind::Crossing`] through a [`Sequencer`].
     SequencedCrossing,
+    /// A cancel of one of the client's resting bids, one transaction each.
+    Cancel,
+    /// [`Kind::Cancel`] through a [`Sequencer`].
+    SequencedCancel,
+}
+
+/// Resting bids a cancel line gives each client before it starts, per second
+/// of the line: `clients × this` at most [`CANCEL_STOCK_TOTAL`] a second,
+/// above the rates cancels reach on this machine. A client that runs out
+/// inserts as many again, inside the line's wall time.
+const CANCEL_STOCK_PER_CLIENT: usize = 1_500;
+const CANCEL_STOCK_TOTAL: usize = 6_000;
+
+/// Resting bids of one client's user to cancel, inserted in one statement
+/// with version 7 ids (as the service gives its orders), so a cancel finds
+/// each by its id in one partition.
+const STOCK: &str = "INSERT INTO orders (order_id, user_id, symbol, side, order_type, status,
+        quantity, price)
+    SELECT id, $2, $3, 'BUY', 'LIMIT', 'OPEN', $4, $5 FROM unnest($1::uuid[]) AS id";
+
+/// What a cancel line left resting, cancelled after it (not timed), so the
+/// book is as before the line.
+const UNSTOCK: &str = "UPDATE orders SET status = 'CANCELLED'
+    WHERE user_id = ANY($1) AND created_at >= $2 AND status = 'OPEN'";
+
+async fn stock(
+    pool: &PgPool,
+    user: Uuid,
+    (symbol, bid, quantity): (&str, Decimal, Decimal),
+    count: usize,
+) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    sqlx::query(STOCK)
+        .bind(&ids)
+        .bind(user)
+        .bind(symbol)
+        .bind(quantity)
+        .bind(bid)
+        .execute(pool)
+        .await
+        .context("resting bids to cancel")?;
+    Ok(ids)
 }
 
 /// A throughput line's samples, and the batch sizes when a sequencer placed.
@@ -110,35 +153,74 @@ pub async fn run(
     http: Option<&Http>,
 ) -> Result<Run> {
     let prices = Arc::new(prices.clone());
-    let sequencer = matches!(kind, Kind::SequencedResting | Kind::SequencedCrossing).then(|| {
+    let sequenced = matches!(
+        kind,
+        Kind::SequencedResting | Kind::SequencedCrossing | Kind::SequencedCancel
+    );
+    let sequencer = sequenced.then(|| {
         Sequencer::new(
             Pool::new(db.clone(), PoolMode::Direct),
             orders::PlacementLimits::default(),
             SequencerSettings::default(),
         )
     });
+    // A cancel line's clients start with their stock of resting bids.
+    let cancels = matches!(kind, Kind::Cancel | Kind::SequencedCancel);
+    let stocked_from = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let per_client = if cancels {
+        let per_second = CANCEL_STOCK_PER_CLIENT.min(CANCEL_STOCK_TOTAL / clients.max(1));
+        (duration.as_secs_f64() * per_second as f64).ceil() as usize
+    } else {
+        0
+    };
+    let pool = db.get_postgres_connection_pool().clone();
+    let mut stocks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let user = Uuid::new_v4();
+        let ids = if cancels {
+            stock(&pool, user, prices.of(client), per_client).await?
+        } else {
+            Vec::new()
+        };
+        stocks.push((user, ids));
+    }
+    let users: Vec<Uuid> = stocks.iter().map(|(user, _)| *user).collect();
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for client in 0..clients {
+    for (client, (first_user, stocked)) in stocks.into_iter().enumerate() {
         let db = db.clone();
         let prices = prices.clone();
         let http = http.map(|h| (h.base.clone(), h.client.clone()));
         let sequencer = sequencer.clone();
         set.spawn(async move {
             let mut samples = Samples::default();
-            let mut user = Uuid::new_v4();
+            let mut user = first_user;
+            let mut stocked = stocked;
             let (symbol, bid, quantity) = prices.of(client);
             let pool = db.get_postgres_connection_pool().clone();
             let mut n = 0usize;
             while Instant::now() < deadline {
                 // A fresh user before the resting-order cap (1000 per user)
-                // would refuse the next resting bid.
-                if n > 0 && n.is_multiple_of(RESTING_PER_USER) {
+                // would refuse the next resting bid (a cancel line keeps its
+                // stock's user).
+                if !cancels && n > 0 && n.is_multiple_of(RESTING_PER_USER) {
                     user = Uuid::new_v4();
+                }
+                if cancels && stocked.is_empty() {
+                    stocked = stock(&pool, user, prices.of(client), per_client.max(1)).await?;
                 }
                 let at = Instant::now();
                 match kind {
+                    Kind::Cancel => {
+                        let id = stocked.pop().context("a resting bid to cancel")?;
+                        orders::cancel(&db, user, id).await?;
+                    }
+                    Kind::SequencedCancel => {
+                        let id = stocked.pop().context("a resting bid to cancel")?;
+                        let sequencer = sequencer.as_ref().context("a sequencer")?;
+                        sequencer.cancel(user, id).await?;
+                    }
                     Kind::Resting => {
                         let order = NewOrder::limit(user, symbol, Side::Buy, quantity, bid);
                         orders::place(&db, order).await?;
@@ -195,7 +277,16 @@ pub async fn run(
         all.merge(done.context("a client panicked")??);
     }
     all.set_wall(started.elapsed());
+    if cancels {
+        sqlx::query(UNSTOCK)
+            .bind(&users)
+            .bind(stocked_from)
+            .execute(&pool)
+            .await
+            .context("cancelling what the cancel line left resting")?;
+    }
     let batches = match (&sequencer, http) {
+        (Some(sequencer), _) if cancels => Some(sequencer.cancel_batch_sizes()),
         (Some(sequencer), _) => Some(sequencer.batch_sizes()),
         (None, Some(http)) if kind == Kind::Http => {
             let sizes = http.sequencer.batch_sizes();
@@ -229,6 +320,8 @@ pub fn line(kind: Kind, clients: usize, run: &Run, floor: Option<&Samples>) -> M
         Kind::Http => "place resting, HTTP api",
         Kind::SequencedResting => "place resting, sequencer",
         Kind::SequencedCrossing => "place crossing, sequencer",
+        Kind::Cancel => "cancel resting, service",
+        Kind::SequencedCancel => "cancel resting, sequencer",
     };
     let samples = &run.samples;
     let mut line = samples.measurement(format!("{name} x{clients}"));
