@@ -66,11 +66,15 @@ pub const CANCEL: &str = "UPDATE orders SET status = 'CANCELLED'
 
 /// The guarded update of a batch of cancels on one symbol, as [`CANCEL`] for
 /// each order: `$1` the orders' ids and `$2` their `created_at`, pair by pair;
-/// an order named twice is cancelled (and returned) once.
+/// an order named twice is cancelled (and returned) once. The join alone
+/// would plan and start a scan of every `orders` partition (2.7 ms against
+/// 1.0 ms for one order at the benchmark's small scale); `created_at =
+/// ANY($2)` lets the plan keep only the partitions the orders are in.
 pub const CANCEL_MANY: &str = "UPDATE orders SET status = 'CANCELLED'
     FROM (SELECT pg_advisory_xact_lock($3, hashtext($4))) AS locked,
          unnest($1::uuid[], $2::timestamptz[]) AS wanted (order_id, created_at)
     WHERE orders.order_id = wanted.order_id AND orders.created_at = wanted.created_at
+      AND orders.created_at = ANY($2::timestamptz[])
       AND orders.status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')
     RETURNING orders.*";
 
@@ -127,17 +131,7 @@ pub async fn cancel<C: TransactionAware>(
     let mut contention = None;
     for _ in 0..CANCEL_ATTEMPTS {
         let order = cancellable(db, user_id, order_id).await?;
-        let statement = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            CANCEL,
-            [
-                order_id.into(),
-                order.created_at.into(),
-                crate::orders::store::BOOK_LOCK.into(),
-                order.symbol.into(),
-            ],
-        );
-        let cancelled = guarded(db, statement)
+        let cancelled = guarded(db, cancel_statement(&order))
             .await
             .map(|rows| rows.into_iter().next());
         match cancelled {
@@ -168,6 +162,20 @@ pub async fn cancel<C: TransactionAware>(
             ))
         }),
     })
+}
+
+/// [`CANCEL`] of one order found cancellable.
+fn cancel_statement(order: &Cancellable) -> Statement {
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        CANCEL,
+        [
+            order.order_id.into(),
+            order.created_at.into(),
+            crate::orders::store::BOOK_LOCK.into(),
+            order.symbol.clone().into(),
+        ],
+    )
 }
 
 /// Runs a cancel's guarded update; in a caller's transaction as a savepoint,
@@ -244,18 +252,24 @@ pub(crate) async fn cancel_found<C: TransactionAware>(
     symbol: &str,
     orders: &[Cancellable],
 ) -> Vec<Result<orders::Model>> {
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
-    let created: Vec<DateTime<FixedOffset>> = orders.iter().map(|o| o.created_at).collect();
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        CANCEL_MANY,
-        [
-            ids.into(),
-            created.into(),
-            crate::orders::store::BOOK_LOCK.into(),
-            symbol.into(),
-        ],
-    );
+    let statement = match orders {
+        // A batch of one is a cancel alone: its statement is the cheaper.
+        [order] => cancel_statement(order),
+        _ => {
+            let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+            let created: Vec<DateTime<FixedOffset>> = orders.iter().map(|o| o.created_at).collect();
+            Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                CANCEL_MANY,
+                [
+                    ids.into(),
+                    created.into(),
+                    crate::orders::store::BOOK_LOCK.into(),
+                    symbol.into(),
+                ],
+            )
+        }
+    };
     let mut cancelled: HashMap<Uuid, orders::Model> = match guarded(db, statement).await {
         Ok(rows) => rows.into_iter().map(|row| (row.order_id, row)).collect(),
         Err(err) => match ServiceError::from(err) {

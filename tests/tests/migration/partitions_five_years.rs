@@ -233,6 +233,29 @@ async fn d15_five_years_of_history_keep_a_bounded_layout_and_every_path_works() 
     let (orders_locked, trades_locked) = partitions_locked(&txn).await;
     assert!(orders_locked <= 2 && trades_locked == 0, "{orders_locked}");
     txn.commit().await.expect("commit");
+    // A batch of cancels too: its statement keeps the partitions its orders
+    // are in.
+    let mut bids = Vec::new();
+    for price in ["95", "96"] {
+        let bid = svc::place(
+            c,
+            NewOrder::limit(maker, BTC, Side::Buy, dec("1"), dec(price)),
+        )
+        .await
+        .expect("a resting bid");
+        bids.push((maker, bid.order.order_id));
+    }
+    let txn = c.begin().await.expect("begin");
+    let cancelled = svc::cancel_many(&txn, &bids).await;
+    assert!(
+        cancelled.iter().all(|c| c
+            .as_ref()
+            .is_ok_and(|o| o.status == service::OrderStatus::Cancelled)),
+        "{cancelled:?}"
+    );
+    let (orders_locked, trades_locked) = partitions_locked(&txn).await;
+    assert!(orders_locked <= 2 && trades_locked == 0, "{orders_locked}");
+    txn.commit().await.expect("commit");
     // Executed again and again (past PostgreSQL's five custom plans, when it
     // may switch to a generic plan), the lookups still lock one partition:
     // their time bounds are constants, which a generic plan prunes on too.
