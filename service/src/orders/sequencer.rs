@@ -21,9 +21,12 @@
 //! - [`Sequencer::shutdown`] refuses new placements and waits until every
 //!   queued one is placed.
 //!
-//! Batches run on tasks of the Tokio runtime the sequencer is used from (the
-//! `sequencer` feature), so a caller that goes away (a client that closed its
-//! connection) never stops a batch that carries other callers' orders.
+//! A placement or cancel on an idle symbol is written by its caller, at once,
+//! as a batch of one. The batches of what queued meanwhile run on tasks of
+//! the Tokio runtime the sequencer is used from (the `sequencer` feature), so
+//! a caller that goes away (a client that closed its connection) stops at
+//! most its own lone placement or cancel (all of it or nothing, as without a
+//! sequencer), never a batch that carries other callers' orders.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -204,7 +207,9 @@ impl Sequencer {
     pub async fn place(&self, order: NewOrder) -> Result<Placement> {
         let (reply, placed) = oneshot::channel();
         let symbol = order.symbol.clone();
-        self.enqueue(symbol, Pending::Place { order, reply })?;
+        if self.enqueue(&symbol, Pending::Place { order, reply })? {
+            self.first(&symbol).await;
+        }
         placed.await.unwrap_or_else(|_| {
             Err(ServiceError::Unavailable(DbErr::Custom(
                 "the placement's batch stopped before it finished".into(),
@@ -230,7 +235,9 @@ impl Sequencer {
             .await?;
         let (reply, cancelled) = oneshot::channel();
         let symbol = order.symbol.clone();
-        self.enqueue(symbol, Pending::Cancel { order, reply })?;
+        if self.enqueue(&symbol, Pending::Cancel { order, reply })? {
+            self.first(&symbol).await;
+        }
         cancelled.await.unwrap_or_else(|_| {
             Err(ServiceError::Unavailable(DbErr::Custom(
                 "the cancel's batch stopped before it finished".into(),
@@ -238,23 +245,35 @@ impl Sequencer {
         })
     }
 
-    /// Queues `pending` on `symbol`, starting the symbol's task when it has
-    /// none.
-    fn enqueue(&self, symbol: String, pending: Pending) -> Result<()> {
+    /// Queues `pending` on `symbol`; `true` when the symbol was idle, so
+    /// the caller is to write it at once ([`first`](Self::first)).
+    fn enqueue(&self, symbol: &str, pending: Pending) -> Result<bool> {
         let mut state = self.shared.state();
         if state.closed {
             return Err(closed());
         }
-        let start = !state.queues.contains_key(&symbol);
+        let idle = !state.queues.contains_key(symbol);
         state
             .queues
-            .entry(symbol.clone())
+            .entry(symbol.to_owned())
             .or_default()
             .push_back(pending);
-        if start {
-            tokio::spawn(run(self.shared.clone(), symbol));
+        Ok(idle)
+    }
+
+    /// On an idle symbol the caller writes its own placement or cancel at
+    /// once, as a batch of one on its own task: no hand-over to another task
+    /// for a lone order. What arrives meanwhile queues and is handed to a
+    /// task of the symbol when this ends ([`Handoff`]).
+    async fn first(&self, symbol: &str) {
+        let _handoff = Handoff {
+            shared: self.shared.clone(),
+            symbol: symbol.to_owned(),
+        };
+        // Nothing else takes from an idle symbol's queue: its head is ours.
+        if let Some(batch) = take_batch(&self.shared, symbol, 1) {
+            write(&self.shared, symbol, batch).await;
         }
-        Ok(())
     }
 
     /// Batches, orders placed and cancels made so far.
@@ -343,41 +362,76 @@ async fn run(shared: Arc<Shared>, symbol: String) {
         symbol: symbol.clone(),
         done: false,
     };
-    loop {
-        let batch: Vec<Pending> = {
-            let mut state = shared.state();
-            let Some(queue) = state.queues.get_mut(&symbol) else {
-                finish.done = true;
-                return;
-            };
-            if queue.is_empty() {
-                // Under the lock: an order arriving after this starts a new task.
-                state.queues.remove(&symbol);
-                if state.queues.is_empty() {
-                    shared.idle.notify_waiters();
-                }
-                finish.done = true;
-                return;
-            }
-            // The run of one kind at the queue's head, up to the batch size.
-            let cancels = queue.front().is_some_and(Pending::is_cancel);
-            let take = queue
-                .iter()
-                .take(shared.settings.max_batch)
-                .take_while(|p| p.is_cancel() == cancels)
-                .count();
-            let batch: Vec<Pending> = queue.drain(..take).collect();
-            if cancels {
-                state.cancels.add(take);
-            } else {
-                state.placements.add(take);
-            }
-            batch
+    while let Some(batch) = take_batch(&shared, &symbol, shared.settings.max_batch) {
+        write(&shared, &symbol, batch).await;
+    }
+    finish.done = true;
+}
+
+/// Takes the next batch of `symbol`: the run of one kind at its queue's
+/// head, at most `most` long. `None` when the queue is empty: the symbol is
+/// then removed, under the lock, so that what arrives next starts anew.
+fn take_batch(shared: &Shared, symbol: &str, most: usize) -> Option<Vec<Pending>> {
+    let mut state = shared.state();
+    let queue = state.queues.get_mut(symbol)?;
+    if queue.is_empty() {
+        state.queues.remove(symbol);
+        if state.queues.is_empty() {
+            shared.idle.notify_waiters();
+        }
+        return None;
+    }
+    let cancels = queue.front().is_some_and(Pending::is_cancel);
+    let take = queue
+        .iter()
+        .take(most)
+        .take_while(|p| p.is_cancel() == cancels)
+        .count();
+    let batch: Vec<Pending> = queue.drain(..take).collect();
+    if cancels {
+        state.cancels.add(take);
+    } else {
+        state.placements.add(take);
+    }
+    Some(batch)
+}
+
+/// Writes a batch and answers each of its callers.
+async fn write(shared: &Shared, symbol: &str, batch: Vec<Pending>) {
+    if batch.first().is_some_and(Pending::is_cancel) {
+        cancel_batch(shared, symbol, batch).await;
+    } else {
+        place_batch(shared, batch).await;
+    }
+}
+
+/// Hands a symbol over after its caller wrote its own placement or cancel
+/// at once ([`Sequencer::first`]): what queued meanwhile goes to a task of
+/// the symbol; with nothing queued the symbol is idle again. Runs also when
+/// the caller went away mid-way (its future dropped), so nobody else's
+/// placement waits on the caller's task.
+struct Handoff {
+    shared: Arc<Shared>,
+    symbol: String,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        let Some(queue) = state.queues.get(&self.symbol) else {
+            return;
         };
-        if batch.first().is_some_and(Pending::is_cancel) {
-            cancel_batch(&shared, &symbol, batch).await;
-        } else {
-            place_batch(&shared, batch).await;
+        // Without a runtime left to run them on, dropping the pending
+        // replies tells their callers.
+        if !queue.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(run(self.shared.clone(), self.symbol.clone()));
+            return;
+        }
+        state.queues.remove(&self.symbol);
+        if state.queues.is_empty() {
+            self.shared.idle.notify_waiters();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Cancels in batches: `cancel_many` answers every request as a cancel alone
 //! would and writes the orders of one symbol with one statement; the
 //! sequencer batches the cancels of a symbol in the same queue as its
-//! placements, in arrival order.
+//! placements, in arrival order, and hands a symbol's queue over to a task
+//! when the caller that wrote a lone order at once goes away.
 
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,28 @@ async fn cancel_many_in_a_transaction_is_rolled_back_with_it() {
     );
 }
 
+/// A sequencer with the default settings on a pool of its own.
+async fn sequencer(db: &TestDb) -> Sequencer {
+    Sequencer::new(
+        Pool::new(db.connect().await, PoolMode::Direct),
+        svc::PlacementLimits::default(),
+        SequencerSettings::default(),
+    )
+}
+
+/// A session holding BTC/USDT's book lock in an open transaction (its
+/// `COMMIT` lets the waiting batches go).
+async fn hold_the_btc_book(db: &TestDb) -> DatabaseConnection {
+    let blocker = db.connect_single().await;
+    exec(&blocker, "BEGIN").await;
+    exec(
+        &blocker,
+        "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
+    )
+    .await;
+    blocker
+}
+
 /// Returns once `n` placements or cancels wait in the sequencer's queues.
 async fn queued(sequencer: &Sequencer, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -208,18 +231,8 @@ async fn the_sequencer_batches_cancels_in_arrival_order_with_placements() {
     let a1 = resting(c, 1, BTC, Side::Sell, "50000").await;
     let a2 = resting(c, 1, BTC, Side::Sell, "50001").await;
     let a3 = resting(c, 1, BTC, Side::Sell, "50002").await;
-    let sequencer = Sequencer::new(
-        Pool::new(db.connect().await, PoolMode::Direct),
-        svc::PlacementLimits::default(),
-        SequencerSettings::default(),
-    );
-    let blocker = db.connect_single().await;
-    exec(&blocker, "BEGIN").await;
-    exec(
-        &blocker,
-        "SELECT pg_advisory_xact_lock(x'74650001'::int, hashtext('BTC/USDT'))",
-    )
-    .await;
+    let sequencer = sequencer(&db).await;
+    let blocker = hold_the_btc_book(&db).await;
 
     let first = tokio::spawn({
         let sequencer = sequencer.clone();
@@ -281,11 +294,7 @@ async fn the_sequencer_answers_refused_cancels_at_once_and_none_after_shutdown()
     let db = TestDb::migrated().await;
     let c = db.conn();
     let b1 = resting(c, 1, BTC, Side::Buy, "49000").await;
-    let sequencer = Sequencer::new(
-        Pool::new(db.connect().await, PoolMode::Direct),
-        svc::PlacementLimits::default(),
-        SequencerSettings::default(),
-    );
+    let sequencer = sequencer(&db).await;
     assert_eq!(answer(&sequencer.cancel(user(2), b1).await), "forbidden");
     assert_eq!(
         answer(&sequencer.cancel(user(1), Uuid::new_v4()).await),
@@ -299,4 +308,69 @@ async fn the_sequencer_answers_refused_cancels_at_once_and_none_after_shutdown()
     ));
     let open: i64 = scalar(c, "SELECT count(*) FROM orders WHERE status = 'OPEN'").await;
     assert_eq!(open, 1);
+}
+
+/// A lone placement on an idle symbol is written by its caller; when that
+/// caller goes away mid-way (its future dropped while it waits for the book
+/// lock), what queued behind it is still written, by a task of the symbol,
+/// and the lone placement is all or nothing: here nothing, as its commit was
+/// never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_hands_the_queue_over() {
+    let db = TestDb::migrated().await;
+    let c = db.conn();
+    let sequencer = sequencer(&db).await;
+    let blocker = hold_the_btc_book(&db).await;
+    let gone = tokio::spawn({
+        let sequencer = sequencer.clone();
+        async move {
+            sequencer
+                .place(
+                    NewOrder::limit(user(1), BTC, Side::Buy, dec("1"), dec("49000"))
+                        .with_client_order_id("gone"),
+                )
+                .await
+        }
+    });
+    waiting_for_an_advisory_lock(c).await;
+    let queued_behind = tokio::spawn({
+        let sequencer = sequencer.clone();
+        async move {
+            sequencer
+                .place(
+                    NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("48000"))
+                        .with_client_order_id("behind"),
+                )
+                .await
+        }
+    });
+    queued(&sequencer, 1).await;
+    gone.abort();
+    assert!(
+        gone.await.is_err_and(|e| e.is_cancelled()),
+        "the first caller went away"
+    );
+    exec(&blocker, "COMMIT").await;
+    // Without a hand-over nothing would ever take the queued placement.
+    let behind = tokio::time::timeout(Duration::from_secs(30), queued_behind)
+        .await
+        .expect("the queued placement is taken over and written")
+        .expect("the queued placement's caller")
+        .expect("the queued placement is written");
+    assert_eq!(behind.order.status, OrderStatus::Open);
+    sequencer.shutdown().await;
+    let stored: Vec<String> = tests::sql::column(
+        c,
+        "SELECT client_order_id FROM orders ORDER BY client_order_id",
+    )
+    .await;
+    assert_eq!(
+        stored,
+        ["behind"],
+        "the dropped placement was never committed"
+    );
+    assert_eq!(
+        tests::faults::market_state_drift(c).await,
+        Vec::<String>::new()
+    );
 }
