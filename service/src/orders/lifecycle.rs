@@ -1,17 +1,15 @@
 //! The end of an order's life by request (cancel) or by time (expiry).
 
-use entity::orders;
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionSession};
-
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, FixedOffset};
-
-use crate::pooling::TransactionAware;
+use entity::orders;
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionSession};
 use uuid::Uuid;
 
 use crate::error::{Result, ServiceError};
 use crate::is_terminal;
+use crate::pooling::TransactionAware;
 
 /// Looks an order up by id alone (the key is `(order_id, created_at)`): time
 /// bounds derived from the id ([`crate::ids::find_by_id`]) let PostgreSQL
