@@ -18,8 +18,8 @@
 //!   the batch's statement did not make is tried again alone.
 //! - Several processes stay correct: their batches serialize on the same
 //!   book lock in the database, as single placements do.
-//! - [`Sequencer::shutdown`] refuses new placements and waits until every
-//!   queued one is placed.
+//! - [`Sequencer::shutdown`] refuses new placements and cancels and waits
+//!   until every queued one is written.
 //!
 //! A placement or cancel on an idle symbol is written by its caller, at once,
 //! as a batch of one. The batches of what queued meanwhile run on tasks of
@@ -31,10 +31,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use entity::orders;
 use sea_orm::DbErr;
 use tokio::sync::{Notify, oneshot};
-
-use entity::orders;
 use uuid::Uuid;
 
 use super::lifecycle::{Cancellable, cancel_found, cancellable};
