@@ -157,6 +157,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Makes `symbol` idle (under the lock `state` holds): its queue goes,
+    /// with any pending replies, which tells their callers; the last symbol
+    /// to go wakes [`Sequencer::shutdown`].
+    fn retire(&self, state: &mut State, symbol: &str) {
+        state.queues.remove(symbol);
+        if state.queues.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
 /// Cheap to clone; every clone feeds the same queues.
@@ -206,14 +216,13 @@ impl Sequencer {
     pub async fn place(&self, order: NewOrder) -> Result<Placement> {
         let (reply, placed) = oneshot::channel();
         let symbol = order.symbol.clone();
-        if self.enqueue(&symbol, Pending::Place { order, reply })? {
-            self.first(&symbol).await;
-        }
-        placed.await.unwrap_or_else(|_| {
-            Err(ServiceError::Unavailable(DbErr::Custom(
-                "the placement's batch stopped before it finished".into(),
-            )))
-        })
+        self.submit(
+            &symbol,
+            Pending::Place { order, reply },
+            placed,
+            "placement",
+        )
+        .await
     }
 
     /// Cancels the user's order with the cancels of its symbol that arrive
@@ -234,13 +243,31 @@ impl Sequencer {
             .await?;
         let (reply, cancelled) = oneshot::channel();
         let symbol = order.symbol.clone();
-        if self.enqueue(&symbol, Pending::Cancel { order, reply })? {
-            self.first(&symbol).await;
+        self.submit(
+            &symbol,
+            Pending::Cancel { order, reply },
+            cancelled,
+            "cancel",
+        )
+        .await
+    }
+
+    /// Queues `pending` (whose reply `answered` receives) on `symbol`, writes
+    /// it at once when the symbol was idle, and waits for its answer.
+    async fn submit<T>(
+        &self,
+        symbol: &str,
+        pending: Pending,
+        answered: oneshot::Receiver<Result<T>>,
+        what: &str,
+    ) -> Result<T> {
+        if self.enqueue(symbol, pending)? {
+            self.first(symbol).await;
         }
-        cancelled.await.unwrap_or_else(|_| {
-            Err(ServiceError::Unavailable(DbErr::Custom(
-                "the cancel's batch stopped before it finished".into(),
-            )))
+        answered.await.unwrap_or_else(|_| {
+            Err(ServiceError::Unavailable(DbErr::Custom(format!(
+                "the {what}'s batch stopped before it finished"
+            ))))
         })
     }
 
@@ -345,11 +372,7 @@ impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done {
             let mut state = self.shared.state();
-            // Dropping the pending replies tells their callers.
-            state.queues.remove(&self.symbol);
-            if state.queues.is_empty() {
-                self.shared.idle.notify_waiters();
-            }
+            self.shared.retire(&mut state, &self.symbol);
         }
     }
 }
@@ -374,10 +397,7 @@ fn take_batch(shared: &Shared, symbol: &str, most: usize) -> Option<Vec<Pending>
     let mut state = shared.state();
     let queue = state.queues.get_mut(symbol)?;
     if queue.is_empty() {
-        state.queues.remove(symbol);
-        if state.queues.is_empty() {
-            shared.idle.notify_waiters();
-        }
+        shared.retire(&mut state, symbol);
         return None;
     }
     let cancels = queue.front().is_some_and(Pending::is_cancel);
@@ -420,18 +440,15 @@ impl Drop for Handoff {
         let Some(queue) = state.queues.get(&self.symbol) else {
             return;
         };
-        // Without a runtime left to run them on, dropping the pending
-        // replies tells their callers.
+        // Without a runtime left to run them on, the pending replies go
+        // with the queue.
         if !queue.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(run(self.shared.clone(), self.symbol.clone()));
             return;
         }
-        state.queues.remove(&self.symbol);
-        if state.queues.is_empty() {
-            self.shared.idle.notify_waiters();
-        }
+        self.shared.retire(&mut state, &self.symbol);
     }
 }
 

@@ -188,7 +188,7 @@ pub async fn run(
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for (client, (first_user, stocked)) in stocks.into_iter().enumerate() {
+    for (client, (first_user, mut stocked)) in stocks.into_iter().enumerate() {
         let db = db.clone();
         let prices = prices.clone();
         let http = http.map(|h| (h.base.clone(), h.client.clone()));
@@ -196,7 +196,6 @@ pub async fn run(
         set.spawn(async move {
             let mut samples = Samples::default();
             let mut user = first_user;
-            let mut stocked = stocked;
             let (symbol, bid, quantity) = prices.of(client);
             let pool = db.get_postgres_connection_pool().clone();
             let mut n = 0usize;
