@@ -135,6 +135,10 @@ pub struct Config {
     /// `PLACEMENT_BATCH_MAX`, default 64: the most placements (or cancels)
     /// of one symbol the sequencer writes in one transaction (1: no batching).
     pub placement_batch_max: usize,
+    /// `PLACEMENT_LOCK_AHEAD`, default true: a symbol's next batch opens its
+    /// transaction and asks for the book lock while the previous one
+    /// commits (one more pool connection per symbol with a queue).
+    pub placement_lock_ahead: bool,
     /// `ARCHIVE_DIR` (a folder) or `ARCHIVE_URL` (`s3://bucket/prefix`,
     /// `file:///path`): where partitions past retention are archived before
     /// they are dropped. `None`: no archive store (the `archive` commands say
@@ -412,6 +416,9 @@ pub struct Variables {
     /// The most placements (or cancels) of one symbol written in one transaction.
     #[arg(long, env = "PLACEMENT_BATCH_MAX", default_value_t = 64, value_parser = whole(1, 1_000))]
     pub placement_batch_max: u64,
+    /// A symbol's next batch asks for the book lock while the previous one commits.
+    #[arg(long, env = "PLACEMENT_LOCK_AHEAD", default_value = "true", value_parser = flag, action = clap::ArgAction::Set)]
+    pub placement_lock_ahead: bool,
     /// A folder for archives of partitions past retention.
     #[arg(long, env = "ARCHIVE_DIR", value_parser = text)]
     pub archive_dir: Option<String>,
@@ -631,6 +638,7 @@ impl Config {
             max_resting_orders_per_user: v.max_resting_orders_per_user,
             job_lock_timeout: ms(v.job_lock_timeout_ms),
             placement_batch_max: v.placement_batch_max as usize,
+            placement_lock_ahead: v.placement_lock_ahead,
             archive,
             archive_on_schedule: v.archive_on_schedule,
             events: EventsConfig {
@@ -780,6 +788,7 @@ mod tests {
         );
         assert_eq!(c.max_resting_orders_per_user, 1000);
         assert_eq!(c.placement_batch_max, 64);
+        assert!(c.placement_lock_ahead);
         assert_eq!(c.job_lock_timeout, Duration::from_secs(5));
         let off = config(&[("RATE_LIMIT_PER_SECOND", "0")]).expect("valid");
         assert_eq!(off.user_rate_limit, None);

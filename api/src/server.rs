@@ -170,6 +170,7 @@ impl Server {
             placement,
             SequencerSettings {
                 max_batch: config.placement_batch_max,
+                lock_ahead: config.placement_lock_ahead,
             },
         );
         let reads = match &config.database_read_url {

@@ -114,6 +114,62 @@ pub async fn place_many<C>(
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    let (mut results, valid) = checked(orders);
+    if !valid.is_empty() {
+        let batch = retry::in_transaction!(db, |txn| { batch(&txn, &valid, limits).await });
+        match batch {
+            Ok(placed) => {
+                for (i, result) in placed {
+                    results[i] = Some(result);
+                }
+            }
+            // No connection: placing the orders one by one would wait for
+            // one again per order; each gets the batch's answer instead.
+            Err(ServiceError::Unavailable(err)) => {
+                for (i, _) in valid {
+                    results[i] = Some(Err(ServiceError::Unavailable(sea_orm::DbErr::Custom(
+                        err.to_string(),
+                    ))));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, orders = valid.len(), "batch failed; placing its orders one by one");
+                for (i, order) in valid {
+                    results[i] = Some(place_with(db, order, limits).await);
+                }
+            }
+        }
+    }
+    collected(results)
+}
+
+/// [`place_many`]'s work in a transaction `txn` of the caller's that already
+/// holds the symbol's book lock, taken when the database's clock read `now`
+/// (and, for `orders` that carry client order ids, their locks): the same
+/// results, without a savepoint and without placing the orders again one by
+/// one. On `Err` nothing of the batch may be kept: the caller rolls `txn`
+/// back and places the orders with [`place_many`].
+#[cfg(feature = "sequencer")]
+pub(crate) async fn place_many_locked<T: ConnectionTrait>(
+    txn: &T,
+    orders: Vec<NewOrder>,
+    limits: &PlacementLimits,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<Result<Placement>>> {
+    let (mut results, valid) = checked(orders);
+    if !valid.is_empty() {
+        for (i, result) in batch_locked(txn, &valid, limits, now).await? {
+            results[i] = Some(result);
+        }
+    }
+    Ok(collected(results))
+}
+
+/// The orders a batch places (index, order) and, at their index, the
+/// refusals of those it does not: an order whose shape is wrong, or on
+/// another symbol than the first.
+#[allow(clippy::type_complexity)]
+fn checked(orders: Vec<NewOrder>) -> (Vec<Option<Result<Placement>>>, Vec<(usize, NewOrder)>) {
     let mut results: Vec<Option<Result<Placement>>> = Vec::with_capacity(orders.len());
     let mut valid: Vec<(usize, NewOrder)> = Vec::with_capacity(orders.len());
     let symbol = orders.first().map(|o| o.symbol.clone());
@@ -140,31 +196,11 @@ where
             Err(err) => results.push(Some(Err(err))),
         }
     }
-    if !valid.is_empty() {
-        let batch = retry::in_transaction!(db, |txn| { batch(&txn, &valid, limits).await });
-        match batch {
-            Ok(placed) => {
-                for (i, result) in placed {
-                    results[i] = Some(result);
-                }
-            }
-            // No connection: placing the orders one by one would wait for
-            // one again per order; each gets the batch's answer instead.
-            Err(ServiceError::Unavailable(err)) => {
-                for (i, _) in valid {
-                    results[i] = Some(Err(ServiceError::Unavailable(sea_orm::DbErr::Custom(
-                        err.to_string(),
-                    ))));
-                }
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, orders = valid.len(), "batch failed; placing its orders one by one");
-                for (i, order) in valid {
-                    results[i] = Some(place_with(db, order, limits).await);
-                }
-            }
-        }
-    }
+    (results, valid)
+}
+
+/// Every order's result, in order (one left without is an error).
+fn collected(results: Vec<Option<Result<Placement>>>) -> Vec<Result<Placement>> {
     results
         .into_iter()
         .map(|r| {
@@ -175,6 +211,20 @@ where
             })
         })
         .collect()
+}
+
+/// The distinct (user, client order id) pairs of `orders`, sorted: the order
+/// their locks are taken in.
+pub(crate) fn client_ids<'a>(
+    orders: impl IntoIterator<Item = &'a NewOrder>,
+) -> Vec<(Uuid, &'a str)> {
+    let mut ids: Vec<(Uuid, &str)> = orders
+        .into_iter()
+        .filter_map(|o| o.client_order_id.as_deref().map(|c| (o.user_id, c)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// One attempt of [`place_many`] in its transaction `txn`: the refusals and
@@ -196,16 +246,24 @@ async fn batch<T: ConnectionTrait>(
     // Client order ids are locked before the book, as a placement alone
     // locks its own, in one order, so batches and single placements never
     // wait for each other in a cycle.
-    let mut client_ids: Vec<(Uuid, &str)> = orders
-        .iter()
-        .filter_map(|(_, o)| o.client_order_id.as_deref().map(|c| (o.user_id, c)))
-        .collect();
-    client_ids.sort_unstable();
-    client_ids.dedup();
-    for &(user_id, client_order_id) in &client_ids {
+    for (user_id, client_order_id) in client_ids(orders.iter().map(|(_, o)| o)) {
         store::lock_client_order_id(txn, user_id, client_order_id).await?;
     }
     let now = store::lock_book_and_read_clock(txn, &first.symbol).await?;
+    batch_locked(txn, orders, limits, now).await
+}
+
+/// [`batch`] once the locks are held and the clock read `now`.
+async fn batch_locked<T: ConnectionTrait>(
+    txn: &T,
+    orders: &[(usize, NewOrder)],
+    limits: &PlacementLimits,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<(usize, Result<Placement>)>> {
+    let Some((_, first)) = orders.first() else {
+        return Ok(Vec::new());
+    };
+    let client_ids = client_ids(orders.iter().map(|(_, o)| o));
     let mut users: Vec<Uuid> = orders
         .iter()
         .filter(|(_, o)| limits::could_rest(o))

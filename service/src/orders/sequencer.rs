@@ -13,6 +13,13 @@
 //!   placement is written before it, and after the placements queued before it.
 //! - A batch holds at most [`SequencerSettings::max_batch`] orders (or
 //!   cancels); the rest wait for the next.
+//! - Lock ahead ([`SequencerSettings::lock_ahead`]): a batch of placements
+//!   that waits behind another opens its transaction and asks for the book
+//!   lock while the other commits, and takes its orders when the lock is
+//!   granted, so BEGIN and the lock's round trip are off the symbol's
+//!   critical path. Its orders' client order ids are then locked only if
+//!   free at once; otherwise it gives the book lock back and its orders are
+//!   placed the usual way (ids first, then the book), before any later batch.
 //! - A batch the database fails is placed again order by order, so one order
 //!   that cannot be stored fails alone and nothing is half-stored; a cancel
 //!   the batch's statement did not make is tried again alone.
@@ -32,12 +39,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use entity::orders;
-use sea_orm::DbErr;
+use sea_orm::{DbErr, TransactionTrait};
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::lifecycle::{Cancellable, cancel_found, cancellable};
-use super::{NewOrder, Placement, PlacementLimits, place_many};
+use super::matching::{client_ids, place_many_locked};
+use super::{NewOrder, Placement, PlacementLimits, place_many, store};
 use crate::error::{Result, ServiceError};
 use crate::pooling::Pool;
 
@@ -46,11 +54,20 @@ use crate::pooling::Pool;
 pub struct SequencerSettings {
     /// The most orders one batch places, or cancels (at least 1). Default 64.
     pub max_batch: usize,
+    /// Whether a batch of placements that waits behind another opens its
+    /// transaction and asks for the book lock while the other commits, so
+    /// it starts the moment the lock is free (its orders are the queue's
+    /// when the lock is granted). It takes one more connection of the pool
+    /// per symbol whose queue is not empty. Default `true`.
+    pub lock_ahead: bool,
 }
 
 impl Default for SequencerSettings {
     fn default() -> SequencerSettings {
-        SequencerSettings { max_batch: 64 }
+        SequencerSettings {
+            max_batch: 64,
+            lock_ahead: true,
+        }
     }
 }
 
@@ -69,6 +86,10 @@ pub struct SequencerStats {
     pub cancels: u64,
     /// The largest batch of cancels.
     pub largest_cancel: u64,
+    /// Batches of placements whose transaction asked for the book lock
+    /// while the batch before them committed
+    /// ([`SequencerSettings::lock_ahead`]).
+    pub locked_ahead: u64,
 }
 
 /// A placement or a cancel waiting in its symbol's queue.
@@ -139,6 +160,7 @@ struct State {
     closed: bool,
     placements: Sizes,
     cancels: Sizes,
+    locked_ahead: u64,
 }
 
 struct Shared {
@@ -196,6 +218,7 @@ impl Sequencer {
     pub fn new(pool: Pool, limits: PlacementLimits, settings: SequencerSettings) -> Sequencer {
         let settings = SequencerSettings {
             max_batch: settings.max_batch.max(1),
+            ..settings
         };
         Sequencer {
             shared: Arc::new(Shared {
@@ -292,13 +315,14 @@ impl Sequencer {
     /// for a lone order. What arrives meanwhile queues and is handed to a
     /// task of the symbol when this ends ([`Handoff`]).
     async fn first(&self, symbol: &str) {
-        let _handoff = Handoff {
+        let mut handoff = Handoff {
             shared: self.shared.clone(),
             symbol: symbol.to_owned(),
+            next: Next(None),
         };
         // Nothing else takes from an idle symbol's queue: its head is ours.
-        if let Some(batch) = take_batch(&self.shared, symbol, 1) {
-            write(&self.shared, symbol, batch).await;
+        if let Some(batch) = take_batch(&self.shared, symbol, 1, true) {
+            write(&self.shared, symbol, batch, &mut handoff.next).await;
         }
     }
 
@@ -312,6 +336,7 @@ impl Sequencer {
             cancel_batches: state.cancels.batches,
             cancels: state.cancels.items,
             largest_cancel: state.cancels.largest(),
+            locked_ahead: state.locked_ahead,
         }
     }
 
@@ -340,6 +365,7 @@ impl Sequencer {
         let mut state = self.shared.state();
         state.placements = Sizes::default();
         state.cancels = Sizes::default();
+        state.locked_ahead = 0;
     }
 
     /// Refuses new placements and cancels and returns once every queued one
@@ -377,27 +403,182 @@ impl Drop for Finish {
     }
 }
 
-/// A symbol's task: batches until its queue is empty.
-async fn run(shared: Arc<Shared>, symbol: String) {
+/// A symbol's task: waits for the link `next` (if any), then writes batches
+/// until its queue is empty.
+///
+/// With [`SequencerSettings::lock_ahead`], each batch of placements is a
+/// [`link`]: when it has written its orders and there are placements at the
+/// queue's head, it starts the next link before it commits; that one opens
+/// its transaction and waits for the book lock, and takes its batch from the
+/// queue when the lock is granted, the moment the previous batch committed.
+/// Nothing else takes from the queue meanwhile, so batches still go in queue
+/// order.
+async fn run(shared: Arc<Shared>, symbol: String, mut next: Next) {
     let mut finish = Finish {
         shared: shared.clone(),
         symbol: symbol.clone(),
         done: false,
     };
-    while let Some(batch) = take_batch(&shared, &symbol, shared.settings.max_batch) {
-        write(&shared, &symbol, batch).await;
+    loop {
+        while let Some(handle) = next.0.take() {
+            // A link that panicked answered nobody: its callers' replies
+            // went with it, and they get an error.
+            next = handle.await.unwrap_or(Next(None));
+        }
+        let Some(batch) = take_batch(&shared, &symbol, shared.settings.max_batch, true) else {
+            break;
+        };
+        write(&shared, &symbol, batch, &mut next).await;
     }
     finish.done = true;
 }
 
+/// The link started after a batch of placements, if any.
+struct Next(Option<tokio::task::JoinHandle<Next>>);
+
+/// Starts the link after the current one, on a task of its own.
+fn link_ahead(shared: Arc<Shared>, symbol: String) -> Next {
+    Next(Some(tokio::spawn(async move {
+        let mut next = Next(None);
+        link(&shared, &symbol, None, &mut next).await;
+        next
+    })))
+}
+
+/// How a link's transaction ended.
+enum Linked {
+    /// Nothing taken from the queue.
+    Nothing,
+    /// Its batch's orders, not written (rolled back): to be placed with
+    /// [`place_many`], which retries and places them one by one.
+    Again(Vec<NewOrder>),
+    /// Its batch's results, committed.
+    Placed(Vec<Result<Placement>>),
+}
+
+/// Places a batch of placements of `symbol` in a transaction that takes the
+/// book lock first: `batch`, or the placements at the queue's head when the
+/// lock is granted. Client order ids are then locked without waiting (their
+/// locks come before the book's elsewhere); when one is taken, or anything
+/// fails before the commit, the transaction is rolled back and the batch is
+/// placed by [`place_many`] instead, before any later batch starts. The link
+/// it starts before committing goes to `next` (the caller's, so that it is
+/// not lost when the caller goes away).
+async fn link(shared: &Arc<Shared>, symbol: &str, batch: Option<Vec<Pending>>, next: &mut Next) {
+    let mut given = batch;
+    let mut replies: Vec<oneshot::Sender<Result<Placement>>> = Vec::new();
+    let limits = &shared.limits;
+    let linked = shared
+        .pool
+        .run(async |db| {
+            let txn = db.begin().await?;
+            let now = store::lock_book_and_read_clock(&txn, symbol).await?;
+            let batch = match given.take() {
+                Some(batch) => Some(batch),
+                None => take_ahead(shared, symbol),
+            };
+            let orders = batch.map(|b| placements(b, &mut replies)).unwrap_or_default();
+            if orders.is_empty() {
+                let _ = txn.rollback().await;
+                return Ok(Linked::Nothing);
+            }
+            let placed = async {
+                if !store::try_lock_client_order_ids(&txn, &client_ids(&orders)).await? {
+                    return Ok(None);
+                }
+                place_many_locked(&txn, orders.clone(), limits, now)
+                    .await
+                    .map(Some)
+            };
+            let results = match placed.await {
+                Ok(Some(results)) => results,
+                outcome => {
+                    if let Err(err) = outcome {
+                        tracing::debug!(error = %err, orders = orders.len(), "a batch that took the lock ahead failed; placing it again");
+                    }
+                    let _ = txn.rollback().await;
+                    return Ok(Linked::Again(orders));
+                }
+            };
+            if queue_starts_with_placement(shared, symbol) {
+                *next = link_ahead(shared.clone(), symbol.to_owned());
+            }
+            txn.commit().await?;
+            Ok::<_, ServiceError>(Linked::Placed(results))
+        })
+        .await;
+    match linked {
+        Ok(Linked::Nothing) => {}
+        Ok(Linked::Placed(results)) => answer(replies, Ok(results), "placements"),
+        Ok(Linked::Again(orders)) => place_and_answer(shared, orders, replies).await,
+        Err(err) => match given.take() {
+            // No transaction or no lock for the batch given: without a
+            // connection every order gets that answer (as from
+            // `place_many`); otherwise the batch is placed the usual way.
+            Some(batch) => {
+                let orders = placements(batch, &mut replies);
+                if matches!(err, ServiceError::Unavailable(_)) {
+                    answer(replies, Err(err), "placements");
+                } else {
+                    place_and_answer(shared, orders, replies).await;
+                }
+            }
+            // A link started ahead that could not take the lock took
+            // nothing: the task takes the queue's head again.
+            None if replies.is_empty() => {
+                tracing::debug!(error = %err, "a batch could not take the book lock ahead");
+            }
+            // The commit failed (or, behind a transaction-mode pooler, the
+            // unit of work's): nothing of the batch is stored.
+            None => answer(replies, Err(err), "placements"),
+        },
+    }
+}
+
+/// The orders of a batch of placements, their replies put in `replies`.
+fn placements(
+    batch: Vec<Pending>,
+    replies: &mut Vec<oneshot::Sender<Result<Placement>>>,
+) -> Vec<NewOrder> {
+    let mut orders = Vec::with_capacity(batch.len());
+    for pending in batch {
+        if let Pending::Place { order, reply } = pending {
+            orders.push(order);
+            replies.push(reply);
+        }
+    }
+    orders
+}
+
+/// The batch of a link started ahead, once it holds the book lock (`None`:
+/// nothing queued, which the task finds out again).
+fn take_ahead(shared: &Shared, symbol: &str) -> Option<Vec<Pending>> {
+    let batch = take_batch(shared, symbol, shared.settings.max_batch, false)?;
+    shared.state().locked_ahead += 1;
+    Some(batch)
+}
+
+/// Whether the next batch of `symbol` would be placements.
+fn queue_starts_with_placement(shared: &Shared, symbol: &str) -> bool {
+    shared
+        .state()
+        .queues
+        .get(symbol)
+        .and_then(VecDeque::front)
+        .is_some_and(|p| !p.is_cancel())
+}
+
 /// Takes the next batch of `symbol`: the run of one kind at its queue's
 /// head, at most `most` long. `None` when the queue is empty: the symbol is
-/// then removed, under the lock, so that what arrives next starts anew.
-fn take_batch(shared: &Shared, symbol: &str, most: usize) -> Option<Vec<Pending>> {
+/// then removed (if `retire`), under the lock, so that what arrives next
+/// starts anew.
+fn take_batch(shared: &Shared, symbol: &str, most: usize, retire: bool) -> Option<Vec<Pending>> {
     let mut state = shared.state();
     let queue = state.queues.get_mut(symbol)?;
     if queue.is_empty() {
-        shared.retire(&mut state, symbol);
+        if retire {
+            shared.retire(&mut state, symbol);
+        }
         return None;
     }
     let cancels = queue.front().is_some_and(Pending::is_cancel);
@@ -415,10 +596,13 @@ fn take_batch(shared: &Shared, symbol: &str, most: usize) -> Option<Vec<Pending>
     Some(batch)
 }
 
-/// Writes a batch and answers each of its callers.
-async fn write(shared: &Shared, symbol: &str, batch: Vec<Pending>) {
+/// Writes a batch and answers each of its callers; a batch of placements
+/// with lock ahead is a [`link`], whose successor goes to `next`.
+async fn write(shared: &Arc<Shared>, symbol: &str, batch: Vec<Pending>, next: &mut Next) {
     if batch.first().is_some_and(Pending::is_cancel) {
         cancel_batch(shared, symbol, batch).await;
+    } else if shared.settings.lock_ahead {
+        link(shared, symbol, Some(batch), next).await;
     } else {
         place_batch(shared, batch).await;
     }
@@ -432,6 +616,8 @@ async fn write(shared: &Shared, symbol: &str, batch: Vec<Pending>) {
 struct Handoff {
     shared: Arc<Shared>,
     symbol: String,
+    /// The link the caller's batch started before it committed.
+    next: Next,
 }
 
 impl Drop for Handoff {
@@ -440,12 +626,14 @@ impl Drop for Handoff {
         let Some(queue) = state.queues.get(&self.symbol) else {
             return;
         };
-        // Without a runtime left to run them on, the pending replies go
-        // with the queue.
-        if !queue.is_empty()
+        // A link started ahead may have taken the queue already: the task
+        // waits for it. Without a runtime left to run them on, the pending
+        // replies go with the queue.
+        if (!queue.is_empty() || self.next.0.is_some())
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(run(self.shared.clone(), self.symbol.clone()));
+            let next = Next(self.next.0.take());
+            runtime.spawn(run(self.shared.clone(), self.symbol.clone(), next));
             return;
         }
         self.shared.retire(&mut state, &self.symbol);
@@ -454,13 +642,17 @@ impl Drop for Handoff {
 
 /// Places a batch of placements and answers each caller.
 async fn place_batch(shared: &Shared, batch: Vec<Pending>) {
-    let (orders, replies): (Vec<NewOrder>, Vec<_>) = batch
-        .into_iter()
-        .filter_map(|p| match p {
-            Pending::Place { order, reply } => Some((order, reply)),
-            Pending::Cancel { .. } => None,
-        })
-        .unzip();
+    let mut replies = Vec::with_capacity(batch.len());
+    let orders = placements(batch, &mut replies);
+    place_and_answer(shared, orders, replies).await;
+}
+
+/// Places `orders` with [`place_many`] and answers each with its reply.
+async fn place_and_answer(
+    shared: &Shared,
+    orders: Vec<NewOrder>,
+    replies: Vec<oneshot::Sender<Result<Placement>>>,
+) {
     let limits = &shared.limits;
     let outcome = shared
         .pool

@@ -48,6 +48,37 @@ pub(crate) async fn lock_client_order_id<C: ConnectionTrait>(
     .await
 }
 
+/// Takes the locks of `ids` (user, client order id) if each is free now,
+/// without waiting: `false` when one is held by another transaction (the
+/// locks that were free stay taken until the transaction ends). For a writer
+/// that holds the book lock already, which must not wait for a client order
+/// id: a placement alone takes that lock first and then waits for the book.
+#[cfg(feature = "sequencer")]
+pub(crate) async fn try_lock_client_order_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: &[(Uuid, &str)],
+) -> Result<bool> {
+    #[derive(FromQueryResult)]
+    struct Locked {
+        locked: bool,
+    }
+    if ids.is_empty() {
+        return Ok(true);
+    }
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|(user_id, client_order_id)| format!("{user_id}:{client_order_id}"))
+        .collect();
+    let locked = Locked::find_by_statement(statement(
+        "SELECT coalesce(bool_and(pg_try_advisory_xact_lock($1, hashtext(k))), true) AS locked \
+         FROM unnest($2::text[]) AS k",
+        [CLIENT_ORDER_ID_LOCK.into(), keys.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(locked.is_some_and(|l| l.locked))
+}
+
 #[derive(FromQueryResult)]
 struct Found {
     order_id: Uuid,

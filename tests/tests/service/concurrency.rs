@@ -334,7 +334,10 @@ async fn invariants_hold(sequenced: bool) {
             sequencers.push(Sequencer::new(
                 pool,
                 svc::PlacementLimits::default(),
-                SequencerSettings { max_batch: 8 },
+                SequencerSettings {
+                    max_batch: 8,
+                    ..SequencerSettings::default()
+                },
             ));
         }
     }

@@ -8,6 +8,7 @@ mod async_std;
 mod cancels;
 mod concurrency;
 mod limits;
+mod lock_ahead;
 mod maintenance;
 mod matching;
 mod model;
