@@ -258,6 +258,7 @@ pub async fn benchmark(
         Kind::SequencedResting,
         Kind::SequencedCrossing,
         Kind::Http,
+        Kind::HttpCrossing,
         Kind::Cancel,
         Kind::SequencedCancel,
     ] {
@@ -273,6 +274,7 @@ pub async fn benchmark(
             Kind::SequencedResting,
             Kind::SequencedCrossing,
             Kind::Http,
+            Kind::HttpCrossing,
             Kind::Cancel,
             Kind::SequencedCancel,
         ] {

@@ -39,6 +39,8 @@ pub enum Kind {
     Floor,
     /// A resting bid through `POST /api/v1/orders`.
     Http,
+    /// [`Kind::Crossing`] through `POST /api/v1/orders`.
+    HttpCrossing,
     /// [`Kind::Resting`] through a [`Sequencer`].
     SequencedResting,
     /// [`Kind::Crossing`] through a [`Sequencer`].
@@ -245,12 +247,20 @@ pub async fn run(
                             .execute(&pool)
                             .await?;
                     }
-                    Kind::Http => {
+                    Kind::Http | Kind::HttpCrossing => {
                         let (base, client) = http.as_ref().context("the api is running")?;
-                        let body = serde_json::json!({
-                            "symbol": symbol, "side": "BUY", "type": "LIMIT",
-                            "quantity": quantity.to_string(), "price": bid.to_string(),
-                        });
+                        let body = if kind == Kind::Http {
+                            serde_json::json!({
+                                "symbol": symbol, "side": "BUY", "type": "LIMIT",
+                                "quantity": quantity.to_string(), "price": bid.to_string(),
+                            })
+                        } else {
+                            let side = if n.is_multiple_of(2) { "BUY" } else { "SELL" };
+                            serde_json::json!({
+                                "symbol": symbol, "side": side, "type": "MARKET",
+                                "quantity": quantity.to_string(),
+                            })
+                        };
                         let response = client
                             .post(format!("{base}/api/v1/orders"))
                             .header("X-User-ID", user.to_string())
@@ -287,7 +297,7 @@ pub async fn run(
     let batches = match (&sequencer, http) {
         (Some(sequencer), _) if cancels => Some(sequencer.cancel_batch_sizes()),
         (Some(sequencer), _) => Some(sequencer.batch_sizes()),
-        (None, Some(http)) if kind == Kind::Http => {
+        (None, Some(http)) if matches!(kind, Kind::Http | Kind::HttpCrossing) => {
             let sizes = http.sequencer.batch_sizes();
             http.sequencer.reset_stats();
             Some(sizes)
@@ -317,6 +327,7 @@ pub fn line(kind: Kind, clients: usize, run: &Run, floor: Option<&Samples>) -> M
         Kind::Crossing => "place crossing, service",
         Kind::Floor => "single-row insert floor",
         Kind::Http => "place resting, HTTP api",
+        Kind::HttpCrossing => "place crossing, HTTP api",
         Kind::SequencedResting => "place resting, sequencer",
         Kind::SequencedCrossing => "place crossing, sequencer",
         Kind::Cancel => "cancel resting, service",

@@ -194,8 +194,8 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
     let lines = json.as_array().expect("the report is an array");
     assert_eq!(
         lines.len(),
-        16 * 2 + 4 + 2 * 8,
-        "16 latency pairs, 4 market-state lines, 8 lines per concurrency"
+        16 * 2 + 4 + 2 * 9,
+        "16 latency pairs, 4 market-state lines, 9 lines per concurrency"
     );
     for line in lines {
         let operation = line["operation"].as_str().expect("operation is a string");
@@ -240,6 +240,7 @@ async fn small_scale_loads_consistent_data_and_reports_every_operation() {
         "place resting, service x4",
         "place crossing, service x4",
         "place resting, HTTP api x4",
+        "place crossing, HTTP api x4",
         "place resting, sequencer x4",
         "place crossing, sequencer x4",
         "cancel resting, service x4",
