@@ -2,20 +2,21 @@
 //!
 //! The relay works in sessions. A session is one transaction that takes the
 //! relay lock (`pg_try_advisory_xact_lock`, so of several api processes one
-//! relays at a time and the others stand by) and then, for up to
-//! [`SESSION`], keeps claiming what is committed and unpublished (up to
-//! [`BATCH`] events a statement, oldest first), publishes each batch without
-//! waiting for the broker, and marks a batch published as soon as the broker
-//! confirmed it and every batch before it (to the broker with
-//! `RABBITMQ_URL`; to this process's hub otherwise). So an event waits for
-//! the broker's confirm of its own batch, not for the batches before it. The
-//! session commits without waiting for the disk (`synchronous_commit = off`:
-//! a mark lost in a crash only means the events go out again). A failure
-//! anywhere rolls the session back: its events stay unpublished and the next
-//! session sends them again. Delivery is at least once, and every message
-//! carries an id for dropping a repeat. Sessions start when this process
-//! committed a write, and every `EVENTS_POLL_MS` for the writes of other
-//! processes and jobs.
+//! relays at a time and the others stand by) and then keeps claiming what is
+//! committed and unpublished (up to [`BATCH`] events a statement, oldest
+//! first), publishes each batch without waiting for the broker, and marks a
+//! batch published as soon as the broker confirmed it and every batch before
+//! it (to the broker with `RABBITMQ_URL`; to this process's hub otherwise).
+//! So an event waits for the broker's confirm of its own batch, not for the
+//! batches before it. A session ends once every batch is marked and its last
+//! claim took all there was, or after [`SESSION`] (the next then starts at
+//! once). It commits without waiting for the disk (`synchronous_commit =
+//! off`: a mark lost in a crash only means the events go out again). A
+//! failure anywhere rolls the session back: its events stay unpublished and
+//! the next session sends them again. Delivery is at least once, and every
+//! message carries an id for dropping a repeat. Sessions start when this
+//! process committed a write, and every `EVENTS_POLL_MS` for the writes of
+//! other processes and jobs.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -184,8 +185,14 @@ async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<
             let stopping = *stop.borrow();
             let failed = loop {
                 match session(&db, &mut sink).await {
-                    Ok(0) => break false,
-                    Ok(_) => continue,
+                    // Stopping: until a session finds nothing. Otherwise a
+                    // session that ended before it drained what it saw goes
+                    // on at once; one that drained it waits for the next
+                    // wake-up (a write of this process) or poll.
+                    Ok(Session { published, more }) if more || (stopping && published > 0) => {
+                        continue;
+                    }
+                    Ok(_) => break false,
                     Err(error) => {
                         sink.reset();
                         metrics::counter!("trade_engine_relay_failures_total").increment(1);
@@ -217,9 +224,19 @@ async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<
     }
 }
 
-/// One session; returns how many events it published (0 also when another
-/// process holds the relay lock).
-async fn session(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
+/// What a session did.
+struct Session {
+    /// Events published (0 also when another process holds the relay lock).
+    published: usize,
+    /// Whether it stopped before it had drained the outbox as it found it:
+    /// its time was up, or its last claim was full.
+    more: bool,
+}
+
+/// One session: claims, publishes and marks until the outbox is drained as
+/// its last claim found it (a claim of fewer than [`BATCH`] events, every
+/// batch marked), or its time is up.
+async fn session(db: &Pool, sink: &mut Sink) -> Result<Session, RelayError> {
     db.run_unbounded(async |scope| {
         scope
             .execute_unprepared("SET LOCAL synchronous_commit = off")
@@ -227,6 +244,8 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
         let started = Instant::now();
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut published = 0;
+        // Whether the last claim took everything that was waiting.
+        let mut drained = false;
         loop {
             let claiming = started.elapsed() < SESSION && in_flight.len() < MAX_IN_FLIGHT;
             let mut claimed = 0;
@@ -236,9 +255,13 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
                     .flat_map(|b| b.ids.iter().copied())
                     .collect();
                 let Some(events) = service::events::claim(scope, BATCH, &excluded).await? else {
-                    return Ok(0);
+                    return Ok(Session {
+                        published: 0,
+                        more: false,
+                    });
                 };
                 claimed = events.len();
+                drained = claimed < BATCH as usize;
                 if claimed > 0 {
                     let messages = render(&events);
                     let confirms = sink.send(&messages).await?;
@@ -269,8 +292,15 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<usize, RelayError> {
                 record(&done.created);
                 published += done.ids.len();
             }
-            if in_flight.is_empty() && (claimed == 0 || !claiming) {
-                return Ok(published);
+            // Everything claimed is marked: done when the last claim took
+            // all there was (a new claim would most likely find nothing:
+            // what commits meanwhile wakes the relay again) or the time is
+            // up.
+            if in_flight.is_empty() && (drained || !claiming) {
+                return Ok(Session {
+                    published,
+                    more: !drained,
+                });
             }
         }
     })
