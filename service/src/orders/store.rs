@@ -43,9 +43,15 @@ pub(crate) async fn lock_client_order_id<C: ConnectionTrait>(
     lock(
         db,
         CLIENT_ORDER_ID_LOCK,
-        format!("{user_id}:{client_order_id}"),
+        client_order_id_key(user_id, client_order_id),
     )
     .await
+}
+
+/// The key of a (user, client order id) lock in [`CLIENT_ORDER_ID_LOCK`]'s
+/// namespace: every taker of that lock names it the same way.
+fn client_order_id_key(user_id: Uuid, client_order_id: &str) -> String {
+    format!("{user_id}:{client_order_id}")
 }
 
 /// Takes the locks of `ids` (user, client order id) if each is free now,
@@ -67,7 +73,7 @@ pub(crate) async fn try_lock_client_order_ids<C: ConnectionTrait>(
     }
     let keys: Vec<String> = ids
         .iter()
-        .map(|(user_id, client_order_id)| format!("{user_id}:{client_order_id}"))
+        .map(|&(user_id, client_order_id)| client_order_id_key(user_id, client_order_id))
         .collect();
     let locked = Locked::find_by_statement(statement(
         "SELECT coalesce(bool_and(pg_try_advisory_xact_lock($1, hashtext(k))), true) AS locked \
