@@ -206,10 +206,11 @@ async fn hold_the_btc_book(db: &TestDb) -> DatabaseConnection {
     blocker
 }
 
-/// Returns once `n` placements or cancels wait in the sequencer's queues.
-async fn queued(sequencer: &Sequencer, n: usize) {
+/// Returns once exactly `n` placements or cancels wait in the sequencer's
+/// queues.
+pub(super) async fn queued(sequencer: &Sequencer, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sequencer.queued() < n {
+    while sequencer.queued() != n {
         assert!(
             Instant::now() < deadline,
             "{} queued, {n} expected",
@@ -217,6 +218,15 @@ async fn queued(sequencer: &Sequencer, n: usize) {
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// Places `order` through `sequencer` on a task of its own.
+pub(super) fn spawn_place(
+    sequencer: &Sequencer,
+    order: NewOrder,
+) -> tokio::task::JoinHandle<Result<Placement, ServiceError>> {
+    let sequencer = sequencer.clone();
+    tokio::spawn(async move { sequencer.place(order).await })
 }
 
 /// Cancels and placements of one symbol share its queue: while a cancel's
@@ -239,14 +249,10 @@ async fn the_sequencer_batches_cancels_in_arrival_order_with_placements() {
         async move { sequencer.cancel(user(1), a1).await }
     });
     waiting_for_an_advisory_lock(c).await;
-    let buy = tokio::spawn({
-        let sequencer = sequencer.clone();
-        async move {
-            sequencer
-                .place(NewOrder::market(user(2), BTC, Side::Buy, dec("1")))
-                .await
-        }
-    });
+    let buy = spawn_place(
+        &sequencer,
+        NewOrder::market(user(2), BTC, Side::Buy, dec("1")),
+    );
     queued(&sequencer, 1).await;
     let second = tokio::spawn({
         let sequencer = sequencer.clone();
@@ -321,29 +327,17 @@ async fn a_caller_that_goes_away_hands_the_queue_over() {
     let c = db.conn();
     let sequencer = sequencer(&db).await;
     let blocker = hold_the_btc_book(&db).await;
-    let gone = tokio::spawn({
-        let sequencer = sequencer.clone();
-        async move {
-            sequencer
-                .place(
-                    NewOrder::limit(user(1), BTC, Side::Buy, dec("1"), dec("49000"))
-                        .with_client_order_id("gone"),
-                )
-                .await
-        }
-    });
+    let gone = spawn_place(
+        &sequencer,
+        NewOrder::limit(user(1), BTC, Side::Buy, dec("1"), dec("49000"))
+            .with_client_order_id("gone"),
+    );
     waiting_for_an_advisory_lock(c).await;
-    let queued_behind = tokio::spawn({
-        let sequencer = sequencer.clone();
-        async move {
-            sequencer
-                .place(
-                    NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("48000"))
-                        .with_client_order_id("behind"),
-                )
-                .await
-        }
-    });
+    let queued_behind = spawn_place(
+        &sequencer,
+        NewOrder::limit(user(2), BTC, Side::Buy, dec("1"), dec("48000"))
+            .with_client_order_id("behind"),
+    );
     queued(&sequencer, 1).await;
     gone.abort();
     assert!(

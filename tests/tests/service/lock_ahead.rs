@@ -8,11 +8,12 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use service::orders::{self as svc, NewOrder, Placement, Sequencer, SequencerSettings};
 use service::pooling::{Pool, PoolMode};
-use service::{OrderStatus, Side};
+use service::{OrderStatus, ServiceError, Side};
 use tests::db::TestDb;
 use tests::sql::{exec, scalar};
 use tests::{dec, user};
 
+use super::cancels::{queued, spawn_place};
 use super::concurrency::waiting_for_an_advisory_lock;
 
 const BTC: &str = "BTC/USDT";
@@ -70,27 +71,12 @@ async fn waiting_sessions(db: &DatabaseConnection, n: i64) {
     }
 }
 
-/// Returns once `n` placements wait in the sequencer's queues.
-async fn queued(sequencer: &Sequencer, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while sequencer.queued() != n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} queued, {n} expected",
-            sequencer.queued()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn spawn_place(sequencer: &Sequencer, order: NewOrder) -> tokio::task::JoinHandle<Placement> {
-    let sequencer = sequencer.clone();
-    tokio::spawn(async move {
-        sequencer
-            .place(order.clone())
-            .await
-            .unwrap_or_else(|err| panic!("placing {order:?}: {err}"))
-    })
+/// Waits for a placement spawned with [`spawn_place`] and its result.
+async fn placed(handle: tokio::task::JoinHandle<Result<Placement, ServiceError>>) -> Placement {
+    handle
+        .await
+        .expect("the placing task")
+        .expect("the order is placed")
 }
 
 /// A lone bid (written by its caller) waits on the 49000 level while a
@@ -117,15 +103,15 @@ async fn a_batch_behind_another_asks_for_the_book_lock_while_it_commits() {
         let second = spawn_place(&sequencer, bid(2, "48000"));
         queued(&sequencer, 1).await;
         exec(&first_level, "COMMIT").await;
-        let first = first.await.expect("the first bid");
+        let first = placed(first).await;
         // The second bid's batch now waits on the 48000 level.
         queued(&sequencer, 0).await;
         waiting_sessions(c, 1).await;
         let third = spawn_place(&sequencer, bid(3, "47000"));
         queued(&sequencer, 1).await;
         exec(&second_level, "COMMIT").await;
-        let second = second.await.expect("the second bid");
-        let third = third.await.expect("the third bid");
+        let second = placed(second).await;
+        let third = placed(third).await;
 
         for placed in [&first, &second, &third] {
             assert_eq!(placed.order.status, OrderStatus::Open);
@@ -180,7 +166,7 @@ async fn a_batch_does_not_wait_for_a_client_order_id_under_the_book_lock() {
     let second = spawn_place(&sequencer, bid(2, "48000").with_client_order_id("taken"));
     queued(&sequencer, 1).await;
     exec(&level, "COMMIT").await;
-    first.await.expect("the first bid");
+    placed(first).await;
     // The second bid waits for its client order id, not holding the book.
     waiting_for_an_advisory_lock(c).await;
     let meanwhile = tokio::time::timeout(Duration::from_secs(30), svc::place(c, bid(3, "47000")))
@@ -190,7 +176,7 @@ async fn a_batch_does_not_wait_for_a_client_order_id_under_the_book_lock() {
     assert_eq!(meanwhile.order.status, OrderStatus::Open);
     assert!(!second.is_finished());
     exec(&id_holder, "COMMIT").await;
-    let second = second.await.expect("the second bid");
+    let second = placed(second).await;
     assert_eq!(second.order.status, OrderStatus::Open);
     assert_eq!(second.order.client_order_id.as_deref(), Some("taken"));
     assert!(meanwhile.order.created_at < second.order.created_at);
