@@ -197,12 +197,23 @@ async fn reachable(url: &str) -> Option<String> {
 /// The migration that adds the outbox.
 const OUTBOX_MIGRATION: &str = "m1700000013000_event_outbox";
 
-async fn newest_migration(pool: &PgPool) -> Result<String> {
-    let row = sqlx::query("SELECT version FROM seaql_migrations ORDER BY version DESC LIMIT 1")
-        .fetch_one(pool)
-        .await
-        .context("the applied migrations")?;
-    Ok(row.try_get(0)?)
+/// How many applied migrations are newer than [`OUTBOX_MIGRATION`] (an
+/// error when that one is not applied).
+async fn applied_after_outbox(pool: &PgPool) -> Result<u32> {
+    let row = sqlx::query(
+        "SELECT count(*) FILTER (WHERE version = $1), count(*) FILTER (WHERE version > $1)
+         FROM seaql_migrations",
+    )
+    .bind(OUTBOX_MIGRATION)
+    .fetch_one(pool)
+    .await
+    .context("the applied migrations")?;
+    let (applied, after): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    ensure!(
+        applied == 1,
+        "the outbox overhead rolls back {OUTBOX_MIGRATION}, which is not applied"
+    );
+    Ok(u32::try_from(after)?)
 }
 
 /// Applies migration 13 (`on`) or rolls it back to 12. The rollback drops
@@ -220,7 +231,8 @@ async fn switch_outbox(db: &DatabaseConnection, on: bool) -> Result<()> {
 
 /// `blocks` blocks per setting; lines for the resting and the crossing
 /// placement with the outbox off and on, the on lines with their p50 over
-/// the off line's.
+/// the off line's. The migrations after the outbox's are rolled back for
+/// the blocks (both settings run without them) and applied again after.
 pub async fn outbox_overhead(
     db: &DatabaseConnection,
     fixture: &Fixture,
@@ -228,11 +240,12 @@ pub async fn outbox_overhead(
     progress: bool,
 ) -> Result<Vec<Measurement>> {
     let pool = db.get_postgres_connection_pool().clone();
-    let newest = newest_migration(&pool).await?;
-    ensure!(
-        newest == OUTBOX_MIGRATION,
-        "the outbox overhead rolls back {OUTBOX_MIGRATION}, but the newest migration is {newest}"
-    );
+    let after = applied_after_outbox(&pool).await?;
+    if after > 0 {
+        migration::run(db, Operation::Down(Some(after)), DataLoss::Allow)
+            .await
+            .context("rolling back the migrations after the outbox's")?;
+    }
     // Per block: [resting off, resting on, crossing off, crossing on]
     let mut per_block = vec![vec![Samples::default(); 4]; blocks];
     let mut applied = true;
@@ -249,9 +262,11 @@ pub async fn outbox_overhead(
         anyhow::Ok(())
     }
     .await;
-    // Whatever happened, migration 13 is applied again.
-    if !applied {
-        switch_outbox(db, true).await?;
+    // Whatever happened, migration 13 and those after it are applied again.
+    if !applied || after > 0 {
+        migration::run(db, Operation::Up(None), DataLoss::Allow)
+            .await
+            .context("applying the migrations again")?;
     }
     outcome?;
     let mut samples = vec![Samples::default(); 4];

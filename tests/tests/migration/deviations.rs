@@ -256,7 +256,7 @@ async fn d5_an_order_outside_every_partition_is_kept_then_moved_to_its_month() {
         )
         .await,
     );
-    assert_eq!((checks, indexes, triggers), (5, 9, 6));
+    assert_eq!((checks, indexes, triggers), (5, 10, 6));
     let err = try_exec(
         db.conn(),
         &format!("UPDATE orders_{month} SET quantity = -1"),
