@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, T
 use uuid::Uuid;
 
 use super::limits::{self, PlacementLimits};
-use super::store::{self, BATCH, MakerUpdate, Resting};
+use super::store::{self, MakerUpdate, Resting};
 use super::{Execution, NewOrder, Placement, validate};
 use crate::error::{Result, ServiceError};
 use crate::retry;
@@ -601,6 +601,45 @@ struct Engine<'a, T> {
     /// order whose limit does not reach them needs no read of the stored
     /// book. `None` (a lone placement, or after a write) reads it.
     stored_top: Option<store::BookTop>,
+    /// Per side (bids, asks), what this transaction read of the stored side
+    /// since its last write: a later order of the batch walks it again
+    /// without a round trip.
+    walks: [Option<StoredWalk>; 2],
+}
+
+/// A side of the stored book as a transaction read (and locked) it, from
+/// its best order on, since its last write. The rows stay exact while
+/// nothing is written: adding resting orders takes the book lock this
+/// transaction holds, and taking these away (a cancel, an expiry) waits for
+/// their row locks; the batch's own unsent fills apply on top
+/// ([`Unsent::current`]).
+struct StoredWalk {
+    /// The limit the rows were read within (`None`: none).
+    limit: Option<Decimal>,
+    /// The side's resting orders in priority order, as stored.
+    rows: Vec<Resting>,
+    /// No stored order within `limit` after `rows`.
+    complete: bool,
+}
+
+impl StoredWalk {
+    /// Whether every stored order a taker with `limit` could reach on
+    /// `side` is within this walk's limit.
+    fn covers(&self, side: Side, limit: Option<Decimal>) -> bool {
+        match (self.limit, limit) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(own), Some(limit)) => reachable(side, limit, Some(own)),
+        }
+    }
+}
+
+/// The slot of `side` in [`Engine::walks`].
+fn walk_slot(side: Side) -> usize {
+    match side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
 }
 
 impl<'a, T: ConnectionTrait> Engine<'a, T> {
@@ -624,6 +663,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             stored_resting: HashMap::new(),
             stops_waiting: true,
             stored_top: None,
+            walks: [None, None],
         }
     }
 
@@ -678,11 +718,12 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
         store::write_batch(self.txn, &unsent.makers, &unsent.trades, &unsent.orders).await
     }
 
-    /// The stored resting counts and best prices read before a write are
-    /// stale.
+    /// The stored resting counts, best prices and walks read before a write
+    /// are stale.
     fn wrote(&mut self) {
         self.stored_resting.clear();
         self.stored_top = None;
+        self.walks = [None, None];
     }
 
     /// The time the next [`tick`](Self::tick) returns.
@@ -761,45 +802,69 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
 
     /// Walks the book in priority order and decides the fills: the stored
     /// resting orders (as the unsent writes leave them) merged with the
-    /// batch's own unsent resting orders.
-    async fn plan(&self, taker: &Taker) -> Result<Plan> {
+    /// batch's own unsent resting orders. What it reads of the stored side
+    /// it keeps for the batch's next walk of that side ([`StoredWalk`]).
+    async fn plan(&mut self, taker: &Taker) -> Result<Plan> {
         let side = crate::opposite(taker.side);
+        let slot = walk_slot(side);
+        let walk = match self.walks[slot].take() {
+            Some(walk) if walk.covers(side, taker.limit) => walk,
+            _ => StoredWalk {
+                limit: taker.limit,
+                rows: Vec::new(),
+                // No stored order within reach: nothing to read.
+                complete: self.stored_top.is_some_and(|top| {
+                    let best = match side {
+                        Side::Buy => top.bid,
+                        Side::Sell => top.ask,
+                    };
+                    best.is_none_or(|best| !reachable(side, best, taker.limit))
+                }),
+            },
+        };
+        let mut walk = walk;
+        let plan = self.walk(taker, side, &mut walk).await;
+        self.walks[slot] = Some(walk);
+        plan
+    }
+
+    /// [`plan`](Self::plan)'s walk of `side`, reading on where `walk` ends.
+    async fn walk(&self, taker: &Taker, side: Side, walk: &mut StoredWalk) -> Result<Plan> {
         let mut own = self.unsent.resting(side, taker.limit);
-        let mut page: VecDeque<Resting> = VecDeque::new();
-        let mut after: Option<Resting> = None;
-        // No stored order within reach: nothing to read.
-        let mut stored_exhausted = self.stored_top.is_some_and(|top| {
-            let best = match side {
-                Side::Buy => top.bid,
-                Side::Sell => top.ask,
-            };
-            best.is_none_or(|best| !reachable(side, best, taker.limit))
-        });
+        let mut next = 0;
         let mut fills = Vec::new();
         let mut remaining = taker.remaining();
         loop {
             if remaining.is_zero() {
                 break;
             }
-            if page.is_empty() && !stored_exhausted {
-                let batch = store::resting(
-                    self.txn,
-                    &self.symbol.symbol,
-                    side,
-                    taker.limit,
-                    after.as_ref(),
-                )
-                .await?;
-                stored_exhausted = (batch.len() as u64) < BATCH;
-                after = batch.last().cloned();
-                page.extend(batch);
+            if next == walk.rows.len() && !walk.complete {
+                let after = walk.rows.last();
+                let page_size = store::page_size(after.is_some());
+                let page =
+                    store::resting(self.txn, &self.symbol.symbol, side, walk.limit, after).await?;
+                walk.complete = (page.len() as u64) < page_size;
+                walk.rows.extend(page);
             }
-            let maker = match (own.front(), page.front()) {
-                (Some(mine), Some(stored)) if !ahead(side, mine, stored) => page.pop_front(),
+            // The walk may have been read within a wider limit than this
+            // taker's: past the taker's, the stored side is exhausted.
+            let stored = walk
+                .rows
+                .get(next)
+                .filter(|row| reachable(side, row.price, taker.limit));
+            let maker = match (own.front(), stored) {
+                (Some(mine), Some(stored)) if !ahead(side, mine, stored) => {
+                    next += 1;
+                    Some(stored.clone())
+                }
                 (Some(_), _) => own.pop_front(),
-                (None, _) => page.pop_front(),
+                (None, Some(stored)) => {
+                    next += 1;
+                    Some(stored.clone())
+                }
+                // Both exhausted.
+                (None, None) => None,
             };
-            // Both exhausted.
             let Some(maker) = maker else { break };
             let Some(maker) = self.unsent.current(maker) else {
                 // Filled by an earlier order of the batch.
@@ -1071,6 +1136,9 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
             trades,
             makers,
         } = self.execute(taker).await?;
+        // Its match and its new state are written at once, not through the
+        // unsent writes: what the walks read of the stored book goes stale.
+        self.walks = [None, None];
         if !trades.is_empty() {
             store::write_match(self.txn, &makers, &trades).await?;
         }

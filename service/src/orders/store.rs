@@ -342,18 +342,33 @@ macro_rules! batch {
     };
 }
 
-/// Resting orders read (and locked) per round trip while walking the book: the
-/// `LIMIT` of the walk's statements, written into them (a parameter there
-/// makes PostgreSQL's estimate for its generic plan worse than for a custom
-/// one, so it would plan every execution again).
+/// Resting orders read (and locked) per round trip while walking the book
+/// past its first page: the `LIMIT` of the walk's statements after a cursor,
+/// written into them (a parameter there makes PostgreSQL's estimate for its
+/// generic plan worse than for a custom one, so it would plan every
+/// execution again).
 pub(crate) const BATCH: u64 = batch!();
 
+/// The first page's size as a literal ([`FIRST_PAGE`]).
+macro_rules! first_page {
+    () => {
+        4
+    };
+}
+
+/// Resting orders read (and locked) by a walk's first round trip. Most
+/// takers fill against the best one or two makers, and every row the walk
+/// reads it also locks — a write to the row's page and a WAL record each —
+/// so the first page reads a few; a taker that needs more reads on in pages
+/// of [`BATCH`].
+pub(crate) const FIRST_PAGE: u64 = first_page!();
+
 /// One shape of the walk over the resting orders of a side: `$1` symbol, then
-/// the shape's own parameters, at most [`BATCH`] rows. Locked, so a concurrent cancel
+/// the shape's own parameters, at most `$limit` rows. Locked, so a concurrent cancel
 /// waits for this placement. The predicates are those of
 /// `IDX_orders_matching`, which serves the walk.
 macro_rules! resting_sql {
-    ($side:literal, $order:literal, $bounds:literal) => {
+    ($side:literal, $order:literal, $bounds:literal, $($limit:tt)+) => {
         concat!(
             "SELECT order_id, created_at, user_id, institution_id, price, quantity,
         filled_quantity, average_price
@@ -368,7 +383,7 @@ macro_rules! resting_sql {
             $order,
             ", created_at ASC, order_id ASC
     LIMIT ",
-            batch!(),
+            $($limit)+,
             "
     FOR UPDATE"
         )
@@ -376,7 +391,7 @@ macro_rules! resting_sql {
 }
 
 /// The asks, best (lowest) first, oldest first within a price: the first
-/// batch; up to the taker's limit `$2`; after the cursor `($2 price,
+/// page ([`FIRST_PAGE`]); up to the taker's limit `$2`; after the cursor `($2 price,
 /// $3 created_at, $4 order_id)`; both (`$2` limit, cursor `$3`–`$5`).
 ///
 /// Four statements per side rather than one with `($n IS NULL OR …)`
@@ -384,33 +399,37 @@ macro_rules! resting_sql {
 /// as a custom one and is kept, so an execution is not planned again over
 /// every `orders` partition (≈ 2 ms of the ≈ 3 ms a resting placement took on
 /// the server; see docs/performance.md).
-const ASKS_FIRST: &str = resting_sql!("SELL", "ASC", "");
-const ASKS_UP_TO: &str = resting_sql!("SELL", "ASC", "\n      AND price <= $2");
+const ASKS_FIRST: &str = resting_sql!("SELL", "ASC", "", first_page!());
+const ASKS_UP_TO: &str = resting_sql!("SELL", "ASC", "\n      AND price <= $2", first_page!());
 const ASKS_AFTER: &str = resting_sql!(
     "SELL",
     "ASC",
-    "\n      AND (price > $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))"
+    "\n      AND (price > $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))",
+    batch!()
 );
 const ASKS_AFTER_UP_TO: &str = resting_sql!(
     "SELL",
     "ASC",
     "\n      AND price <= $2
-      AND (price > $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
+      AND (price > $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))",
+    batch!()
 );
 
 /// The bids, best (highest) first; as the asks otherwise, the limit a floor.
-const BIDS_FIRST: &str = resting_sql!("BUY", "DESC", "");
-const BIDS_DOWN_TO: &str = resting_sql!("BUY", "DESC", "\n      AND price >= $2");
+const BIDS_FIRST: &str = resting_sql!("BUY", "DESC", "", first_page!());
+const BIDS_DOWN_TO: &str = resting_sql!("BUY", "DESC", "\n      AND price >= $2", first_page!());
 const BIDS_AFTER: &str = resting_sql!(
     "BUY",
     "DESC",
-    "\n      AND (price < $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))"
+    "\n      AND (price < $2 OR (price = $2 AND (created_at, order_id) > ($3, $4)))",
+    batch!()
 );
 const BIDS_AFTER_DOWN_TO: &str = resting_sql!(
     "BUY",
     "DESC",
     "\n      AND price >= $2
-      AND (price < $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))"
+      AND (price < $3 OR (price = $3 AND (created_at, order_id) > ($4, $5)))",
+    batch!()
 );
 
 /// The statement that reads the resting orders of `side`, with or without the
@@ -430,8 +449,15 @@ pub fn resting_statement(side: Side, limited: bool, after: bool) -> &'static str
     }
 }
 
-/// The next [`BATCH`] resting orders of `side` in price-time priority after
-/// `after`, priced no worse than `limit` for the taker.
+/// The most rows [`resting_statement`] returns: [`FIRST_PAGE`] for the first
+/// page, [`BATCH`] after a cursor. Fewer rows than that: the side holds no
+/// more within the limit.
+pub fn page_size(after: bool) -> u64 {
+    if after { BATCH } else { FIRST_PAGE }
+}
+
+/// The next [`page_size`] resting orders of `side` in price-time priority
+/// after `after`, priced no worse than `limit` for the taker.
 pub(crate) async fn resting<C: ConnectionTrait>(
     db: &C,
     symbol: &str,
@@ -919,7 +945,8 @@ mod tests {
             for limited in [false, true] {
                 for after in [false, true] {
                     let sql = resting_statement(side, limited, after);
-                    assert!(sql.contains(&format!("LIMIT {BATCH}\n")), "{sql}");
+                    let page = page_size(after);
+                    assert!(sql.contains(&format!("LIMIT {page}\n")), "{sql}");
                     let params = 1 + usize::from(limited) + 3 * usize::from(after);
                     assert!(sql.contains(&format!("${params}")), "{sql}");
                     assert!(!sql.contains(&format!("${}", params + 1)), "{sql}");

@@ -1101,6 +1101,17 @@ fn gtc(user: u8, side: Side, kind: Kind, quantity: usize, split: bool) -> Step {
     }
 }
 
+/// Runs `steps` one order at a time, then in batches; panics at the first
+/// difference, returns the batched run's outcome.
+async fn one_by_one_and_batched(db: &DatabaseConnection, steps: &[Step]) -> Outcome {
+    let one = run_steps(db, steps, false).await.expect("one by one");
+    let other = run_steps(db, steps, true).await.expect("batched");
+    if let Some(difference) = outcome_difference(&one, &other) {
+        panic!("{difference}");
+    }
+    other
+}
+
 /// A batch skips reading the stored book for an order whose limit does not
 /// reach the best prices it read at its start; once it has stored orders of
 /// its own (a stop order sends what is pending), those prices are old and the
@@ -1120,13 +1131,7 @@ async fn a_batch_reads_the_book_again_after_storing_orders_mid_batch() {
         place(4, Side::Sell, Kind::Stop(0), false),
         place(5, Side::Sell, Kind::Limit(3), true),
     ];
-    let one = run_steps(db.conn(), &steps, false)
-        .await
-        .expect("one by one");
-    let other = run_steps(db.conn(), &steps, true).await.expect("batched");
-    if let Some(difference) = outcome_difference(&one, &other) {
-        panic!("{difference}");
-    }
+    let other = one_by_one_and_batched(db.conn(), &steps).await;
     assert_eq!(
         other.trades.len(),
         1,
@@ -1194,5 +1199,50 @@ async fn a_batch_sweeping_past_its_first_page_equals_one_by_one() {
     assert!(
         widest_one > 32 && widest_batched > 32,
         "a buy and a sell each swept more than a page of the book ({widest_one}, {widest_batched})"
+    );
+}
+
+/// A batch walks what it read of the stored book again for its later orders
+/// of the same side, instead of reading it again: a later order with a
+/// tighter limit stops where its own limit does, one with a wider limit (or
+/// none) than the walk was read within reads afresh, and one that needs
+/// more than was read reads on after it — each as if placed alone after the
+/// previous one.
+#[tokio::test]
+async fn a_batch_walks_what_it_read_of_the_book_again_within_its_limit() {
+    let (db, _) = model_database().await;
+    // Before the batch: asks of 0.0001 at 100, 100.01 and 100.02, by u2 and
+    // u3, two at each price.
+    let mut steps: Vec<Step> = (0..6)
+        .map(|i| {
+            gtc(
+                2 + (i % 2) as u8,
+                Side::Sell,
+                Kind::Limit(4 + i / 2),
+                0,
+                i == 5,
+            )
+        })
+        .collect();
+    steps.extend([
+        // One batch: a buy limited to 100 takes the first ask (the walk is
+        // read within 100); a buy limited to 99.99 reaches none of it and
+        // rests; a MARKET buy (wider: read again, a first page of four)
+        // takes the second; a bigger buy limited to 100.01 (within the
+        // unlimited walk) takes both asks at 100.01, reads on past that
+        // page, stops at 100.02 and rests the rest; a bigger MARKET buy
+        // takes both asks at 100.02 and expires the rest.
+        gtc(1, Side::Buy, Kind::Limit(4), 0, false),
+        gtc(1, Side::Buy, Kind::Limit(3), 0, false),
+        gtc(4, Side::Buy, Kind::Market, 0, false),
+        gtc(1, Side::Buy, Kind::Limit(5), 1, false),
+        gtc(4, Side::Buy, Kind::Market, 1, true),
+    ]);
+    let other = one_by_one_and_batched(db.conn(), &steps).await;
+    assert_eq!(
+        other.trades.len(),
+        6,
+        "every ask was taken, once: {:?}",
+        other.trades
     );
 }
