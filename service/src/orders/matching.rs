@@ -807,7 +807,7 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
     async fn plan(&mut self, taker: &Taker) -> Result<Plan> {
         let side = crate::opposite(taker.side);
         let slot = walk_slot(side);
-        let walk = match self.walks[slot].take() {
+        let mut walk = match self.walks[slot].take() {
             Some(walk) if walk.covers(side, taker.limit) => walk,
             _ => StoredWalk {
                 limit: taker.limit,
@@ -822,7 +822,6 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 }),
             },
         };
-        let mut walk = walk;
         let plan = self.walk(taker, side, &mut walk).await;
         self.walks[slot] = Some(walk);
         plan
@@ -852,19 +851,18 @@ impl<'a, T: ConnectionTrait> Engine<'a, T> {
                 .rows
                 .get(next)
                 .filter(|row| reachable(side, row.price, taker.limit));
-            let maker = match (own.front(), stored) {
-                (Some(mine), Some(stored)) if !ahead(side, mine, stored) => {
-                    next += 1;
-                    Some(stored.clone())
-                }
-                (Some(_), _) => own.pop_front(),
-                (None, Some(stored)) => {
-                    next += 1;
-                    Some(stored.clone())
-                }
-                // Both exhausted.
-                (None, None) => None,
+            let stored_first = match (own.front(), stored) {
+                (Some(mine), Some(stored)) => !ahead(side, mine, stored),
+                (None, stored) => stored.is_some(),
+                (Some(_), None) => false,
             };
+            let maker = if stored_first {
+                next += 1;
+                stored.cloned()
+            } else {
+                own.pop_front()
+            };
+            // Both exhausted.
             let Some(maker) = maker else { break };
             let Some(maker) = self.unsent.current(maker) else {
                 // Filled by an earlier order of the batch.
