@@ -29,7 +29,12 @@ where
 ///
 /// Runs in a transaction of its own (a savepoint when `db` is a transaction),
 /// tried again from the start on a serialization failure or deadlock, up to
-/// [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in total.
+/// [`CONTENTION_ATTEMPTS`](crate::CONTENTION_ATTEMPTS) times in total. Its
+/// statements run with `plan_cache_mode = force_generic_plan`, set for the
+/// transaction by the statement that takes the book lock (PostgreSQL would
+/// otherwise plan some of them afresh over every `orders` partition at each
+/// execution): in a caller's transaction the setting stays for the rest of
+/// it.
 pub async fn place_with<C>(db: &C, order: NewOrder, limits: &PlacementLimits) -> Result<Placement>
 where
     C: ConnectionTrait + TransactionTrait,
@@ -93,7 +98,8 @@ async fn placement<T: ConnectionTrait>(
 /// order of it is stored and the orders are placed again one by one with
 /// [`place_with`], so an order that cannot be stored fails alone; when no
 /// connection could be had ([`ServiceError::Unavailable`]) every order gets
-/// that answer at once.
+/// that answer at once. As in [`place_with`], its statements run with
+/// generic plans, also for the rest of a caller's transaction.
 ///
 /// The writes are set-based: the batch's new orders, trades and makers' fills
 /// go in one statement at its end (a stop order, or a trade that reaches

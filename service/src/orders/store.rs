@@ -270,8 +270,19 @@ struct Clock {
 /// the database's clock, in one round trip. The lock is taken in a subquery
 /// the outer select reads from (a volatile call keeps it from being pulled
 /// up), so the clock is read after the lock is granted.
+///
+/// It also sets `plan_cache_mode = force_generic_plan` for the rest of the
+/// placement's transaction (`set_config(…, true)`, as `SET LOCAL`): the
+/// statement that writes a match names the makers' partitions with
+/// `created_at = ANY($n)`, which a custom plan prunes while planning over
+/// every `orders` partition at each execution, and which PostgreSQL never
+/// trades for its generic plan on its own (the generic plan's estimate
+/// counts every partition), although the generic plan prunes the same
+/// partitions when it starts. The placement's other statements are written
+/// so that their generic plans are as good as custom ones.
 pub const LOCK_BOOK_READ_CLOCK: &str = "SELECT clock_timestamp() AS now
-    FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS locked";
+    FROM (SELECT pg_advisory_xact_lock($1, hashtext($2)),
+                 set_config('plan_cache_mode', 'force_generic_plan', true)) AS locked";
 
 /// Serializes placements on `symbol` until the transaction ends (other
 /// symbols go on in parallel) and returns the database's clock (not the

@@ -837,3 +837,54 @@ async fn a_fee_on_the_rounding_midpoint_rounds_half_up() {
         "the maker's 0.0050075025"
     );
 }
+
+/// A placement's statements run with generic plans (the statement that
+/// takes the book lock sets `plan_cache_mode` for the transaction): the
+/// write of a match, whose makers' partitions a custom plan prunes while
+/// planning over every `orders` partition, is planned once per connection,
+/// not at every execution. Its setting stays for the rest of a caller's
+/// transaction, as documented.
+#[tokio::test]
+async fn a_placement_plans_its_statements_once_per_connection() {
+    let db = TestDb::migrated().await;
+    let c = db.connect_single().await;
+    for _ in 0..8 {
+        svc::place(
+            &c,
+            NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("50000")),
+        )
+        .await
+        .expect("an ask rests");
+        let buy = svc::place(&c, NewOrder::market(user(2), BTC, Side::Buy, dec("1")))
+            .await
+            .expect("a market buy fills");
+        assert_eq!(buy.trades.len(), 1);
+    }
+    let plans = lines(
+        &c,
+        "SELECT generic_plans || ' generic, ' || custom_plans || ' custom' \
+         FROM pg_prepared_statements WHERE statement LIKE '%WITH makers AS%'",
+    )
+    .await;
+    assert!(!plans.is_empty(), "the write of a match was prepared");
+    for plan in &plans {
+        assert!(plan.ends_with(" 0 custom"), "{plans:?}");
+    }
+    let txn = sea_orm::TransactionTrait::begin(&c).await.expect("begin");
+    svc::place(
+        &txn,
+        NewOrder::limit(user(1), BTC, Side::Sell, dec("1"), dec("50000")),
+    )
+    .await
+    .expect("placed in the caller's transaction");
+    assert_eq!(
+        scalar::<String>(&txn, "SELECT current_setting('plan_cache_mode')").await,
+        "force_generic_plan"
+    );
+    txn.rollback().await.expect("rollback");
+    assert_eq!(
+        scalar::<String>(&c, "SELECT current_setting('plan_cache_mode')").await,
+        "auto",
+        "only for the transaction"
+    );
+}
