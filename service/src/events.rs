@@ -40,19 +40,39 @@ pub struct OutboxEvent {
     pub created_at: DateTime<FixedOffset>,
 }
 
-/// Up to `limit` unpublished events, oldest first, leaving out `in_flight`
-/// (sent, not yet marked), if this transaction holds or could take the relay
-/// lock (`None`: another relay holds it); one statement. Call it inside a
-/// transaction: the lock is held until that transaction ends, so mark what
-/// was delivered ([`mark_published`]) in the same one.
+/// What a [`claim`] took.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The unpublished events, oldest first.
+    pub events: Vec<OutboxEvent>,
+    /// The newest committed event of the outbox as the claim saw it,
+    /// published or not (`None`: the outbox is empty).
+    pub newest: Option<i64>,
+}
+
+/// Up to `limit` unpublished events with an id above `after` (0: all),
+/// oldest first, leaving out `in_flight` (sent, not yet marked), if this
+/// transaction holds or could take the relay lock (`None`: another relay
+/// holds it); one statement. Call it inside a transaction: the lock is held
+/// until that transaction ends, so mark what was delivered
+/// ([`mark_published`]) in the same one.
+///
+/// The partial index of unpublished events keeps an entry for every event
+/// published since the table was last vacuumed, which a claim from the
+/// start reads through (a millisecond per hundred thousand or so): a relay
+/// that knows where it is claims from a little before that (`after`), and
+/// from the start now and then for the rare write that committed long after
+/// it was made.
 pub async fn claim<C: ConnectionTrait>(
     db: &C,
     limit: u32,
     in_flight: &[i64],
-) -> Result<Option<Vec<OutboxEvent>>> {
+    after: i64,
+) -> Result<Option<Claim>> {
     #[derive(FromQueryResult)]
     struct Claimed {
         locked: bool,
+        newest: Option<i64>,
         event_id: Option<i64>,
         kind: Option<String>,
         symbol: Option<String>,
@@ -62,63 +82,82 @@ pub async fn claim<C: ConnectionTrait>(
     }
     let rows = Claimed::find_by_statement(crate::market::statement(
         "WITH relay AS (SELECT pg_try_advisory_xact_lock($1) AS locked) \
-         SELECT r.locked, e.event_id, e.kind, e.symbol, e.sequence, e.payload, e.created_at \
+         SELECT r.locked, (SELECT max(n.event_id) FROM event_outbox n) AS newest, \
+                e.event_id, e.kind, e.symbol, e.sequence, e.payload, e.created_at \
          FROM relay r LEFT JOIN LATERAL ( \
              SELECT o.event_id, o.kind, o.symbol, o.sequence, o.payload::text AS payload, \
                     o.created_at \
              FROM event_outbox o \
-             WHERE r.locked AND o.published_at IS NULL AND o.event_id <> ALL ($3) \
+             WHERE r.locked AND o.published_at IS NULL AND o.event_id > $4 \
+               AND o.event_id <> ALL ($3) \
              ORDER BY o.event_id LIMIT $2) e ON true",
         [
             RELAY_LOCK_KEY.into(),
             i64::from(limit).into(),
             in_flight.to_vec().into(),
+            after.into(),
         ],
     ))
     .all(db)
     .await?;
-    if !rows.first().is_some_and(|r| r.locked) {
+    let Some(first) = rows.first().filter(|r| r.locked) else {
         return Ok(None);
-    }
-    Ok(Some(
-        rows.into_iter()
-            .filter_map(|r| {
-                Some(OutboxEvent {
-                    event_id: r.event_id?,
-                    kind: r.kind?,
-                    symbol: r.symbol?,
-                    sequence: r.sequence,
-                    payload: r.payload?,
-                    created_at: r.created_at?,
-                })
+    };
+    let newest = first.newest;
+    let events = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(OutboxEvent {
+                event_id: r.event_id?,
+                kind: r.kind?,
+                symbol: r.symbol?,
+                sequence: r.sequence,
+                payload: r.payload?,
+                created_at: r.created_at?,
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    Ok(Some(Claim { events, newest }))
 }
 
-/// Marks `ids` published now.
-pub async fn mark_published<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<()> {
+/// Marks `ids` published, delivered at `delivered_at` (when the broker
+/// confirmed them, not when this statement runs: the column then says how
+/// long an event took to reach its consumers, whatever the bookkeeping
+/// after that took).
+pub async fn mark_published<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i64],
+    delivered_at: DateTime<Utc>,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     db.execute_raw(crate::market::statement(
-        "UPDATE event_outbox SET published_at = clock_timestamp() \
+        "UPDATE event_outbox SET published_at = $2 \
          WHERE event_id = ANY($1) AND published_at IS NULL",
-        [ids.to_vec().into()],
+        [ids.to_vec().into(), delivered_at.into()],
     ))
     .await?;
     Ok(())
 }
 
-/// Deletes up to `batch` published events written before `before`; returns
-/// how many went. Unpublished events are never deleted.
+/// Of the `batch` oldest events (by id), deletes those published and
+/// written before `before`; returns how many went (`batch`: there may be
+/// more). Unpublished events are never deleted.
+///
+/// It reads those `batch` rows and no more, whatever the outbox holds: ids
+/// follow the order events are written in, so the events past retention are
+/// the oldest ones, and a statement that looked for them among all events
+/// read every event kept within retention (millions at a busy hour) before
+/// it found that none was due.
 pub async fn prune<C: ConnectionTrait>(db: &C, before: DateTime<Utc>, batch: u32) -> Result<u64> {
     let done = db
         .execute_raw(crate::market::statement(
             "DELETE FROM event_outbox WHERE event_id IN (\
-                 SELECT event_id FROM event_outbox \
-                 WHERE created_at < $1 AND published_at IS NOT NULL \
-                 ORDER BY event_id LIMIT $2)",
+                 SELECT o.event_id FROM (\
+                     SELECT event_id, created_at, published_at FROM event_outbox \
+                     ORDER BY event_id LIMIT $2) AS o \
+                 WHERE o.created_at < $1 AND o.published_at IS NOT NULL)",
             [before.into(), i64::from(batch).into()],
         ))
         .await?;

@@ -276,10 +276,28 @@ impl Pool {
     where
         E: From<DbErr>,
     {
-        let settings = format!(
+        self.run_unbounded_with(&[], work).await
+    }
+
+    /// [`run_unbounded`](Self::run_unbounded) with `more` statements (`SET
+    /// LOCAL …`) run in the same round trip as its own settings, before
+    /// `work`.
+    pub async fn run_unbounded_with<T, E>(
+        &self,
+        more: &[&str],
+        work: impl AsyncFnOnce(&Scope<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbErr>,
+    {
+        let mut settings = format!(
             "{NO_TIMEOUT}; SET LOCAL lock_timeout = {}",
             lock_timeout_ms(self.job_lock_timeout)
         );
+        for statement in more {
+            settings.push_str("; ");
+            settings.push_str(statement);
+        }
         let begin = match self.mode {
             PoolMode::Direct => settings,
             PoolMode::Transaction => format!("{CLEAR_STATEMENTS}; {settings}"),

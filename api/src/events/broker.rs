@@ -94,9 +94,9 @@ impl Publisher {
     }
 
     /// Publishes `messages` in order without waiting for the broker: the
-    /// returned task ends once the broker confirmed every one (`Ok`), or with
-    /// what failed. A failure to send drops the connection ([`reset`]) and is
-    /// returned at once: nothing counts as published then.
+    /// returned task ends once the broker confirmed every one (`Ok`, with
+    /// when), or with what failed. A failure to send drops the connection
+    /// ([`reset`]) and is returned at once: nothing counts as published then.
     ///
     /// [`reset`]: Publisher::reset
     pub async fn send(&mut self, messages: &[Message]) -> Result<Confirms, String> {
@@ -160,7 +160,7 @@ impl Publisher {
                 }
                 metrics::histogram!("trade_engine_event_confirm_seconds")
                     .record(sent.elapsed().as_secs_f64());
-                Ok(())
+                Ok(chrono::Utc::now())
             };
             tokio::time::timeout(PUBLISH_TIMEOUT, confirmed)
                 .await
@@ -174,8 +174,9 @@ impl Publisher {
     }
 }
 
-/// The broker's answer to one batch: `Ok` once it confirmed every message.
-pub type Confirms = JoinHandle<Result<(), String>>;
+/// The broker's answer to one batch: `Ok` with the time the last confirm
+/// arrived, once it confirmed every message.
+pub type Confirms = JoinHandle<Result<chrono::DateTime<chrono::Utc>, String>>;
 
 /// Consumes the exchange on a queue of this process's own (exclusive, gone
 /// with the connection) into `hub`, reconnecting after a failure, until

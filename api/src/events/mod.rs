@@ -18,6 +18,7 @@ pub mod wire;
 pub mod ws;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -66,6 +67,8 @@ pub struct Hub {
     tickers: Mutex<HashMap<String, usize>>,
     /// Connections per user and per address.
     connections: Mutex<Connections>,
+    /// Open WebSocket connections: without any, no message is framed.
+    open: AtomicUsize,
     /// Wakes the relay (a write of this process committed).
     pub wake: Arc<Notify>,
     /// Whether this process consumes the broker now (always false without
@@ -94,6 +97,7 @@ impl Hub {
             recent: Mutex::new(RecentIds::default()),
             tickers: Mutex::new(HashMap::new()),
             connections: Mutex::new(Connections::default()),
+            open: AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
             consuming: watch::channel(false).0,
             settings,
@@ -118,9 +122,22 @@ impl Hub {
         self.frames.subscribe()
     }
 
+    /// Whether a WebSocket connection is open on this process. Without one
+    /// the relay (without a broker) renders no messages and a delivered
+    /// message is dropped unread: nothing would receive it, and a connection
+    /// that opens later starts from a book snapshot read after it opened,
+    /// which holds every event committed before.
+    pub fn has_connections(&self) -> bool {
+        self.open.load(Ordering::SeqCst) > 0
+    }
+
     /// Hands a broker message (its id and body) to the connections, once: a
     /// message id seen recently is dropped (the relay delivers at least once).
+    /// Without an open connection it is dropped at once.
     pub fn deliver(&self, message_id: &str, body: &[u8]) {
+        if !self.has_connections() {
+            return;
+        }
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if !recent.set.insert(message_id.to_owned()) {
@@ -193,6 +210,7 @@ impl Hub {
             *connections.users.entry(user).or_default() += 1;
         }
         *connections.addresses.entry(address).or_default() += 1;
+        self.open.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("trade_engine_ws_connections").increment(1.0);
         Ok(Slot {
             hub: self.clone(),
@@ -230,6 +248,7 @@ impl Drop for Slot {
                 connections.addresses.remove(&self.address);
             }
         }
+        self.hub.open.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!("trade_engine_ws_connections").decrement(1.0);
     }
 }

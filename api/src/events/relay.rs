@@ -6,24 +6,31 @@
 //! committed and unpublished (up to [`BATCH`] events a statement, oldest
 //! first), publishes each batch without waiting for the broker, and marks a
 //! batch published as soon as the broker confirmed it and every batch before
-//! it (to the broker with `RABBITMQ_URL`; to this process's hub otherwise).
+//! it (to the broker with `RABBITMQ_URL`; to this process's hub otherwise),
+//! with the time the confirm came (or the hub took it) as `published_at`.
 //! So an event waits for the broker's confirm of its own batch, not for the
 //! batches before it. A session ends once every batch is marked and its last
-//! claim took all there was, or after [`SESSION`] (the next then starts at
-//! once). It commits without waiting for the disk (`synchronous_commit =
-//! off`: a mark lost in a crash only means the events go out again). A
+//! claim took all there was and (when it published anything) no write of
+//! this process followed within [`LINGER`], or after [`SESSION`] (the next
+//! then starts at once). It commits without waiting for the disk
+//! (`synchronous_commit = off`: a mark lost in a crash only means the events
+//! go out again). A
 //! failure anywhere rolls the session back: its events stay unpublished and
 //! the next session sends them again. Delivery is at least once, and every
 //! message carries an id for dropping a repeat. Sessions start when this
 //! process committed a write, and every `EVENTS_POLL_MS` for the writes of
-//! other processes and jobs.
+//! other processes and jobs. Claims read from a little below the newest
+//! event seen ([`CLAIM_WINDOW`]; from the first one every
+//! [`FULL_CLAIM_EVERY`]), not through every event published since the
+//! table was last vacuumed. Every [`PRUNE_EVERY`] the published events past
+//! retention are deleted, one short statement between two sessions.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Utc};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::DbErr;
 use service::pooling::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,6 +45,67 @@ pub const BATCH: u32 = 1000;
 /// How long a session claims new events before it settles and commits.
 const SESSION: Duration = Duration::from_millis(250);
 
+/// How far below the newest event it has seen the relay claims from: a write
+/// that commits this many events after the ones written after it is still
+/// claimed at once.
+const CLAIM_WINDOW: i64 = 20_000;
+
+/// How often the relay claims from the first event instead, for a write
+/// that committed later still.
+const FULL_CLAIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the relay claims from ([`service::events::claim`]'s `after`).
+struct Cursor {
+    /// The newest event this process has seen while it held the relay lock,
+    /// with every committed event before it claimed (but for a late write).
+    newest: Option<i64>,
+    /// When it last claimed from the first event.
+    full_at: Option<Instant>,
+}
+
+impl Cursor {
+    /// The `after` of the next claim.
+    fn after(&mut self) -> i64 {
+        match self.newest {
+            Some(newest)
+                if self
+                    .full_at
+                    .is_some_and(|at| at.elapsed() < FULL_CLAIM_EVERY) =>
+            {
+                newest.saturating_sub(CLAIM_WINDOW).max(0)
+            }
+            _ => {
+                self.full_at = Some(Instant::now());
+                0
+            }
+        }
+    }
+
+    /// After a claim: the newest event it took, or, when it took all there
+    /// was above its `after` (fewer than [`BATCH`]), the newest event of the
+    /// outbox (an idle relay then claims from near it too).
+    fn claimed(&mut self, claim: &service::events::Claim) {
+        let took = claim.events.iter().map(|e| e.event_id).max();
+        let seen = if claim.events.len() < BATCH as usize {
+            took.max(claim.newest)
+        } else {
+            took
+        };
+        if let Some(seen) = seen {
+            self.newest = Some(self.newest.map_or(seen, |n| n.max(seen)));
+        }
+    }
+
+    /// Another relay held the lock: what it published is unknown here.
+    fn lost(&mut self) {
+        self.newest = None;
+    }
+}
+
+/// How long a drained session waits for the next write of this process
+/// before it commits.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// How often a session looks for new events while batches await the broker.
 const CLAIM_EVERY: Duration = Duration::from_millis(2);
 
@@ -47,8 +115,9 @@ const MAX_IN_FLIGHT: usize = 16;
 /// How often published events past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// The most published events one pruning statement deletes.
-const PRUNE_BATCH: u32 = 10_000;
+/// The oldest events one pruning statement looks at (and deletes at most),
+/// one statement between two sessions.
+const PRUNE_BATCH: u32 = 2_000;
 
 /// The longest pause after a failed round.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -80,6 +149,15 @@ impl Sink {
         }
     }
 
+    /// Whether the messages of the events are wanted: always by the broker;
+    /// by the hub while a WebSocket connection is open.
+    fn wants_messages(&self) -> bool {
+        match self {
+            Sink::Broker(_) => true,
+            Sink::Local(hub) => hub.has_connections(),
+        }
+    }
+
     /// After a failed session: a broker connection starts over.
     fn reset(&mut self) {
         if let Sink::Broker(publisher) = self {
@@ -94,6 +172,9 @@ struct InFlight {
     created: Vec<DateTime<FixedOffset>>,
     /// The broker's pending answer (`None`: delivered already).
     confirms: Option<Confirms>,
+    /// When the batch was delivered: handed to the hub, or confirmed by the
+    /// broker (its `published_at`).
+    delivered_at: DateTime<Utc>,
 }
 
 impl InFlight {
@@ -102,7 +183,7 @@ impl InFlight {
     }
 
     /// Waits for the broker's answer (cancel-safe: the handle stays until
-    /// it answered).
+    /// it answered), and keeps when it came.
     async fn confirmed(&mut self) -> Result<(), RelayError> {
         let Some(confirms) = self.confirms.as_mut() else {
             return Ok(());
@@ -112,7 +193,8 @@ impl InFlight {
             Err(join) => Err(RelayError::Broker(join.to_string())),
         };
         self.confirms = None;
-        outcome
+        self.delivered_at = outcome?;
+        Ok(())
     }
 }
 
@@ -180,11 +262,19 @@ async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<
         let poll = hub.settings.poll;
         let retention = hub.settings.retention;
         let mut pruned_at: Option<Instant> = None;
+        // Whether pruning has more to delete: one statement between
+        // sessions, so that pruning a large backlog never holds events up.
+        let mut pruning = false;
         let mut backoff = Duration::from_millis(50);
+        let mut cursor = Cursor {
+            newest: None,
+            full_at: None,
+        };
         loop {
             let stopping = *stop.borrow();
             let failed = loop {
-                match session(&db, &mut sink).await {
+                let linger = (!stopping).then_some(hub.wake.as_ref());
+                match session(&db, &mut sink, &mut cursor, linger).await {
                     // Stopping: until a session finds nothing. Otherwise a
                     // session that ended before it drained what it saw goes
                     // on at once; one that drained it waits for the next
@@ -195,6 +285,7 @@ async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<
                     Ok(_) => break false,
                     Err(error) => {
                         sink.reset();
+                        cursor.lost();
                         metrics::counter!("trade_engine_relay_failures_total").increment(1);
                         tracing::warn!(%error, "event relay session failed; its events stay queued");
                         break true;
@@ -204,13 +295,18 @@ async fn run(db: Pool, hub: Arc<Hub>, mut sink: Sink, mut stop: watch::Receiver<
             if stopping {
                 break;
             }
-            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            if !pruning && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
-                prune(&db, retention).await;
+                pruning = true;
+            }
+            if pruning {
+                pruning = prune(&db, retention).await;
             }
             let pause = if failed {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 backoff
+            } else if pruning {
+                Duration::ZERO
             } else {
                 backoff = Duration::from_millis(50);
                 poll
@@ -235,12 +331,18 @@ struct Session {
 
 /// One session: claims, publishes and marks until the outbox is drained as
 /// its last claim found it (a claim of fewer than [`BATCH`] events, every
-/// batch marked), or its time is up.
-async fn session(db: &Pool, sink: &mut Sink) -> Result<Session, RelayError> {
-    db.run_unbounded(async |scope| {
-        scope
-            .execute_unprepared("SET LOCAL synchronous_commit = off")
-            .await?;
+/// batch marked) and, once it published anything, no write of this process
+/// woke `linger` within [`LINGER`]; or until its time is up. A write that
+/// commits while the session lingers is claimed in the same transaction:
+/// under a steady load a session costs a claim and a mark per wake-up, not
+/// a transaction of its own.
+async fn session(
+    db: &Pool,
+    sink: &mut Sink,
+    cursor: &mut Cursor,
+    linger: Option<&tokio::sync::Notify>,
+) -> Result<Session, RelayError> {
+    db.run_unbounded_with(&["SET LOCAL synchronous_commit = off"], async |scope| {
         let started = Instant::now();
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut published = 0;
@@ -254,21 +356,31 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<Session, RelayError> {
                     .iter()
                     .flat_map(|b| b.ids.iter().copied())
                     .collect();
-                let Some(events) = service::events::claim(scope, BATCH, &excluded).await? else {
+                let after = cursor.after();
+                let Some(claim) = service::events::claim(scope, BATCH, &excluded, after).await?
+                else {
+                    cursor.lost();
                     return Ok(Session {
                         published: 0,
                         more: false,
                     });
                 };
+                cursor.claimed(&claim);
+                let events = claim.events;
                 claimed = events.len();
                 drained = claimed < BATCH as usize;
                 if claimed > 0 {
-                    let messages = render(&events);
+                    let messages = if sink.wants_messages() {
+                        render(&events)
+                    } else {
+                        Vec::new()
+                    };
                     let confirms = sink.send(&messages).await?;
                     in_flight.push_back(InFlight {
                         ids: events.iter().map(|e| e.event_id).collect(),
                         created: events.iter().map(|e| e.created_at).collect(),
                         confirms,
+                        delivered_at: Utc::now(),
                     });
                 }
             }
@@ -288,8 +400,8 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<Session, RelayError> {
                 }
                 front.confirmed().await?;
                 let done = in_flight.pop_front().expect("the front batch");
-                service::events::mark_published(scope, &done.ids).await?;
-                record(&done.created);
+                service::events::mark_published(scope, &done.ids, done.delivered_at).await?;
+                record(&done.created, done.delivered_at);
                 published += done.ids.len();
             }
             // Everything claimed is marked: done when the last claim took
@@ -297,6 +409,17 @@ async fn session(db: &Pool, sink: &mut Sink) -> Result<Session, RelayError> {
             // what commits meanwhile wakes the relay again) or the time is
             // up.
             if in_flight.is_empty() && (drained || !claiming) {
+                let left = SESSION.saturating_sub(started.elapsed());
+                if let Some(wake) = linger
+                    && drained
+                    && published > 0
+                    && !left.is_zero()
+                    && tokio::time::timeout(left.min(LINGER), wake.notified())
+                        .await
+                        .is_ok()
+                {
+                    continue;
+                }
                 return Ok(Session {
                     published,
                     more: !drained,
@@ -323,11 +446,12 @@ fn render(events: &[service::events::OutboxEvent]) -> Vec<wire::Message> {
     messages
 }
 
-/// The publish lag of each event just marked (written → confirmed).
-fn record(created: &[DateTime<FixedOffset>]) {
-    let now = Utc::now();
+/// The publish lag of each event just marked (written → delivered).
+fn record(created: &[DateTime<FixedOffset>], delivered_at: DateTime<Utc>) {
     for at in created {
-        let lag = (now - at.with_timezone(&Utc)).to_std().unwrap_or_default();
+        let lag = (delivered_at - at.with_timezone(&Utc))
+            .to_std()
+            .unwrap_or_default();
         metrics::histogram!("trade_engine_event_publish_lag_seconds").record(lag.as_secs_f64());
     }
     metrics::counter!("trade_engine_events_published_total").increment(created.len() as u64);
@@ -361,20 +485,18 @@ pub fn spawn_backlog_gauges(db: Pool, mut stop: watch::Receiver<bool>) -> JoinHa
     })
 }
 
-/// Deletes published events older than `retention`, a batch at a time.
-async fn prune(db: &Pool, retention: Duration) {
+/// Deletes published events older than `retention` among the oldest
+/// [`PRUNE_BATCH`]; whether there may be more (all of them went).
+async fn prune(db: &Pool, retention: Duration) -> bool {
     let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    loop {
-        let outcome = db
-            .run_unbounded(async |scope| service::events::prune(scope, before, PRUNE_BATCH).await)
-            .await;
-        match outcome {
-            Ok(n) if n == u64::from(PRUNE_BATCH) => continue,
-            Ok(_) => break,
-            Err(error) => {
-                tracing::warn!(%error, "pruning published events failed; next time");
-                break;
-            }
+    let outcome = db
+        .run_unbounded(async |scope| service::events::prune(scope, before, PRUNE_BATCH).await)
+        .await;
+    match outcome {
+        Ok(n) => n == u64::from(PRUNE_BATCH),
+        Err(error) => {
+            tracing::warn!(%error, "pruning published events failed; next time");
+            false
         }
     }
 }

@@ -981,11 +981,9 @@ async fn limits_and_refusals_are_named() {
     );
 }
 
-#[tokio::test]
-async fn published_events_are_pruned_after_retention_and_unpublished_ones_kept() {
-    let db = TestDb::migrated().await;
-    let conn = db.conn();
-    for price in ["50000", "50001", "50002"] {
+/// Resting asks of user 1 on BTC/USDT, one placement each.
+async fn place_asks(conn: &sea_orm::DatabaseConnection, prices: &[&str]) {
+    for price in prices {
         orders::place(
             conn,
             NewOrder::limit(user(1), "BTC/USDT", Side::Sell, dec("1"), dec(price)),
@@ -993,6 +991,102 @@ async fn published_events_are_pruned_after_retention_and_unpublished_ones_kept()
         .await
         .expect("placed");
     }
+}
+
+async fn event_ids(db: &impl ConnectionTrait) -> Vec<i64> {
+    tests::sql::column(db, "SELECT event_id FROM event_outbox ORDER BY event_id").await
+}
+
+/// Pruning reads the oldest events only, a batch at a time, so a statement
+/// costs the same however many events retention keeps: it deletes the due
+/// ones among them and says there may be more only when all of them went.
+#[tokio::test]
+async fn pruning_looks_at_the_oldest_events_a_batch_at_a_time() {
+    let db = TestDb::migrated().await;
+    let conn = db.conn();
+    place_asks(conn, &["50000", "50001", "50002", "50003"]).await;
+    let ids = event_ids(conn).await;
+    assert!(
+        ids.len() >= 6,
+        "an order and a book event a placement: {ids:?}"
+    );
+    // Every event old and published, but the fifth one recent.
+    conn.execute_unprepared(&format!(
+        "UPDATE event_outbox SET created_at = created_at - interval '2 hours', published_at = now();
+         UPDATE event_outbox SET created_at = now() WHERE event_id = {}",
+        ids[4]
+    ))
+    .await
+    .expect("aged and published");
+    let before = chrono::Utc::now() - chrono::Duration::hours(1);
+    let prune = async |batch| {
+        service::events::prune(conn, before, batch)
+            .await
+            .expect("pruned")
+    };
+    assert_eq!(prune(2).await, 2, "the two oldest");
+    assert_eq!(prune(2).await, 2, "the next two");
+    assert_eq!(
+        prune(2).await,
+        1,
+        "of the next two the recent one stays: no more this round"
+    );
+    let mut left = vec![ids[4]];
+    left.extend(&ids[6..]);
+    assert_eq!(event_ids(conn).await, left);
+    assert_eq!(
+        prune(1).await,
+        0,
+        "the oldest left is recent: nothing after it is looked at"
+    );
+    assert_eq!(event_ids(conn).await, left);
+}
+
+/// A claim takes the unpublished events above the id it is given (the relay
+/// claims from near the newest it took), oldest first, leaving out those in
+/// flight; from 0 it takes them all.
+#[tokio::test]
+async fn a_claim_takes_the_unpublished_events_after_the_id_it_is_given() {
+    let db = TestDb::migrated().await;
+    let conn = db.conn();
+    place_asks(conn, &["50000", "50001", "50002"]).await;
+    let ids = event_ids(conn).await;
+    conn.execute_unprepared(&format!(
+        "UPDATE event_outbox SET published_at = now() WHERE event_id = {}",
+        ids[3]
+    ))
+    .await
+    .expect("one published");
+    let txn = conn.begin().await.expect("begin");
+    let claimed = async |after, in_flight: &[i64]| -> Vec<i64> {
+        let claim = service::events::claim(&txn, 1000, in_flight, after)
+            .await
+            .expect("claimed")
+            .expect("the relay lock is free");
+        assert_eq!(claim.newest, ids.last().copied(), "the newest event seen");
+        claim.events.iter().map(|e| e.event_id).collect()
+    };
+    let unpublished: Vec<i64> = ids.iter().copied().filter(|&id| id != ids[3]).collect();
+    assert_eq!(claimed(0, &[]).await, unpublished);
+    assert_eq!(
+        claimed(ids[1], &[]).await,
+        unpublished[2..],
+        "only the events after the id"
+    );
+    assert_eq!(
+        claimed(ids[1], &[ids[2]]).await,
+        unpublished[3..],
+        "and not those in flight"
+    );
+    assert!(claimed(*ids.last().expect("events"), &[]).await.is_empty());
+    txn.rollback().await.expect("rollback");
+}
+
+#[tokio::test]
+async fn published_events_are_pruned_after_retention_and_unpublished_ones_kept() {
+    let db = TestDb::migrated().await;
+    let conn = db.conn();
+    place_asks(conn, &["50000", "50001", "50002"]).await;
     conn.execute_unprepared(
         "UPDATE event_outbox SET created_at = created_at - interval '2 hours' WHERE event_id <= 4;
          UPDATE event_outbox SET published_at = now() WHERE event_id <= 2 OR event_id = 5",
