@@ -18,7 +18,6 @@ pub mod wire;
 pub mod ws;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -67,8 +66,6 @@ pub struct Hub {
     tickers: Mutex<HashMap<String, usize>>,
     /// Connections per user and per address.
     connections: Mutex<Connections>,
-    /// Open WebSocket connections: without any, no message is framed.
-    open: AtomicUsize,
     /// Wakes the relay (a write of this process committed).
     pub wake: Arc<Notify>,
     /// Whether this process consumes the broker now (always false without
@@ -97,7 +94,6 @@ impl Hub {
             recent: Mutex::new(RecentIds::default()),
             tickers: Mutex::new(HashMap::new()),
             connections: Mutex::new(Connections::default()),
-            open: AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
             consuming: watch::channel(false).0,
             settings,
@@ -128,7 +124,13 @@ impl Hub {
     /// that opens later starts from a book snapshot read after it opened,
     /// which holds every event committed before.
     pub fn has_connections(&self) -> bool {
-        self.open.load(Ordering::SeqCst) > 0
+        // Every open connection holds a slot counted by its address.
+        !self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .addresses
+            .is_empty()
     }
 
     /// Hands a broker message (its id and body) to the connections, once: a
@@ -210,7 +212,6 @@ impl Hub {
             *connections.users.entry(user).or_default() += 1;
         }
         *connections.addresses.entry(address).or_default() += 1;
-        self.open.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("trade_engine_ws_connections").increment(1.0);
         Ok(Slot {
             hub: self.clone(),
@@ -248,7 +249,6 @@ impl Drop for Slot {
                 connections.addresses.remove(&self.address);
             }
         }
-        self.hub.open.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!("trade_engine_ws_connections").decrement(1.0);
     }
 }

@@ -14,9 +14,8 @@
 //! this process followed within [`LINGER`], or after [`SESSION`] (the next
 //! then starts at once). It commits without waiting for the disk
 //! (`synchronous_commit = off`: a mark lost in a crash only means the events
-//! go out again). A
-//! failure anywhere rolls the session back: its events stay unpublished and
-//! the next session sends them again. Delivery is at least once, and every
+//! go out again). A failure anywhere rolls the session back: its events stay
+//! unpublished and the next session sends them again. Delivery is at least once, and every
 //! message carries an id for dropping a repeat. Sessions start when this
 //! process committed a write, and every `EVENTS_POLL_MS` for the writes of
 //! other processes and jobs. Claims read from a little below the newest
