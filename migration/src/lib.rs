@@ -1,4 +1,4 @@
-//! The trade engine's PostgreSQL schema as fourteen `sea-orm-migration` migrations.
+//! The trade engine's PostgreSQL schema as fifteen `sea-orm-migration` migrations.
 //!
 //! The first six are ported from the TypeORM migrations `1700000001000-CreateEnums`
 //! … `1700000006000-CreateUtilityFunctions`; every object keeps its original name
@@ -12,7 +12,8 @@
 //! thirteenth has those triggers write every committed change's events (orders,
 //! trades, book levels with a gapless per-symbol sequence) to an outbox that
 //! the api relays to the broker and to its WebSocket streams; the fourteenth
-//! adds an index that reads the resting bids in matching order.
+//! adds an index that reads the resting bids in matching order, and the
+//! fifteenth has autovacuum keep the outbox as the queue it is.
 //!
 //! [`Migrator`] behaves like any SeaORM migrator, with two guarantees on top:
 //!
@@ -78,6 +79,7 @@ mod m1700000011000_market_sides;
 mod m1700000012000_market_triggers;
 mod m1700000013000_event_outbox;
 mod m1700000014000_bid_walk_index;
+mod m1700000015000_outbox_autovacuum;
 
 pub use connection::{connect_problem, redact};
 pub use data_loss::{ALLOW_DATA_LOSS_ENV, DataLoss};
@@ -140,6 +142,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m1700000012000_market_triggers::Migration),
         Box::new(m1700000013000_event_outbox::Migration),
         Box::new(m1700000014000_bid_walk_index::Migration),
+        Box::new(m1700000015000_outbox_autovacuum::Migration),
     ]
 }
 

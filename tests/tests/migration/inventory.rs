@@ -558,3 +558,35 @@ async fn seed_rows_are_the_ten_symbols_and_two_retention_rules() {
         )
     );
 }
+
+#[tokio::test]
+async fn only_the_outbox_has_storage_parameters_and_they_make_it_a_queue() {
+    let db = TestDb::migrated().await;
+    // Every relation of the schema with storage parameters of its own.
+    let with_options = lines(
+        db.conn(),
+        "SELECT c.relname, array_to_string(c.reloptions, ',')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND c.reloptions IS NOT NULL
+         ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        with_options,
+        expect("event_outbox|autovacuum_vacuum_scale_factor=0,autovacuum_vacuum_threshold=10000")
+    );
+    // What autovacuum computes from them: the dead versions after which it
+    // takes the table up, at a thousand rows and at ten million.
+    let trigger_points = lines(
+        db.conn(),
+        "SELECT n, o.threshold + o.scale * n
+         FROM (SELECT max(split_part(opt, '=', 2)) FILTER (WHERE opt LIKE 'autovacuum_vacuum_threshold=%')::float8 AS threshold,
+                      max(split_part(opt, '=', 2)) FILTER (WHERE opt LIKE 'autovacuum_vacuum_scale_factor=%')::float8 AS scale
+               FROM pg_class c, unnest(c.reloptions) AS opt
+               WHERE c.oid = 'event_outbox'::regclass) o,
+              (VALUES (1000::float8), (10000000)) AS sizes(n)
+         ORDER BY n",
+    )
+    .await;
+    assert_eq!(trigger_points, expect("1000|10000\n10000000|10000"));
+}
