@@ -6,9 +6,10 @@
 //! events of the retention period and makes two dead row versions per event.
 //! PostgreSQL's default vacuums a table once a fifth of it is dead: at
 //! 1,500 events a second and an hour's retention that is a million dead
-//! versions, whose entries stay in `idx_event_outbox_unpublished` (the
-//! relay's queue) until then, and every claim from the oldest event and
-//! every count of the backlog reads through them.
+//! versions, half of them (the unpublished versions the relay's mark left
+//! behind) with an entry in `idx_event_outbox_unpublished` (the relay's
+//! queue) until then, and every claim from the oldest event and every count
+//! of the backlog reads through those entries.
 //!
 //! - `event_outbox` gets `autovacuum_vacuum_scale_factor = 0` and
 //!   `autovacuum_vacuum_threshold = 10000`: autovacuum takes it up once
