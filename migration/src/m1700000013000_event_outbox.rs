@@ -65,6 +65,7 @@ macro_rules! order_payload {
         )
     };
 }
+pub(crate) use order_payload;
 
 /// The order events of a statement's new rows: a CTE after `sides`.
 macro_rules! order_events {
@@ -74,17 +75,18 @@ macro_rules! order_events {
         order_events AS (
             INSERT INTO event_outbox (kind, symbol, payload)
             SELECT 'order', n.symbol, "#,
-            order_payload!("n"),
+            $crate::m1700000013000_event_outbox::order_payload!("n"),
             r#"
             FROM new_rows n
         )"#
         )
     };
 }
+pub(crate) use order_events;
 
-/// The statement's book events, one per symbol whose levels changed, each
-/// with the symbol's next sequence: two CTEs after `sides`.
-macro_rules! book_events {
+/// The `book_sequences` CTE after `sides`: the next sequence of each symbol
+/// whose levels the statement changed.
+macro_rules! book_sequences {
     () => {
         r#",
         book_sequences AS (
@@ -93,9 +95,17 @@ macro_rules! book_events {
             ORDER BY 1
             ON CONFLICT (symbol) DO UPDATE SET book_sequence = q.book_sequence + 1
             RETURNING q.symbol, q.book_sequence
-        ), book_events AS (
-            INSERT INTO event_outbox (kind, symbol, sequence, payload)
-            SELECT 'book', q.symbol, q.book_sequence, jsonb_build_object(
+        )"#
+    };
+}
+pub(crate) use book_sequences;
+
+/// The statement's book event rows (kind, symbol, sequence, payload), one
+/// per symbol of `book_sequences`: each changed level's total after the
+/// change, `"0"` when it is gone.
+macro_rules! book_event_rows {
+    () => {
+        r#"SELECT 'book', q.symbol, q.book_sequence, jsonb_build_object(
                 'bids', coalesce(jsonb_agg(jsonb_build_array(l.price::text,
                             CASE WHEN l.order_count = 0 THEN '0' ELSE l.quantity::text END)
                         ORDER BY l.price DESC) FILTER (WHERE l.side = 'BUY'), '[]'::jsonb),
@@ -104,10 +114,67 @@ macro_rules! book_events {
                         ORDER BY l.price) FILTER (WHERE l.side = 'SELL'), '[]'::jsonb))
             FROM book_sequences q JOIN levels l ON l.symbol = q.symbol
             GROUP BY q.symbol, q.book_sequence
-            ORDER BY q.symbol
-        )"#
+            ORDER BY q.symbol"#
     };
 }
+pub(crate) use book_event_rows;
+
+/// The statement's book events, one per symbol whose levels changed, each
+/// with the symbol's next sequence: two CTEs after `sides`.
+macro_rules! book_events {
+    () => {
+        concat!(
+            $crate::m1700000013000_event_outbox::book_sequences!(),
+            r#", book_events AS (
+            INSERT INTO event_outbox (kind, symbol, sequence, payload)
+            "#,
+            $crate::m1700000013000_event_outbox::book_event_rows!(),
+            r#"
+        )"#
+        )
+    };
+}
+pub(crate) use book_events;
+
+/// The trade events of a statement's new trades: the first CTE of the trades
+/// insert trigger.
+macro_rules! trade_events {
+    () => {
+        r#"trade_events AS (
+        INSERT INTO event_outbox (kind, symbol, payload)
+        SELECT 'trade', n.symbol, to_jsonb(n) || jsonb_build_object(
+            'price', n.price::text, 'quantity', n.quantity::text,
+            'buyer_fee', n.buyer_fee::text, 'seller_fee', n.seller_fee::text)
+        FROM new_rows n
+    ), "#
+    };
+}
+pub(crate) use trade_events;
+
+/// The trigger functions as this migration makes them: migration 12's, with
+/// the statements' events.
+macro_rules! event_writing_functions {
+    () => {
+        concat!(
+            $crate::m1700000012000_market_triggers::level_trigger_functions!(
+                ", l.quantity",
+                concat!(
+                    $crate::m1700000013000_event_outbox::order_events!(),
+                    $crate::m1700000013000_event_outbox::book_events!()
+                ),
+                concat!(
+                    $crate::m1700000013000_event_outbox::order_events!(),
+                    $crate::m1700000013000_event_outbox::book_events!()
+                ),
+                $crate::m1700000013000_event_outbox::book_events!()
+            ),
+            $crate::m1700000012000_market_triggers::market_trades_on_insert!(
+                $crate::m1700000013000_event_outbox::trade_events!()
+            ),
+        )
+    };
+}
+pub(crate) use event_writing_functions;
 
 const UP: &str = concat!(
     r#"
@@ -137,21 +204,7 @@ CREATE TABLE event_sequences (
 COMMENT ON TABLE event_sequences IS 'Per symbol, the sequence of its latest book event (1, 2, 3, ... without gaps)';
 
 "#,
-    level_trigger_functions!(
-        ", l.quantity",
-        concat!(order_events!(), book_events!()),
-        concat!(order_events!(), book_events!()),
-        book_events!()
-    ),
-    market_trades_on_insert!(concat!(
-        r#"trade_events AS (
-        INSERT INTO event_outbox (kind, symbol, payload)
-        SELECT 'trade', n.symbol, to_jsonb(n) || jsonb_build_object(
-            'price', n.price::text, 'quantity', n.quantity::text,
-            'buyer_fee', n.buyer_fee::text, 'seller_fee', n.seller_fee::text)
-        FROM new_rows n
-    ), "#
-    )),
+    event_writing_functions!(),
 );
 
 const DOWN: &str = concat!(

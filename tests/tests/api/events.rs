@@ -328,6 +328,30 @@ async fn events(db: &impl ConnectionTrait) -> Vec<EventRow> {
     .expect("the outbox reads")
 }
 
+/// `seller`'s resting sell of 1 BTC at 50,000, then `buyer`'s buy of 0.4 at
+/// that price, which fills part of it in one trade.
+async fn rest_and_cross(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    seller: Uuid,
+    buyer: Uuid,
+) -> (orders::Placement, orders::Placement) {
+    let btc = "BTC/USDT";
+    let resting = orders::place(
+        db,
+        NewOrder::limit(seller, btc, Side::Sell, dec("1"), dec("50000")),
+    )
+    .await
+    .expect("resting sell");
+    let crossing = orders::place(
+        db,
+        NewOrder::limit(buyer, btc, Side::Buy, dec("0.4"), dec("50000")),
+    )
+    .await
+    .expect("crossing buy");
+    assert_eq!(crossing.trades.len(), 1);
+    (resting, crossing)
+}
+
 #[tokio::test]
 async fn every_committed_change_writes_its_events_and_a_rolled_back_one_none() {
     let db = TestDb::migrated().await;
@@ -353,19 +377,7 @@ async fn every_committed_change_writes_its_events_and_a_rolled_back_one_none() {
         "a rolled-back placement leaves no event"
     );
 
-    let resting = orders::place(
-        conn,
-        NewOrder::limit(alice, btc, Side::Sell, dec("1"), dec("50000")),
-    )
-    .await
-    .expect("resting sell");
-    let crossing = orders::place(
-        conn,
-        NewOrder::limit(bob, btc, Side::Buy, dec("0.4"), dec("50000")),
-    )
-    .await
-    .expect("crossing buy");
-    assert_eq!(crossing.trades.len(), 1);
+    let (resting, crossing) = rest_and_cross(conn, alice, bob).await;
     orders::cancel(conn, alice, resting.order.order_id)
         .await
         .expect("cancel the rest");
@@ -414,6 +426,66 @@ async fn every_committed_change_writes_its_events_and_a_rolled_back_one_none() {
         statuses,
         ["OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELLED"]
     );
+}
+
+/// Each order's and each trade's newest event, and the same row as
+/// PostgreSQL renders every column of it (`to_jsonb`), the decimals as text.
+const PAYLOADS_AND_ROWS: &str = "
+    SELECT e.kind, e.payload, to_jsonb(o) || jsonb_build_object(
+               'quantity', o.quantity::text, 'filled_quantity', o.filled_quantity::text,
+               'price', o.price::text, 'stop_price', o.stop_price::text,
+               'average_price', o.average_price::text) AS row
+    FROM orders o
+    JOIN LATERAL (SELECT kind, payload FROM event_outbox
+                  WHERE kind = 'order' AND payload ->> 'order_id' = o.order_id::text
+                  ORDER BY event_id DESC LIMIT 1) e ON true
+    UNION ALL
+    SELECT e.kind, e.payload, to_jsonb(t) || jsonb_build_object(
+               'price', t.price::text, 'quantity', t.quantity::text,
+               'buyer_fee', t.buyer_fee::text, 'seller_fee', t.seller_fee::text)
+    FROM trades t
+    JOIN event_outbox e ON e.kind = 'trade' AND e.payload ->> 'trade_id' = t.trade_id::text";
+
+#[derive(Debug, FromQueryResult)]
+struct PayloadAndRow {
+    kind: String,
+    payload: Value,
+    row: Value,
+}
+
+#[tokio::test]
+async fn order_and_trade_events_carry_every_column_of_their_row() {
+    let db = TestDb::migrated().await;
+    let conn = db.conn();
+    let (alice, bob) = (user(1), user(2));
+    let btc = "BTC/USDT";
+    rest_and_cross(conn, alice, bob).await;
+    // A stop (sell below 41,000) that waits: the last trade is at 50,000.
+    let mut stop =
+        NewOrder::stop_limit(bob, btc, Side::Sell, dec("0.1"), dec("40000"), dec("41000"));
+    stop.client_order_id = Some("stop-1".to_owned());
+    orders::place(conn, stop).await.expect("a waiting stop");
+
+    let pairs = PayloadAndRow::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        PAYLOADS_AND_ROWS,
+    ))
+    .all(conn)
+    .await
+    .expect("the events and their rows");
+    let kinds: Vec<&str> = pairs.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["order", "order", "order", "trade"], "{pairs:#?}");
+    for pair in &pairs {
+        // Every column, under its own name, with the row's value; the
+        // decimals as text, so no digit is lost on the way.
+        assert_eq!(pair.payload, pair.row, "a {} event", pair.kind);
+    }
+    let stop = pairs
+        .iter()
+        .find(|p| p.payload["order_type"] == "STOP_LIMIT")
+        .expect("the stop's event");
+    assert_eq!(stop.payload["stop_price"], "41000.00000000");
+    assert_eq!(stop.payload["client_order_id"], "stop-1");
 }
 
 #[tokio::test]
