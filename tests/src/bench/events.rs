@@ -2,9 +2,10 @@
 //! outbox, `api::events`), on the loaded database after the other lines:
 //!
 //! - **Outbox overhead** ([`outbox_overhead`]): blocks of resting and crossing
-//!   placements (one client, through the service) with migration 13 applied
-//!   and rolled back to migration 12 in turn, back to back, alternating which
-//!   goes first, as [`upkeep`](super::upkeep) does with the market-state
+//!   placements (one client, through the service) with the trigger functions
+//!   that write the events as the migrations left them and as they were
+//!   before the outbox (migration 12's) in turn, back to back, alternating
+//!   which goes first, as [`upkeep`](super::upkeep) does with the market-state
 //!   triggers. Nothing relays during the blocks: this is the writing side.
 //! - **Publish lag** ([`publish_lag`]): the api in-process with the broker
 //!   (RabbitMQ, an exchange of the run's own), clients placing over HTTP
@@ -42,8 +43,8 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use migration::{DataLoss, Operation};
 use rust_decimal::Decimal;
-use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, PgPool, Row};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -197,77 +198,114 @@ async fn reachable(url: &str) -> Option<String> {
 /// The migration that adds the outbox.
 const OUTBOX_MIGRATION: &str = "m1700000013000_event_outbox";
 
-/// How many applied migrations are newer than [`OUTBOX_MIGRATION`] (an
-/// error when that one is not applied).
-async fn applied_after_outbox(pool: &PgPool) -> Result<u32> {
+/// The trigger functions that write the events (migration 13 gave them their
+/// event-writing statements, later migrations may have changed those).
+const EVENT_WRITERS: [&str; 4] = [
+    "market_levels_on_insert",
+    "market_levels_on_update",
+    "market_levels_on_delete",
+    "market_trades_on_insert",
+];
+
+/// The definitions (`CREATE OR REPLACE FUNCTION` statements) of
+/// [`EVENT_WRITERS`] as `db` sees them.
+async fn writer_definitions(db: &impl ConnectionTrait) -> Result<String> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_get_functiondef(to_regproc(f)) || ';'
+             FROM unnest($1::text[]) WITH ORDINALITY AS w(f, n) ORDER BY n",
+            [EVENT_WRITERS.map(str::to_owned).to_vec().into()],
+        ))
+        .await
+        .context("the event-writing trigger functions")?;
+    let definitions = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(definitions.join("\n"))
+}
+
+/// The event-writing functions without events (as they were before
+/// [`OUTBOX_MIGRATION`]) and with them (everything applied). The first are
+/// read inside a transaction that rolls back the migrations from the
+/// outbox's on and is itself rolled back: nothing is dropped or rebuilt.
+async fn outbox_settings(db: &DatabaseConnection) -> Result<[String; 2]> {
     let row = sqlx::query(
-        "SELECT count(*) FILTER (WHERE version = $1), count(*) FILTER (WHERE version > $1)
+        "SELECT count(*) FILTER (WHERE version = $1), count(*) FILTER (WHERE version >= $1)
          FROM seaql_migrations",
     )
     .bind(OUTBOX_MIGRATION)
-    .fetch_one(pool)
+    .fetch_one(db.get_postgres_connection_pool())
     .await
     .context("the applied migrations")?;
-    let (applied, after): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let (applied, from_outbox): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     ensure!(
         applied == 1,
-        "the outbox overhead rolls back {OUTBOX_MIGRATION}, which is not applied"
+        "the outbox overhead needs {OUTBOX_MIGRATION}, which is not applied"
     );
-    Ok(u32::try_from(after)?)
+    let on = writer_definitions(db).await?;
+    let txn = db.begin().await?;
+    migration::run(
+        &txn,
+        Operation::Down(Some(u32::try_from(from_outbox)?)),
+        DataLoss::Allow,
+    )
+    .await
+    .context("rolling back to the migration before the outbox's (in a transaction)")?;
+    let off = writer_definitions(&txn).await?;
+    txn.rollback().await?;
+    Ok([off, on])
 }
 
-/// Applies migration 13 (`on`) or rolls it back to 12. The rollback drops
-/// the outbox's unpublished events (nothing relays them in the bench).
-async fn switch_outbox(db: &DatabaseConnection, on: bool) -> Result<()> {
-    let operation = if on {
-        Operation::Up(Some(1))
-    } else {
-        Operation::Down(Some(1))
-    };
-    migration::run(db, operation, DataLoss::Allow)
+/// Puts the event-writing functions of `setting` (from [`outbox_settings`])
+/// in place.
+async fn switch_outbox(db: &DatabaseConnection, setting: &str) -> Result<()> {
+    db.execute_unprepared(setting)
         .await
-        .with_context(|| format!("{operation:?} of {OUTBOX_MIGRATION}"))
+        .context("switching the event-writing trigger functions")?;
+    Ok(())
 }
 
 /// `blocks` blocks per setting; lines for the resting and the crossing
 /// placement with the outbox off and on, the on lines with their p50 over
-/// the off line's. The migrations after the outbox's are rolled back for
-/// the blocks (both settings run without them) and applied again after.
+/// the off line's. Everything stays applied; only the trigger functions
+/// that write the events switch (the outbox's tables stay, unused when off),
+/// and the ones with events are in place again after.
 pub async fn outbox_overhead(
     db: &DatabaseConnection,
     fixture: &Fixture,
     blocks: usize,
     progress: bool,
 ) -> Result<Vec<Measurement>> {
-    let pool = db.get_postgres_connection_pool().clone();
-    let after = applied_after_outbox(&pool).await?;
-    if after > 0 {
-        migration::run(db, Operation::Down(Some(after)), DataLoss::Allow)
-            .await
-            .context("rolling back the migrations after the outbox's")?;
-    }
+    let settings = outbox_settings(db).await?;
+    outbox_overhead_between(db, fixture, blocks, progress, &settings).await
+}
+
+/// [`outbox_overhead`] between two settings of the event-writing functions
+/// (`[off, on]`, each the statements that define them), `on` in place after.
+pub async fn outbox_overhead_between(
+    db: &DatabaseConnection,
+    fixture: &Fixture,
+    blocks: usize,
+    progress: bool,
+    settings: &[String; 2],
+) -> Result<Vec<Measurement>> {
+    let db = &super::upkeep::one_connection(db).await?;
     // Per block: [resting off, resting on, crossing off, crossing on]
     let mut per_block = vec![vec![Samples::default(); 4]; blocks];
-    let mut applied = true;
     let outcome = async {
         for (block, samples) in per_block.iter_mut().enumerate() {
             for on in [block % 2 == 1, block % 2 == 0] {
-                if on != applied {
-                    switch_outbox(db, on).await?;
-                    applied = on;
-                }
+                switch_outbox(db, &settings[usize::from(on)]).await?;
                 place_block(db, fixture, on, samples).await?;
             }
         }
         anyhow::Ok(())
     }
     .await;
-    // Whatever happened, migration 13 and those after it are applied again.
-    if !applied || after > 0 {
-        migration::run(db, Operation::Up(None), DataLoss::Allow)
-            .await
-            .context("applying the migrations again")?;
-    }
+    // Whatever happened, the functions with events are put back.
+    switch_outbox(db, &settings[1]).await?;
     outcome?;
     let mut samples = vec![Samples::default(); 4];
     for block in &per_block {

@@ -8,8 +8,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use sea_orm::sqlx::postgres::PgPoolOptions;
 use sea_orm::sqlx::{self, PgPool};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, SqlxPostgresConnector};
 use service::Side;
 use service::orders::{self, NewOrder};
 use uuid::Uuid;
@@ -26,9 +27,26 @@ const TRIGGERS: [(&str, &str); 4] = [
 ];
 
 /// Placements of each kind per block; the first [`WARM`] of a block (the
-/// first after the switch replans every statement) are not recorded.
+/// first after the switch replans every statement) are not recorded. The
+/// blocks run on a connection of their own ([`one_connection`]).
 const BLOCK: usize = 24;
 const WARM: usize = 4;
+
+/// A pool of one connection to `db`'s database, for blocks that switch
+/// settings between them. A switch makes every connection plan its
+/// statements again at their next use (and compile the trigger functions
+/// again, when they were replaced); the shared pool hands out its idle
+/// connections in turn, so there most placements of a block would pay for
+/// that once more, not only the first few ([`WARM`]).
+pub(super) async fn one_connection(db: &DatabaseConnection) -> Result<DatabaseConnection> {
+    let options = db.get_postgres_connection_pool().connect_options();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*options).clone())
+        .await
+        .context("a connection of its own for the blocks")?;
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+}
 
 async fn switch(pool: &PgPool, on: bool) -> Result<()> {
     let verb = if on { "ENABLE" } else { "DISABLE" };
@@ -87,6 +105,7 @@ pub async fn run(
     fixture: &Fixture,
     blocks: usize,
 ) -> Result<Vec<Measurement>> {
+    let db = &one_connection(db).await?;
     let pool = db.get_postgres_connection_pool().clone();
     // [resting off, resting on, crossing off, crossing on]
     let mut samples = vec![Samples::default(); 4];
