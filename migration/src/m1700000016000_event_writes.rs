@@ -22,7 +22,8 @@
 //!   then a third by the merge). The payloads are equal to the old ones, key
 //!   for key and value for value; every column of `orders` and `trades` is
 //!   named, so a column added to either table later is added here too (a
-//!   test compares the payloads' keys with the tables' columns).
+//!   test compares the payloads with the rows as `to_jsonb` renders them,
+//!   every column).
 //!
 //! Nothing stored changes: the tables, their constraints and the events'
 //! contents stay as they are. `down` puts migration 13's functions back.
