@@ -258,8 +258,8 @@ async fn outbox_settings(db: &DatabaseConnection) -> Result<[String; 2]> {
     Ok([off, on])
 }
 
-/// Puts the event-writing functions of `setting` (from [`outbox_settings`])
-/// in place.
+/// Puts the event-writing functions of `setting` (one of
+/// [`outbox_settings`]) in place.
 async fn switch_outbox(db: &DatabaseConnection, setting: &str) -> Result<()> {
     db.execute_unprepared(setting)
         .await
@@ -279,25 +279,17 @@ pub async fn outbox_overhead(
     progress: bool,
 ) -> Result<Vec<Measurement>> {
     let settings = outbox_settings(db).await?;
-    outbox_overhead_between(db, fixture, blocks, progress, &settings).await
-}
-
-/// [`outbox_overhead`] between two settings of the event-writing functions
-/// (`[off, on]`, each the statements that define them), `on` in place after.
-pub async fn outbox_overhead_between(
-    db: &DatabaseConnection,
-    fixture: &Fixture,
-    blocks: usize,
-    progress: bool,
-    settings: &[String; 2],
-) -> Result<Vec<Measurement>> {
     let db = &super::upkeep::one_connection(db).await?;
     // Per block: [resting off, resting on, crossing off, crossing on]
     let mut per_block = vec![vec![Samples::default(); 4]; blocks];
+    let mut applied = true;
     let outcome = async {
         for (block, samples) in per_block.iter_mut().enumerate() {
             for on in [block % 2 == 1, block % 2 == 0] {
-                switch_outbox(db, &settings[usize::from(on)]).await?;
+                if on != applied {
+                    switch_outbox(db, &settings[usize::from(on)]).await?;
+                    applied = on;
+                }
                 place_block(db, fixture, on, samples).await?;
             }
         }
@@ -305,7 +297,9 @@ pub async fn outbox_overhead_between(
     }
     .await;
     // Whatever happened, the functions with events are put back.
-    switch_outbox(db, &settings[1]).await?;
+    if !applied {
+        switch_outbox(db, &settings[1]).await?;
+    }
     outcome?;
     let mut samples = vec![Samples::default(); 4];
     for block in &per_block {
