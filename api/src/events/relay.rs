@@ -14,11 +14,12 @@
 //! this process followed within [`LINGER`], or after [`SESSION`] (the next
 //! then starts at once). It commits without waiting for the disk
 //! (`synchronous_commit = off`: a mark lost in a crash only means the events
-//! go out again). A failure anywhere rolls the session back: its events stay
-//! unpublished and the next session sends them again. Delivery is at least
-//! once, and every message carries an id for dropping a repeat. Sessions
-//! start when this process committed a write, and every `EVENTS_POLL_MS` for
-//! the writes of other processes and jobs. Claims read from a little below
+//! go out again), and plans its claims and marks once per connection
+//! ([`SESSION_SETTINGS`]). A failure anywhere rolls the session back: its
+//! events stay unpublished and the next session sends them again. Delivery
+//! is at least once, and every message carries an id for dropping a repeat.
+//! Sessions start when this process committed a write, and every
+//! `EVENTS_POLL_MS` for the writes of other processes and jobs. Claims read from a little below
 //! the newest event seen ([`CLAIM_WINDOW`]; from the first one every
 //! [`FULL_CLAIM_EVERY`]), not through every event published since the table
 //! was last vacuumed. Every [`PRUNE_EVERY`] the published events past
@@ -48,6 +49,17 @@ const SESSION: Duration = Duration::from_millis(250);
 /// that commits this many events after the ones written after it is still
 /// claimed at once.
 const CLAIM_WINDOW: i64 = 20_000;
+
+/// A session's own settings, sent with its `BEGIN` in one round trip. It
+/// commits without waiting for the disk (a mark lost in a crash only sends
+/// those events again), and it runs its claims and marks on the generic plans
+/// PostgreSQL keeps per connection: under `auto` it planned every claim
+/// afresh, two thirds of the claim's own execution time again for the same
+/// plan, and a relay under load claims hundreds of times a second.
+const SESSION_SETTINGS: [&str; 2] = [
+    "SET LOCAL synchronous_commit = off",
+    "SET LOCAL plan_cache_mode = force_generic_plan",
+];
 
 /// How often the relay claims from the first event instead, for a write
 /// that committed later still.
@@ -341,7 +353,7 @@ async fn session(
     cursor: &mut Cursor,
     linger: Option<&tokio::sync::Notify>,
 ) -> Result<Session, RelayError> {
-    db.run_unbounded_with(&["SET LOCAL synchronous_commit = off"], async |scope| {
+    db.run_unbounded_with(&SESSION_SETTINGS, async |scope| {
         let started = Instant::now();
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut published = 0;
