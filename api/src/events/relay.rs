@@ -19,11 +19,12 @@
 //! events stay unpublished and the next session sends them again. Delivery
 //! is at least once, and every message carries an id for dropping a repeat.
 //! Sessions start when this process committed a write, and every
-//! `EVENTS_POLL_MS` for the writes of other processes and jobs. Claims read from a little below
-//! the newest event seen ([`CLAIM_WINDOW`]; from the first one every
-//! [`FULL_CLAIM_EVERY`]), not through every event published since the table
-//! was last vacuumed. Every [`PRUNE_EVERY`] the published events past
-//! retention are deleted, one short statement between two sessions.
+//! `EVENTS_POLL_MS` for the writes of other processes and jobs. Claims read
+//! from a little below the newest event seen ([`CLAIM_WINDOW`]; from the
+//! first one every [`FULL_CLAIM_EVERY`]), not through every event published
+//! since the table was last vacuumed. Every [`PRUNE_EVERY`] the published
+//! events past retention are deleted, one short statement between two
+//! sessions.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
