@@ -27,6 +27,23 @@ pub async fn rows(db: &impl ConnectionTrait, sql: &str) -> Vec<QueryResult> {
     }
 }
 
+/// How many sessions of the current database wait for a lock that
+/// `condition` (a predicate on `pg_locks`, `true` for any) describes.
+/// `pg_locks` is cluster-wide, and the test databases cloned from one
+/// template share their tables' OIDs: `relation = 'orders'::regclass` alone
+/// also counts the waits of tests running beside this one.
+pub async fn waiting_sessions(db: &impl ConnectionTrait, condition: &str) -> i64 {
+    scalar(
+        db,
+        &format!(
+            "SELECT count(DISTINCT pid) FROM pg_locks
+             WHERE NOT granted AND ({condition})
+               AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+        ),
+    )
+    .await
+}
+
 /// The first column of every row.
 pub async fn column<T: TryGetable>(db: &impl ConnectionTrait, sql: &str) -> Vec<T> {
     rows(db, sql)

@@ -14,7 +14,7 @@ use serde_json::json;
 use tests::app::wire::{assert_error_body, read};
 use tests::app::{AppOptions, spawn_app};
 use tests::faults::Invariants;
-use tests::sql::{column, exec};
+use tests::sql::{column, exec, waiting_sessions};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -139,12 +139,8 @@ async fn placements_of_one_symbol_share_a_connection_through_the_sequencer() {
     let waiting = app.db().connect_single().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let blocked: Vec<i64> = column(
-            &waiting,
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'orders'::regclass",
-        )
-        .await;
-        if blocked.first().copied().unwrap_or(0) >= 1 || Instant::now() > deadline {
+        let blocked = waiting_sessions(&waiting, "relation = 'orders'::regclass").await;
+        if blocked >= 1 || Instant::now() > deadline {
             break;
         }
         tokio::task::yield_now().await;

@@ -26,7 +26,7 @@ use service::archive::object_store::{
 use service::archive::{self, ArchiveError, ArchiveState, Manifest, RestoreTarget, Step, Store};
 use tests::app::{AppDatabase, AppOptions, spawn_app, wire};
 use tests::db::TestDb;
-use tests::sql::{column, exec, lines, scalar};
+use tests::sql::{column, exec, lines, scalar, waiting_sessions};
 
 const A: &str = "00000000-0000-0000-0000-00000000000a";
 const B: &str = "00000000-0000-0000-0000-00000000000b";
@@ -831,10 +831,9 @@ async fn a_deadlock_with_a_writer_of_the_table_is_tried_again_and_the_drop_compl
     };
     // The archive holds the partition and waits for the parent.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while scalar::<i64>(
+    while waiting_sessions(
         c,
-        "SELECT count(*) FROM pg_locks WHERE relation = 'trades'::regclass
-           AND mode = 'AccessExclusiveLock' AND NOT granted",
+        "relation = 'trades'::regclass AND mode = 'AccessExclusiveLock'",
     )
     .await
         == 0

@@ -699,11 +699,7 @@ async fn a_placement_waiting_for_the_btc_book(
 pub(crate) async fn waiting_for_an_advisory_lock(db: &DatabaseConnection) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let waiting: i64 = scalar(
-            db,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-        )
-        .await;
+        let waiting = tests::sql::waiting_sessions(db, "locktype = 'advisory'").await;
         if waiting > 0 {
             return;
         }

@@ -55,11 +55,7 @@ async fn hold_the_level(db: &TestDb, price: &str) -> DatabaseConnection {
 async fn waiting_sessions(db: &DatabaseConnection, n: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let waiting: i64 = scalar(
-            db,
-            "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted",
-        )
-        .await;
+        let waiting = tests::sql::waiting_sessions(db, "true").await;
         if waiting >= n {
             return;
         }

@@ -11,7 +11,7 @@ use service::ServiceError;
 use service::maintenance::{self, PartitionHealth};
 use tests::db::TestDb;
 use tests::sql::insert_order as order;
-use tests::sql::{column, exec, lines, scalar};
+use tests::sql::{column, exec, lines, scalar, waiting_sessions};
 
 const A: &str = "00000000-0000-0000-0000-00000000000a";
 const B: &str = "00000000-0000-0000-0000-00000000000b";
@@ -504,7 +504,7 @@ async fn a_snapshot_waits_for_a_placement_holding_the_book_lock() {
     let snapshot = tokio::spawn(async move { maintenance::snapshot_order_books(&pool, 5).await });
     // Synchronized on the lock table: the snapshot's session waits.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while scalar::<i64>(db.conn(), "SELECT count(*) FROM pg_locks WHERE NOT granted").await == 0 {
+    while waiting_sessions(db.conn(), "true").await == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the snapshot never waited"

@@ -268,11 +268,8 @@ async fn a_saturated_pool_answers_503_after_the_acquire_timeout() {
     let waiting = tokio::spawn(app.client.get(app.url("/api/v1/symbols")).send());
     let waited = Instant::now();
     loop {
-        let blocked = tests::sql::scalar::<i64>(
-            app.db().conn(),
-            "SELECT count(*) FROM pg_locks WHERE relation = 'symbols'::regclass AND NOT granted",
-        )
-        .await;
+        let blocked =
+            tests::sql::waiting_sessions(app.db().conn(), "relation = 'symbols'::regclass").await;
         if blocked > 0 {
             break;
         }
