@@ -2,10 +2,13 @@
 //! publisher confirms) and each process's consumer, which feeds its hub from
 //! a queue of its own bound to the exchange.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::maybe_done;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
@@ -130,21 +133,41 @@ impl Publisher {
 
     async fn try_send(&mut self, messages: &[Message]) -> Result<Confirms, String> {
         let channel = self.channel().await?;
-        let mut confirms = Vec::with_capacity(messages.len());
-        for message in messages {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(message.message_id.as_str().into());
-            let confirm = channel
-                .basic_publish(
+        let mut publishes: Vec<_> = messages
+            .iter()
+            .map(|message| {
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_message_id(message.message_id.as_str().into());
+                Box::pin(maybe_done(channel.basic_publish(
                     self.exchange.as_str().into(),
                     message.routing_key.as_str().into(),
                     BasicPublishOptions::default(),
                     &message.body,
                     properties,
-                )
-                .await
+                )))
+            })
+            .collect();
+        // A publish queues its frames on the channel at its first poll and
+        // then waits until the connection's I/O loop wrote them. Polled once
+        // each, in the batch's order, before any is awaited, the batch is
+        // queued whole and goes out in one write, where awaiting one message
+        // after the other took a write and two thread hand-offs a message.
+        std::future::poll_fn(|cx| {
+            for publish in &mut publishes {
+                let _ = publish.as_mut().poll(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for mut publish in publishes {
+            publish.as_mut().await;
+            let confirm = publish
+                .as_mut()
+                .take_output()
+                .ok_or_else(|| "a publish ended without an outcome".to_owned())?
                 .map_err(|e| format!("publishing failed: {e}"))?;
             confirms.push(confirm);
         }
